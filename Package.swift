@@ -1,0 +1,33 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Dependency direction (see README "Architecture"): the engine knows nothing of the CLI;
+// CLI -> Training -> (Engine, Optim, Datasets) -> system libraries.
+let package = Package(
+    name: "sambench",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "sambench", targets: ["sambench"]),
+        .library(name: "Engine", targets: ["Engine"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
+        .systemLibrary(name: "CBLAS", providers: [.apt(["libopenblas-dev"])]),
+        .target(name: "Engine", dependencies: ["CDNNL", "CBLAS"],
+                swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
+        .target(name: "Optim", dependencies: ["Engine"]),
+        .target(name: "Datasets", dependencies: ["Engine"]),
+        .target(name: "Training", dependencies: ["Engine", "Optim", "Datasets"]),
+        .executableTarget(name: "sambench", dependencies: [
+            "Training",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // Test-only: counts malloc calls so a test can prove the training step allocates nothing.
+        .target(name: "AllocCounter"),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Optim", "AllocCounter"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Engine", "Optim"]),
+    ]
+)

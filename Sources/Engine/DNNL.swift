@@ -1,0 +1,154 @@
+import CDNNL
+
+// Every oneDNN call of the project lives in this file and DNNLExecutor.swift (the oneDNN 2.6
+// `*_desc_init` API; a v3 port touches these two files only).
+
+/// Execution-argument indices (the DNNL_ARG_* macros, spelt out because macros defined in
+/// terms of other macros do not all import into Swift).
+enum DNNLArg {
+    static let src: Int32 = 1, src1: Int32 = 2, dst: Int32 = 17, weights: Int32 = 33
+    static let mean: Int32 = 49, variance: Int32 = 50, scale: Int32 = 51, shift: Int32 = 52
+    static let workspace: Int32 = 64, scratchpad: Int32 = 80
+    static let diffSrc: Int32 = 129, diffDst: Int32 = 145, diffWeights: Int32 = 161
+    static let diffScale: Int32 = 255, diffShift: Int32 = 256
+    static let from: Int32 = 1, to: Int32 = 17
+}
+
+func dnnlCheck(_ status: dnnl_status_t, _ what: @autoclosure () -> String) throws {
+    guard status == dnnl_success else {
+        throw EngineError("oneDNN: \(what()) failed: \(String(cString: dnnl_status2str(status)))")
+    }
+}
+
+/// Process-wide thread settings for the engine's OpenMP runtime.
+public enum EngineThreads {
+    /// Sets the number of threads oneDNN uses (OpenMP). Call before building executors.
+    public static func set(_ n: Int) {
+        precondition(n >= 1, "threads must be >= 1")
+        _ = sambench_set_omp_threads(Int32(n))
+    }
+    public static var current: Int { Int(sambench_get_omp_max_threads()) }
+}
+
+/// A plain (row-major) or explicitly tagged memory descriptor.
+func memoryDesc(_ dims: [Int], _ tag: dnnl_format_tag_t) throws -> dnnl_memory_desc_t {
+    var md = dnnl_memory_desc_t()
+    let d = dims.map { Int64($0) }
+    try dnnlCheck(dnnl_memory_desc_init_by_tag(&md, Int32(d.count), d, dnnl_f32, tag), "memory desc \(dims)")
+    return md
+}
+
+func sameLayout(_ a: dnnl_memory_desc_t, _ b: dnnl_memory_desc_t) -> Bool {
+    var a = a, b = b
+    return dnnl_memory_desc_equal(&a, &b) != 0
+}
+
+func byteSize(_ md: dnnl_memory_desc_t) -> Int {
+    var md = md
+    return Int(dnnl_memory_desc_get_size(&md))
+}
+
+/// Owns the oneDNN engine, stream and every primitive, primitive descriptor and memory object
+/// an executor creates, and destroys them together.
+final class DNNLResources {
+    let engine: dnnl_engine_t
+    let stream: dnnl_stream_t
+    /// Attributes with a user-managed scratchpad, so that executing a primitive never allocates.
+    let attr: dnnl_primitive_attr_t
+    private var pds: [dnnl_primitive_desc_t] = []
+    private var prims: [dnnl_primitive_t] = []
+    private var mems: [dnnl_memory_t] = []
+    private var attrs: [dnnl_primitive_attr_t] = []
+    private var postOps: [dnnl_post_ops_t] = []
+    private(set) var buffers: [ByteBuffer] = []
+
+    init() throws {
+        var e: dnnl_engine_t?
+        try dnnlCheck(dnnl_engine_create(&e, dnnl_cpu, 0), "engine create")
+        engine = e!
+        var s: dnnl_stream_t?
+        try dnnlCheck(dnnl_stream_create(&s, engine, dnnl_stream_default_flags.rawValue), "stream create")
+        stream = s!
+        var a: dnnl_primitive_attr_t?
+        try dnnlCheck(dnnl_primitive_attr_create(&a), "attr create")
+        attr = a!
+        try dnnlCheck(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "scratchpad mode")
+    }
+
+    deinit {
+        for m in mems { dnnl_memory_destroy(m) }
+        for p in prims { dnnl_primitive_destroy(p) }
+        for p in pds { dnnl_primitive_desc_destroy(p) }
+        for p in postOps { dnnl_post_ops_destroy(p) }
+        for a in attrs { dnnl_primitive_attr_destroy(a) }
+        dnnl_primitive_attr_destroy(attr)
+        dnnl_stream_destroy(stream)
+        dnnl_engine_destroy(engine)
+    }
+
+    /// Attributes with the user scratchpad and an eltwise ReLU post-op.
+    func reluPostOpAttr() throws -> dnnl_primitive_attr_t {
+        var a: dnnl_primitive_attr_t?
+        try dnnlCheck(dnnl_primitive_attr_clone(&a, attr), "attr clone")
+        attrs.append(a!)
+        var po: dnnl_post_ops_t?
+        try dnnlCheck(dnnl_post_ops_create(&po), "post-ops create")
+        postOps.append(po!)
+        try dnnlCheck(dnnl_post_ops_append_eltwise(po, 1, dnnl_eltwise_relu, 0, 0), "post-op relu")
+        try dnnlCheck(dnnl_primitive_attr_set_post_ops(a, po), "set post-ops")
+        return a!
+    }
+
+    /// A primitive descriptor from an op descriptor (any `dnnl_*_desc_t`).
+    func primitiveDesc<D>(_ desc: inout D, attr: dnnl_primitive_attr_t? = nil, hint: dnnl_primitive_desc_t? = nil,
+                          _ what: String) throws -> dnnl_primitive_desc_t {
+        var pd: dnnl_primitive_desc_t?
+        try withUnsafePointer(to: &desc) { d in
+            try dnnlCheck(dnnl_primitive_desc_create(&pd, UnsafeRawPointer(d),
+                                                     attr ?? self.attr, engine, hint), what)
+        }
+        pds.append(pd!)
+        return pd!
+    }
+
+    func reorderDesc(from src: dnnl_memory_desc_t, to dst: dnnl_memory_desc_t) throws -> dnnl_primitive_desc_t {
+        var pd: dnnl_primitive_desc_t?
+        var s = src, d = dst
+        try dnnlCheck(dnnl_reorder_primitive_desc_create(&pd, &s, engine, &d, engine, attr), "reorder desc")
+        pds.append(pd!)
+        return pd!
+    }
+
+    func primitive(_ pd: dnnl_primitive_desc_t, _ what: String) throws -> dnnl_primitive_t {
+        var p: dnnl_primitive_t?
+        try dnnlCheck(dnnl_primitive_create(&p, pd), "primitive create (\(what))")
+        prims.append(p!)
+        return p!
+    }
+
+    func query(_ pd: dnnl_primitive_desc_t, _ what: dnnl_query_t, _ index: Int32 = 0) -> dnnl_memory_desc_t {
+        dnnl_primitive_desc_query_md(pd, what, index)!.pointee
+    }
+
+    func implementation(_ pd: dnnl_primitive_desc_t) -> String {
+        var s: UnsafePointer<CChar>?
+        guard dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s) == dnnl_success, let s else { return "?" }
+        return String(cString: s)
+    }
+
+    /// A memory object over `handle` (never owned by oneDNN).
+    func memory(_ md: dnnl_memory_desc_t, _ handle: UnsafeMutableRawPointer) throws -> dnnl_memory_t {
+        var m: dnnl_memory_t?
+        var md = md
+        try dnnlCheck(dnnl_memory_create(&m, &md, engine, handle), "memory create")
+        mems.append(m!)
+        return m!
+    }
+
+    /// A zeroed buffer for `md` owned by these resources, and a memory object over it.
+    func allocate(_ md: dnnl_memory_desc_t) throws -> (buffer: ByteBuffer, memory: dnnl_memory_t) {
+        let b = ByteBuffer(byteCount: byteSize(md))
+        buffers.append(b)
+        return (b, try memory(md, b.pointer))
+    }
+}

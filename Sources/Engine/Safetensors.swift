@@ -1,0 +1,250 @@
+import Foundation
+
+/// The safetensors format (huggingface/safetensors): an 8-byte little-endian header length N,
+/// N bytes of JSON `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}`
+/// padded with spaces, then the raw little-endian tensor bytes, offsets relative to their start.
+public enum SafetensorsDType: String, Sendable {
+    case F32, F64, I64
+    public var byteSize: Int { self == .F32 ? 4 : 8 }
+}
+
+public struct SafetensorsTensor: Sendable, Equatable {
+    public let dtype: SafetensorsDType
+    public let shape: [Int]
+    /// Raw little-endian bytes.
+    public let bytes: [UInt8]
+
+    public var elementCount: Int { shape.reduce(1, *) }
+
+    public init(dtype: SafetensorsDType, shape: [Int], bytes: [UInt8]) {
+        precondition(bytes.count == shape.reduce(1, *) * dtype.byteSize, "safetensors: \(bytes.count) bytes for shape \(shape) \(dtype)")
+        self.dtype = dtype
+        self.shape = shape
+        self.bytes = bytes
+    }
+
+    public init(floats: UnsafeBufferPointer<Float>, shape: [Int]) {
+        self.init(dtype: .F32, shape: shape, bytes: Array(UnsafeRawBufferPointer(floats)))
+    }
+
+    public init(floats: [Float], shape: [Int]) {
+        self.init(dtype: .F32, shape: shape, bytes: floats.withUnsafeBytes { Array($0) })
+    }
+
+    public init(int64: Int64, shape: [Int] = []) {
+        self.init(dtype: .I64, shape: shape, bytes: withUnsafeBytes(of: int64.littleEndian) { Array($0) })
+    }
+
+    /// The values as Float (F64 rounded to nearest, I64 converted).
+    public var floats: [Float] {
+        bytes.withUnsafeBytes { raw in
+            switch dtype {
+            case .F32: return (0..<elementCount).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
+            case .F64: return (0..<elementCount).map { Float(Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self)))) }
+            case .I64: return (0..<elementCount).map { Float(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) }
+            }
+        }
+    }
+
+    public var int64s: [Int64] {
+        bytes.withUnsafeBytes { raw in
+            switch dtype {
+            case .I64: return (0..<elementCount).map { Int64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) }
+            default: return floats.map { Int64($0) }
+            }
+        }
+    }
+}
+
+public struct SafetensorsError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+}
+
+public struct SafetensorsFile: Sendable {
+    public var tensors: [String: SafetensorsTensor]
+    public var metadata: [String: String]
+
+    public init(tensors: [String: SafetensorsTensor] = [:], metadata: [String: String] = [:]) {
+        self.tensors = tensors
+        self.metadata = metadata
+    }
+
+    public subscript(name: String) -> SafetensorsTensor? { tensors[name] }
+
+    /// Reads and validates a file: header length within the file, JSON well-formed, known
+    /// dtypes, byte ranges inside the data area, matching their shape and not overlapping.
+    public static func read(_ path: String) throws -> SafetensorsFile {
+        func fail(_ what: String) -> SafetensorsError { SafetensorsError(description: "\(path): \(what)") }
+        guard let data = FileManager.default.contents(atPath: path) else { throw fail("cannot read file") }
+        return try parse([UInt8](data), fail: fail)
+    }
+
+    static func parse(_ bytes: [UInt8], fail: (String) -> SafetensorsError) throws -> SafetensorsFile {
+        guard bytes.count >= 8 else { throw fail("truncated: \(bytes.count) bytes, a safetensors file starts with an 8-byte header length") }
+        var n: UInt64 = 0
+        for i in 0..<8 { n |= UInt64(bytes[i]) << (8 * UInt64(i)) }
+        guard n <= UInt64(bytes.count - 8) else {
+            throw fail("truncated or not safetensors: header length \(n) exceeds the \(bytes.count - 8) bytes after it")
+        }
+        let headerEnd = 8 + Int(n)
+        guard let json = try? JSONSerialization.jsonObject(with: Data(bytes[8..<headerEnd])), let header = json as? [String: Any] else {
+            throw fail("header is not a JSON object")
+        }
+        let dataSize = bytes.count - headerEnd
+        var file = SafetensorsFile()
+        var ranges: [(Int, Int, String)] = []
+        for (name, value) in header {
+            if name == "__metadata__" {
+                guard let meta = value as? [String: Any] else { throw fail("__metadata__ is not an object") }
+                for (k, v) in meta {
+                    guard let s = v as? String else { throw fail("__metadata__[\(k)] is not a string") }
+                    file.metadata[k] = s
+                }
+                continue
+            }
+            guard let entry = value as? [String: Any] else { throw fail("tensor \(name): entry is not an object") }
+            guard let ds = entry["dtype"] as? String else { throw fail("tensor \(name): missing dtype") }
+            guard let dtype = SafetensorsDType(rawValue: ds) else { throw fail("tensor \(name): unsupported dtype \(ds) (F32, F64, I64 are read)") }
+            guard let shapeAny = entry["shape"] as? [Any] else { throw fail("tensor \(name): missing shape") }
+            let shape = try shapeAny.map { v -> Int in
+                guard let num = v as? NSNumber, let d = Int(exactly: num.doubleValue), d >= 0 else { throw fail("tensor \(name): bad shape \(shapeAny)") }
+                return d
+            }
+            guard let offs = entry["data_offsets"] as? [Any], offs.count == 2,
+                  let b0 = (offs[0] as? NSNumber).flatMap({ Int(exactly: $0.doubleValue) }),
+                  let b1 = (offs[1] as? NSNumber).flatMap({ Int(exactly: $0.doubleValue) }) else {
+                throw fail("tensor \(name): bad data_offsets")
+            }
+            guard b0 >= 0, b0 <= b1, b1 <= dataSize else {
+                throw fail("tensor \(name): data_offsets [\(b0), \(b1)] outside the \(dataSize)-byte data area (truncated file?)")
+            }
+            let expected = shape.reduce(1, *) * dtype.byteSize
+            guard b1 - b0 == expected else {
+                throw fail("tensor \(name): \(b1 - b0) bytes for shape \(shape) \(dtype), expected \(expected)")
+            }
+            ranges.append((b0, b1, name))
+            file.tensors[name] = SafetensorsTensor(dtype: dtype, shape: shape, bytes: Array(bytes[(headerEnd + b0)..<(headerEnd + b1)]))
+        }
+        ranges.sort { $0.0 < $1.0 || ($0.0 == $1.0 && $0.1 < $1.1) }
+        for (a, b) in zip(ranges, ranges.dropFirst()) where b.0 < a.1 {
+            throw fail("tensors \(a.2) and \(b.2) overlap (bytes \(a.0)..<\(a.1) and \(b.0)..<\(b.1))")
+        }
+        return file
+    }
+
+    /// Serialises deterministically: tensors in name order, contiguous, header padded with
+    /// spaces to a multiple of 8 bytes (as the reference implementation does).
+    public func serialized() -> [UInt8] {
+        var parts: [String] = []
+        if !metadata.isEmpty {
+            let kv = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
+            parts.append("\"__metadata__\":{\(kv.joined(separator: ","))}")
+        }
+        var offset = 0
+        let names = tensors.keys.sorted()
+        for name in names {
+            let t = tensors[name]!
+            let shape = t.shape.map(String.init).joined(separator: ",")
+            parts.append("\(jsonString(name)):{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + t.bytes.count)]}")
+            offset += t.bytes.count
+        }
+        var header = Array("{\(parts.joined(separator: ","))}".utf8)
+        while header.count % 8 != 0 { header.append(0x20) }
+        var out: [UInt8] = []
+        out.reserveCapacity(8 + header.count + offset)
+        withUnsafeBytes(of: UInt64(header.count).littleEndian) { out += $0 }
+        out += header
+        for name in names { out += tensors[name]!.bytes }
+        return out
+    }
+
+    /// Writes atomically (a temporary file renamed into place), so an interrupted write never
+    /// leaves a half file under the final name.
+    public func write(to path: String) throws {
+        let url = URL(fileURLWithPath: path)
+        do {
+            try Data(serialized()).write(to: url, options: .atomic)
+        } catch {
+            throw SafetensorsError(description: "\(path): cannot write: \(error.localizedDescription)")
+        }
+    }
+}
+
+private func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
+        }
+    }
+    return out + "\""
+}
+
+/// Model checkpoints in safetensors with PyTorch state_dict names (parameters, BN running
+/// statistics and num_batches_tracked), loadable by `model.load_state_dict` in PyTorch.
+public enum Checkpoint {
+    public static func tensors(of state: ModelState) -> [String: SafetensorsTensor] {
+        var out: [String: SafetensorsTensor] = [:]
+        for p in state.model.params { out[p.name] = SafetensorsTensor(floats: UnsafeBufferPointer(state.view(p)), shape: p.shape) }
+        for (i, bn) in state.model.batchNorms.enumerated() {
+            out[bn.prefix + ".running_mean"] = SafetensorsTensor(floats: UnsafeBufferPointer(state.runningMean(i)), shape: [bn.channels])
+            out[bn.prefix + ".running_var"] = SafetensorsTensor(floats: UnsafeBufferPointer(state.runningVar(i)), shape: [bn.channels])
+            out[bn.prefix + ".num_batches_tracked"] = SafetensorsTensor(int64: state.batchesTracked[i])
+        }
+        return out
+    }
+
+    public static func save(_ state: ModelState, to path: String, metadata: [String: String] = [:]) throws {
+        var meta = metadata
+        meta["model"] = state.model.name
+        meta["num_classes"] = String(state.model.numClasses)
+        meta["format"] = "pt"
+        try SafetensorsFile(tensors: tensors(of: state), metadata: meta).write(to: path)
+    }
+
+    /// Loads every parameter and buffer of `state` from a file. Every tensor the model has
+    /// must be present with its exact shape (F32 for values, I64 for num_batches_tracked);
+    /// a tensor the model does not have is an error unless `allowUnexpected`.
+    public static func load(into state: ModelState, from path: String, allowUnexpected: Bool = false) throws {
+        try load(into: state, file: try SafetensorsFile.read(path), source: path, allowUnexpected: allowUnexpected)
+    }
+
+    public static func load(into state: ModelState, file: SafetensorsFile, source: String, allowUnexpected: Bool = false) throws {
+        func fail(_ what: String) -> SafetensorsError { SafetensorsError(description: "\(source): \(what)") }
+        func floats(_ name: String, _ shape: [Int]) throws -> [Float] {
+            guard let t = file[name] else { throw fail("tensor \(name) missing (model \(state.model.name) needs it)") }
+            guard t.dtype == .F32 else { throw fail("tensor \(name): dtype \(t.dtype), expected F32") }
+            guard t.shape == shape else { throw fail("tensor \(name): shape \(t.shape), expected \(shape) for model \(state.model.name)") }
+            return t.floats
+        }
+        // Validate everything before touching the state, so a bad file changes nothing.
+        var values: [(UnsafeMutableBufferPointer<Float>, [Float])] = []
+        var tracked: [Int64] = []
+        var expected = Set<String>()
+        for p in state.model.params {
+            values.append((state.view(p), try floats(p.name, p.shape)))
+            expected.insert(p.name)
+        }
+        for (i, bn) in state.model.batchNorms.enumerated() {
+            values.append((state.runningMean(i), try floats(bn.prefix + ".running_mean", [bn.channels])))
+            values.append((state.runningVar(i), try floats(bn.prefix + ".running_var", [bn.channels])))
+            let nbt = bn.prefix + ".num_batches_tracked"
+            guard let t = file[nbt] else { throw fail("tensor \(nbt) missing") }
+            guard t.dtype == .I64, t.elementCount == 1 else { throw fail("tensor \(nbt): expected an I64 scalar, got \(t.dtype) \(t.shape)") }
+            tracked.append(t.int64s[0])
+            expected.formUnion([bn.prefix + ".running_mean", bn.prefix + ".running_var", nbt])
+        }
+        if !allowUnexpected {
+            let extra = Set(file.tensors.keys).subtracting(expected)
+            if !extra.isEmpty { throw fail("tensors not in model \(state.model.name): \(extra.sorted().prefix(5).joined(separator: ", "))") }
+        }
+        for (dst, src) in values { for i in src.indices { dst[i] = src[i] } }
+        state.batchesTracked = tracked
+    }
+}

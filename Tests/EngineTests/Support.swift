@@ -1,0 +1,36 @@
+import Engine
+import Foundation
+import XCTest
+
+/// The repository root (this file is Tests/EngineTests/Support.swift).
+let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+let sharedDir = repoRoot.deletingLastPathComponent().appendingPathComponent("shared")
+let referenceDir = sharedDir.appendingPathComponent("reference/pytorch-resnet8")
+
+/// Elementwise |a - b| <= atol + rtol*|b| after checking the counts; reports the worst element.
+func assertClose(_ a: [Float], _ b: [Float], atol: Float = 1e-5, rtol: Float = 1e-4, _ what: String,
+                 file: StaticString = #filePath, line: UInt = #line) {
+    guard a.count == b.count else {
+        XCTFail("\(what): \(a.count) values, expected \(b.count)", file: file, line: line)
+        return
+    }
+    var worst = -1, worstExcess: Float = 0
+    for i in a.indices {
+        let excess = abs(a[i] - b[i]) - (atol + rtol * abs(b[i]))
+        if !(excess <= 0) && (worst < 0 || !(excess <= worstExcess)) { worst = i; worstExcess = excess }
+    }
+    if worst >= 0 {
+        XCTFail("\(what): element \(worst) is \(a[worst]), expected \(b[worst]) (|diff| \(abs(a[worst] - b[worst])))", file: file, line: line)
+    }
+}
+
+func maxRelativeError(_ a: [Float], _ b: [Float]) -> Float {
+    precondition(a.count == b.count)
+    let scale = max(b.map { abs($0) }.max() ?? 0, 1e-6)
+    return zip(a, b).map { abs($0 - $1) }.max().map { $0 / scale } ?? 0
+}
+
+func randomArray(_ n: Int, seed: UInt64, scale: Float = 1) -> [Float] {
+    var rng = Xoshiro256(seed: seed)
+    return (0..<n).map { _ in Float(rng.nextNormal()) * scale }
+}
