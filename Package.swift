@@ -16,8 +16,7 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
         .systemLibrary(name: "CBLAS", providers: [.apt(["libopenblas-dev"])]),
-        .target(name: "Engine", dependencies: ["CDNNL", "CBLAS"],
-                swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
+        .target(name: "Engine", dependencies: ["CDNNL", "CBLAS"]),
         .target(name: "Optim", dependencies: ["Engine"]),
         .target(name: "Datasets", dependencies: ["Engine"]),
         .target(name: "Training", dependencies: ["Engine", "Optim", "Datasets"]),

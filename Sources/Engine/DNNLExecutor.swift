@@ -87,13 +87,14 @@ public final class DNNLExecutor: InspectableExecutor {
         let md = t[x].md
         guard byteSize(md) <= gradScratch.byteCount else { throw EngineError("DNNLExecutor: gradient scratch too small") }
         let scratch = try r.memory(md, gradScratch.pointer)
-        return (scratch, [try accumulate(into: x, from: scratch)])
+        return (scratch, [try accumulate(into: x, from: scratch, md)])
     }
 
-    private func accumulate(into x: Int, from src: dnnl_memory_t) throws -> PendingStep {
-        var md = t[x].md
+    /// x.diff += src (src may be in another layout).
+    private func accumulate(into x: Int, from src: dnnl_memory_t, _ srcMD: dnnl_memory_desc_t) throws -> PendingStep {
+        var md = t[x].md, smd = srcMD
         var desc = dnnl_binary_desc_t()
-        try dnnlCheck(dnnl_binary_desc_init(&desc, dnnl_binary_add, &md, &md, &md), "binary add desc")
+        try dnnlCheck(dnnl_binary_desc_init(&desc, dnnl_binary_add, &md, &smd, &md), "binary add desc")
         let pd = try r.primitiveDesc(&desc, "gradient accumulate")
         return try exec(pd, [(DNNLArg.src, t[x].diffMem!), (DNNLArg.src1, src), (DNNLArg.dst, t[x].diffMem!)], "accumulate")
     }
@@ -271,12 +272,13 @@ public final class DNNLExecutor: InspectableExecutor {
                     g = mem; gBuf = buf
                 }
                 for input in [x, x2] {
-                    if lastReader[input] == i {
-                        guard sameLayout(t[input].md, aMD) else { throw EngineError("add: inputs in different layouts") }
+                    if lastReader[input] != i {
+                        pendingBackward.append(try accumulate(into: input, from: g, aMD))
+                    } else if sameLayout(t[input].md, aMD) {
                         let dst = float(t[input].diff!), src = float(gBuf), bytes = byteSize(aMD)
                         pendingBackward.append(.host { memcpy(dst, src, bytes) })
                     } else {
-                        pendingBackward.append(try accumulate(into: input, from: g))
+                        pendingBackward.append(try exec(try r.reorderDesc(from: aMD, to: t[input].md), [(DNNLArg.from, g), (DNNLArg.to, t[input].diffMem!)], "gradient reorder"))
                     }
                 }
 
@@ -399,6 +401,11 @@ public final class DNNLExecutor: InspectableExecutor {
     }
     private var scratchpad: ByteBuffer?
 
+    /// Bytes of every buffer this executor owns (activations, gradients, workspaces, scratch).
+    public var bufferBytes: Int {
+        r.buffers.reduce(0) { $0 + $1.byteCount } + gradScratch.byteCount + (scratchpad?.byteCount ?? 0)
+    }
+
     // MARK: running
 
     private func run(_ steps: [Step]) {
@@ -445,13 +452,17 @@ public final class DNNLExecutor: InspectableExecutor {
         out.withUnsafeMutableBytes { raw in
             var pd: dnnl_primitive_desc_t?
             var src = md, dst = plain
-            precondition(dnnl_reorder_primitive_desc_create(&pd, &src, r.engine, &dst, r.engine, nil) == dnnl_success)
+            var status = dnnl_reorder_primitive_desc_create(&pd, &src, r.engine, &dst, r.engine, nil)
+            precondition(status == dnnl_success, "inspection reorder desc")
             var prim: dnnl_primitive_t?
-            precondition(dnnl_primitive_create(&prim, pd) == dnnl_success)
+            status = dnnl_primitive_create(&prim, pd)
+            precondition(status == dnnl_success, "inspection reorder")
             var m: dnnl_memory_t?
-            precondition(dnnl_memory_create(&m, &dst, r.engine, raw.baseAddress!) == dnnl_success)
+            status = dnnl_memory_create(&m, &dst, r.engine, raw.baseAddress!)
+            precondition(status == dnnl_success, "inspection memory")
             var args = [dnnl_exec_arg_t(arg: DNNLArg.from, memory: mem), dnnl_exec_arg_t(arg: DNNLArg.to, memory: m)]
-            precondition(dnnl_primitive_execute(prim, r.stream, 2, &args) == dnnl_success)
+            status = dnnl_primitive_execute(prim, r.stream, 2, &args)
+            precondition(status == dnnl_success, "inspection execute")
             dnnl_stream_wait(r.stream)
             dnnl_memory_destroy(m); dnnl_primitive_destroy(prim); dnnl_primitive_desc_destroy(pd)
         }

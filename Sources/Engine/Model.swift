@@ -25,6 +25,7 @@ public struct BatchNormEntry: Sendable {
 /// Per-image shape of a tensor in the graph (the batch size is the executor's).
 public struct TensorShape: Sendable, Equatable {
     public let channels: Int, height: Int, width: Int
+    public init(channels: Int, height: Int, width: Int) { self.channels = channels; self.height = height; self.width = width }
     public var perImage: Int { channels * height * width }
 }
 
@@ -97,15 +98,16 @@ public final class Model: Sendable {
 }
 
 /// Builds a `Model` layer by layer, naming parameters exactly as PyTorch's state_dict does.
-struct ModelBuilder {
-    var params: [ParamEntry] = []
-    var batchNorms: [BatchNormEntry] = []
-    var tensors: [TensorShape]
-    var nodes: [Node] = []
+/// Each method takes an input tensor id and returns the output's.
+public struct ModelBuilder {
+    public private(set) var params: [ParamEntry] = []
+    public private(set) var batchNorms: [BatchNormEntry] = []
+    public private(set) var tensors: [TensorShape]
+    public private(set) var nodes: [Node] = []
     private var paramOffset = 0
     private var statOffset = 0
 
-    init(input: TensorShape) { tensors = [input] }
+    public init(input: TensorShape) { tensors = [input] }
 
     private mutating func addParam(_ name: String, _ shape: [Int], _ role: ParamRole) -> Int {
         params.append(ParamEntry(name: name, shape: shape, offset: paramOffset, role: role))
@@ -119,7 +121,7 @@ struct ModelBuilder {
         return tensors.count - 1
     }
 
-    mutating func conv(_ x: Int, _ name: String, out: Int, kernel: Int, stride: Int) -> Int {
+    public mutating func conv(_ x: Int, _ name: String, out: Int, kernel: Int, stride: Int) -> Int {
         let s = tensors[x]
         let pad = kernel / 2
         let w = addParam(name + ".weight", [out, s.channels, kernel, kernel], .convWeight)
@@ -129,7 +131,7 @@ struct ModelBuilder {
                        TensorShape(channels: out, height: oh, width: ow))
     }
 
-    mutating func batchNorm(_ x: Int, _ name: String, relu: Bool) -> Int {
+    public mutating func batchNorm(_ x: Int, _ name: String, relu: Bool) -> Int {
         let c = tensors[x].channels
         let w = addParam(name + ".weight", [c], .bnWeight)
         let b = addParam(name + ".bias", [c], .bnBias)
@@ -138,27 +140,27 @@ struct ModelBuilder {
         return addNode(.batchNorm(bn: batchNorms.count - 1, weight: w, bias: b, relu: relu), [x], tensors[x])
     }
 
-    mutating func relu(_ x: Int) -> Int { addNode(.relu, [x], tensors[x]) }
+    public mutating func relu(_ x: Int) -> Int { addNode(.relu, [x], tensors[x]) }
 
-    mutating func add(_ a: Int, _ b: Int, relu: Bool) -> Int {
+    public mutating func add(_ a: Int, _ b: Int, relu: Bool) -> Int {
         precondition(tensors[a] == tensors[b], "add: shapes \(tensors[a]) and \(tensors[b]) differ")
         return addNode(.add(relu: relu), [a, b], tensors[a])
     }
 
-    mutating func dropout(_ x: Int, p: Float) -> Int { addNode(.dropout(p: p), [x], tensors[x]) }
+    public mutating func dropout(_ x: Int, p: Float) -> Int { addNode(.dropout(p: p), [x], tensors[x]) }
 
-    mutating func globalAvgPool(_ x: Int) -> Int {
+    public mutating func globalAvgPool(_ x: Int) -> Int {
         addNode(.globalAvgPool, [x], TensorShape(channels: tensors[x].channels, height: 1, width: 1))
     }
 
-    mutating func linear(_ x: Int, _ name: String, out: Int) -> Int {
+    public mutating func linear(_ x: Int, _ name: String, out: Int) -> Int {
         let inF = tensors[x].perImage
         let w = addParam(name + ".weight", [out, inF], .linearWeight)
         let b = addParam(name + ".bias", [out], .linearBias)
         return addNode(.linear(weight: w, bias: b), [x], TensorShape(channels: out, height: 1, width: 1))
     }
 
-    func build(name: String, numClasses: Int) -> Model {
+    public func build(name: String, numClasses: Int) -> Model {
         Model(name: name, numClasses: numClasses, params: params, batchNorms: batchNorms,
               tensors: tensors, nodes: nodes)
     }

@@ -1,0 +1,95 @@
+import Engine
+import Foundation
+import Optim
+
+/// `sambench bench`: images/s of an eval forward and an SGD training step on random data,
+/// measured like ../shared/anchors/torch_bench.py (same models, batch, SGD settings, FLOP
+/// count), so the two JSON files compare directly.
+public enum Benchmark {
+    public static let modes = ["eval", "sgd"]
+
+    public struct Stats: Codable, Sendable { public var min: Double, median: Double, max: Double }
+
+    public struct Result: Codable, Sendable {
+        public var model: String
+        public var mode: String
+        public var memory_format: String
+        public var batch: Int
+        public var threads: Int
+        public var warmup: Int
+        public var timed_steps: Int
+        public var step_times_s: [Double]
+        public var step_time_s: Stats
+        public var images_per_s: Stats
+        public var params: Int
+        public var fwd_macs_per_image: Int
+        public var fwd_flops_per_image: Int
+        public var assumed_flops_per_image_for_mode: Int
+        public var achieved_gflops_median: Double
+        public var peak_rss_bytes: Int
+        public var engine_buffer_bytes: Int
+        public var finite: Bool
+    }
+
+    /// FLOPs of a step as a multiple of the forward (as torch_bench.py counts them).
+    public static func flopMultiplier(_ mode: String) -> Int { ["eval": 1, "sgd": 3, "sam": 6][mode] ?? 1 }
+
+    public static func run(model name: String, mode: String, batch: Int, threads: Int, warmup: Int, steps: Int,
+                           progress: (String) -> Void = { _ in }) throws -> Result {
+        guard modes.contains(mode) else { throw EngineError("unknown bench mode '\(mode)' (\(modes.joined(separator: ", ")))") }
+        guard batch >= 1, steps >= 1, warmup >= 0 else { throw EngineError("bench: batch and steps must be >= 1, warmup >= 0") }
+        EngineThreads.set(threads)
+        let model = try Architectures.make(name)
+        let state = ModelState(model: model, seed: 0)
+        let input = FloatBuffer(count: batch * model.tensors[0].perImage)
+        var rng = Xoshiro256(seed: 1)
+        for i in 0..<input.count { input.pointer[i] = Float(rng.nextNormal()) }
+        let labels = UnsafeMutablePointer<Int32>.allocate(capacity: batch)
+        defer { labels.deallocate() }
+        for i in 0..<batch { labels[i] = Int32(rng.nextInt(below: model.numClasses)) }
+
+        let trainStep = try TrainStep(state: state, batchSize: batch,
+                                      sgd: SGDConfig(momentum: 0.9, weightDecay: 5e-4, nesterov: true))
+        var finite = true
+        let body: () -> Void
+        switch mode {
+        case "eval":
+            body = {
+                let out = trainStep.executor.forward(input: input.pointer, mode: .eval)
+                finite = finite && out[0].isFinite
+            }
+        default:
+            body = { finite = finite && trainStep.step(input: input.pointer, labels: labels, lr: 0.1).loss.isFinite }
+        }
+        for _ in 0..<warmup { body() }
+        var times: [Double] = []
+        for i in 0..<steps {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            body()
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+            if (i + 1) % 5 == 0 { progress("\(name) \(mode): \(i + 1)/\(steps) steps") }
+        }
+        let sorted = times.sorted()
+        let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        let macs = model.forwardMACsPerImage
+        let mult = flopMultiplier(mode)
+        return Result(model: name, mode: mode, memory_format: "oneDNN blocked", batch: batch, threads: EngineThreads.current,
+                      warmup: warmup, timed_steps: steps, step_times_s: times,
+                      step_time_s: Stats(min: sorted.first!, median: median, max: sorted.last!),
+                      images_per_s: Stats(min: Double(batch) / sorted.last!, median: Double(batch) / median, max: Double(batch) / sorted.first!),
+                      params: model.parameterCount, fwd_macs_per_image: macs, fwd_flops_per_image: 2 * macs,
+                      assumed_flops_per_image_for_mode: mult * 2 * macs,
+                      achieved_gflops_median: Double(mult * 2 * macs * batch) / median / 1e9,
+                      peak_rss_bytes: peakResidentBytes(), engine_buffer_bytes: trainStep.executor.bufferBytes, finite: finite)
+    }
+
+    /// The process's peak resident set (VmHWM), in bytes; 0 where /proc is not available.
+    public static func peakResidentBytes() -> Int {
+        guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in s.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+            return kb * 1024
+        }
+        return 0
+    }
+}

@@ -1,0 +1,74 @@
+import ArgumentParser
+import Engine
+import Foundation
+import Training
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure training and inference speed (images/s) on random data.",
+        discussion: """
+        Times an eval forward and an SGD step (lr 0.1, momentum 0.9, nesterov, weight decay \
+        5e-4) at the given batch size: the median of --steps timed steps after --warmup \
+        untimed ones, with min and max. Reports FLOPs per image (2 x conv+linear MACs, the \
+        count ../shared/anchors/torch_bench.py uses), achieved GFLOP/s and peak memory. The \
+        json output mirrors torch_bench.py's (results[] with model, mode, batch, \
+        images_per_s {min, median, max}) so the two compare directly.
+        """
+    )
+
+    @Option(help: "Model: \(Architectures.names).") var model: String = "resnet20"
+    @Option(help: "Batch size.") var batch: Int = 128
+    @Option(help: "Threads for oneDNN (default: all cores).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Timed steps per mode (the median is reported).") var steps: Int = 20
+    @Option(help: "Untimed warm-up steps per mode.") var warmup: Int = 5
+    @Option(help: "Modes to run, comma-separated: eval, sgd.") var modes: String = "eval,sgd"
+    @Option(help: "Output format: text or json.") var format: OutputFormat = .text
+
+    enum OutputFormat: String, ExpressibleByArgument { case text, json }
+
+    func validate() throws {
+        guard batch >= 1 else { throw ValidationError("--batch must be >= 1") }
+        guard steps >= 1 else { throw ValidationError("--steps must be >= 1") }
+        guard warmup >= 0 else { throw ValidationError("--warmup must be >= 0") }
+        guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
+        for m in modeList where !Benchmark.modes.contains(m) {
+            throw ValidationError("unknown mode '\(m)'; modes: \(Benchmark.modes.joined(separator: ", "))")
+        }
+        _ = try Architectures.make(model)
+    }
+
+    var modeList: [String] { modes.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+
+    func run() throws {
+        var results: [Benchmark.Result] = []
+        for mode in modeList {
+            let r = try Benchmark.run(model: model, mode: mode, batch: batch, threads: threads, warmup: warmup, steps: steps) { line in
+                if format == .text { FileHandle.standardError.write(Data("  \(line)\n".utf8)) }
+            }
+            results.append(r)
+        }
+        switch format {
+        case .json:
+            struct Output: Encodable {
+                let tool: String, version: String, method: [String: String], results: [Benchmark.Result]
+            }
+            let out = Output(tool: "sambench", version: SambenchVersion.string, method: [
+                "timing": "monotonic clock around each full step; median of timed steps after warm-up",
+                "sgd": "lr 0.1, momentum 0.9, nesterov, weight_decay 5e-4",
+                "flops": "fwd FLOPs = 2 * conv+linear MACs per image; sgd counted as 3x fwd",
+                "data": "random N(0,1) input, random labels",
+            ], results: results)
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try enc.encode(out), as: UTF8.self))
+        case .text:
+            print("model      mode  batch thr  img/s min   median      max  ms/step  GFLOP/s  MFLOP/img  peak MiB")
+            for r in results {
+                print(String(format: "%-10@ %-5@ %5d %3d %10.1f %8.1f %8.1f %8.1f %8.1f %10.1f %9.0f",
+                             r.model, r.mode, r.batch, r.threads, r.images_per_s.min, r.images_per_s.median, r.images_per_s.max,
+                             r.step_time_s.median * 1000, r.achieved_gflops_median, Double(r.fwd_flops_per_image) / 1e6,
+                             Double(r.peak_rss_bytes) / 1_048_576))
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+import Engine
+import XCTest
+
+/// Every op's oneDNN path against its plain-Swift twin over a sweep of shapes: the op's output,
+/// every parameter gradient and the gradient reaching the op's input, to float32 rounding.
+/// Each graph ends in global pooling, a linear layer and cross-entropy so every op gets a
+/// non-trivial upstream gradient.
+final class OpTwinTests: XCTestCase {
+    struct Case: CustomStringConvertible {
+        var batch: Int, channels: Int, size: Int
+        var description: String { "N\(batch) C\(channels) S\(size)" }
+    }
+
+    /// Runs both executors on `model` from the same state and compares everything observable.
+    func compare(_ model: Model, batch: Int, inputGradient: Bool = true, seed: UInt64 = 7, dropoutSeed: UInt64 = 3,
+                 _ what: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let s1 = ModelState(model: model, seed: seed)
+        // Non-trivial BN affine parameters and running statistics, so mix-ups show.
+        var rng = Xoshiro256(seed: seed ^ 99)
+        for p in model.params where p.role == .bnWeight || p.role == .bnBias {
+            let v = s1.view(p)
+            for i in 0..<p.count { v[i] = Float(p.role == .bnWeight ? 0.5 + rng.nextUniform() : rng.nextUniform() - 0.5) }
+        }
+        for i in model.batchNorms.indices {
+            let m = s1.runningMean(i), v = s1.runningVar(i)
+            for j in 0..<m.count { m[j] = Float(rng.nextUniform() - 0.5); v[j] = Float(0.5 + rng.nextUniform()) }
+        }
+        let s2 = ModelState(model: model, seed: seed)
+        s2.copy(from: s1)
+        let fast = try DNNLExecutor(state: s1, batchSize: batch, inputGradient: inputGradient)
+        let ref = ReferenceExecutor(state: s2, batchSize: batch, inputGradient: inputGradient)
+        let input = randomArray(batch * model.tensors[0].perImage, seed: seed + 1)
+        var labelRNG = Xoshiro256(seed: seed + 2)
+        let labels = (0..<batch).map { _ in Int32(labelRNG.nextInt(below: model.numClasses)) }
+        let c = model.numClasses
+
+        // Eval mode first (running statistics), then train mode with backward.
+        let le = Array(UnsafeBufferPointer(start: fast.forward(input: input, mode: .eval), count: batch * c))
+        let re = Array(UnsafeBufferPointer(start: ref.forward(input: input, mode: .eval), count: batch * c))
+        assertClose(le, re, "\(what): eval logits", file: file, line: line)
+        for t in 1..<model.tensors.count {
+            assertClose(fast.value(of: t), ref.value(of: t), "\(what): eval tensor \(t)", file: file, line: line)
+        }
+
+        var grads: [[Float]] = []
+        for ex in [fast, ref] as [InspectableExecutor] {
+            let logits = ex.forward(input: input, mode: .train(bnMomentum: 0.1, dropoutSeed: dropoutSeed))
+            var dl = [Float](repeating: 0, count: batch * c)
+            _ = CrossEntropy.compute(logits: logits, labels: labels, count: batch, classes: c, grad: &dl)
+            ex.backward(logitsGrad: dl)
+            grads.append(Array(ex.state.grads.buffer))
+        }
+        for t in 1..<model.tensors.count {
+            assertClose(fast.value(of: t), ref.value(of: t), "\(what): train tensor \(t)", file: file, line: line)
+            assertClose(fast.gradient(of: t), ref.gradient(of: t), "\(what): gradient of tensor \(t)", file: file, line: line)
+        }
+        if inputGradient { assertClose(fast.gradient(of: 0), ref.gradient(of: 0), "\(what): input gradient", file: file, line: line) }
+        for p in model.params {
+            assertClose(Array(grads[0][p.offset..<(p.offset + p.count)]), Array(grads[1][p.offset..<(p.offset + p.count)]),
+                        "\(what): gradient \(p.name)", file: file, line: line)
+        }
+        assertClose(Array(s1.stats.buffer), Array(s2.stats.buffer), "\(what): running statistics", file: file, line: line)
+        XCTAssertEqual(s1.batchesTracked, s2.batchesTracked, "\(what): num_batches_tracked", file: file, line: line)
+    }
+
+    /// The input is a conv of the image so that the op under test reads the blocked layout.
+    func graph(_ c: Case, stemChannels: Int? = nil, _ body: (inout ModelBuilder, Int) -> Int) -> Model {
+        var b = ModelBuilder(input: TensorShape(channels: 3, height: c.size, width: c.size))
+        let stem = b.conv(0, "stem", out: stemChannels ?? c.channels, kernel: 3, stride: 1)
+        let y = body(&b, stem)
+        let pooled = b.globalAvgPool(y)
+        _ = b.linear(pooled, "fc", out: 5)
+        return b.build(name: "test", numClasses: 5)
+    }
+
+    let cases = [Case(batch: 1, channels: 3, size: 1), Case(batch: 2, channels: 5, size: 7), Case(batch: 4, channels: 16, size: 8),
+                 Case(batch: 3, channels: 24, size: 5), Case(batch: 16, channels: 64, size: 4), Case(batch: 8, channels: 16, size: 32),
+                 Case(batch: 2, channels: 32, size: 12)]
+
+    func testConvolution() throws {
+        // (batch, in channels, out channels, spatial, kernel, stride)
+        let convs = [(1, 3, 16, 32, 3, 1), (2, 3, 8, 9, 3, 2), (4, 16, 16, 8, 3, 1), (3, 16, 32, 16, 3, 2), (2, 32, 64, 8, 1, 2),
+                     (16, 64, 64, 4, 3, 1), (5, 7, 5, 6, 3, 2), (2, 24, 40, 1, 3, 1), (1, 64, 10, 2, 1, 1), (8, 16, 16, 32, 3, 1),
+                     (3, 5, 64, 11, 3, 2), (2, 48, 24, 7, 1, 1)]
+        for (n, cin, cout, s, k, stride) in convs {
+            var b = ModelBuilder(input: TensorShape(channels: cin, height: s, width: s))
+            var y = b.conv(0, "conv", out: cout, kernel: k, stride: stride)
+            y = b.conv(y, "conv2", out: cout, kernel: k, stride: 1)  // a conv reading the blocked layout too
+            y = b.globalAvgPool(y)
+            _ = b.linear(y, "fc", out: 3)
+            try compare(b.build(name: "conv", numClasses: 3), batch: n, "conv N\(n) \(cin)->\(cout) S\(s) k\(k) s\(stride)")
+        }
+    }
+
+    func testBatchNormAndReLU() throws {
+        for c in cases {
+            for relu in [false, true] {
+                try compare(graph(c) { b, x in b.batchNorm(x, "bn", relu: relu) }, batch: c.batch, "bn relu=\(relu) \(c)")
+            }
+            try compare(graph(c) { b, x in b.relu(x) }, batch: c.batch, "relu \(c)")
+        }
+    }
+
+    func testResidualAdd() throws {
+        for c in cases {
+            for relu in [false, true] {
+                // x is read twice (conv and add): its gradient is accumulated.
+                try compare(graph(c) { b, x in
+                    let o = b.conv(x, "branch", out: c.channels, kernel: 3, stride: 1)
+                    return b.add(o, x, relu: relu)
+                }, batch: c.batch, "add relu=\(relu) \(c)")
+            }
+        }
+    }
+
+    func testPoolingAndLinear() throws {
+        for c in cases { try compare(graph(c) { _, x in x }, batch: c.batch, "pool+linear \(c)") }
+    }
+
+    func testDropout() throws {
+        for c in cases.prefix(4) {
+            try compare(graph(c) { b, x in b.dropout(x, p: 0.3) }, batch: c.batch, "dropout \(c)")
+        }
+    }
+
+    func testModelsAgree() throws {
+        for name in ["tiny", "resnet8", "resnet20"] {
+            try compare(try Architectures.make(name, inputSize: 8), batch: 4, inputGradient: false, name)
+        }
+        try compare(try Architectures.make("wrn10_2", dropout: 0.2, inputSize: 8), batch: 3, inputGradient: false, "wrn10_2 dropout")
+    }
+}
