@@ -1,0 +1,159 @@
+import Engine
+import Foundation
+import XCTest
+
+final class CheckpointTests: XCTestCase {
+    var dir: URL!
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("sambench-ckpt-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+
+    func trainedState(_ name: String = "resnet8") throws -> ModelState {
+        let state = ModelState(model: try Architectures.make(name), seed: 42)
+        var rng = Xoshiro256(seed: 8)
+        for i in 0..<state.stats.count { state.stats.pointer[i] = Float(rng.nextUniform()) + 0.1 }
+        for i in state.batchesTracked.indices { state.batchesTracked[i] = Int64(7 + i) }
+        return state
+    }
+
+    func testRoundTripIsBitIdentical() throws {
+        let a = try trainedState()
+        let p1 = dir.appendingPathComponent("a.safetensors").path
+        try Checkpoint.save(a, to: p1)
+        let b = ModelState(model: a.model, seed: 1)
+        try Checkpoint.load(into: b, from: p1)
+        XCTAssertEqual(a.params.array.map(\.bitPattern), b.params.array.map(\.bitPattern))
+        XCTAssertEqual(a.stats.array.map(\.bitPattern), b.stats.array.map(\.bitPattern))
+        XCTAssertEqual(a.batchesTracked, b.batchesTracked)
+        let p2 = dir.appendingPathComponent("b.safetensors").path
+        try Checkpoint.save(b, to: p2)
+        XCTAssertEqual(FileManager.default.contents(atPath: p1), FileManager.default.contents(atPath: p2))
+        // Header: 8-byte length, JSON padded to a multiple of 8.
+        let bytes = [UInt8](FileManager.default.contents(atPath: p1)!)
+        let n = bytes[0..<8].enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        XCTAssertEqual(n % 8, 0)
+    }
+
+    func expectError(_ bytes: [UInt8], mentions words: [String], file: StaticString = #filePath, line: UInt = #line) {
+        let path = dir.appendingPathComponent("bad-\(UUID().uuidString).safetensors").path
+        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        let state = ModelState(model: try! Architectures.make("resnet8"), seed: 1)
+        let before = state.params.array
+        do {
+            try Checkpoint.load(into: state, from: path)
+            XCTFail("loading a bad file succeeded", file: file, line: line)
+        } catch {
+            let text = "\(error)"
+            XCTAssertTrue(text.contains(path), "error does not name the file: \(text)", file: file, line: line)
+            for w in words { XCTAssertTrue(text.contains(w), "error does not mention \(w): \(text)", file: file, line: line) }
+        }
+        XCTAssertEqual(state.params.array, before, "a failed load changed the state", file: file, line: line)
+    }
+
+    func header(_ json: String) -> [UInt8] {
+        var h = Array(json.utf8)
+        while h.count % 8 != 0 { h.append(0x20) }
+        return withUnsafeBytes(of: UInt64(h.count).littleEndian) { Array($0) } + h
+    }
+
+    func testBadFilesGiveErrorsNamingFileAndTensor() throws {
+        let good = try trainedState()
+        let path = dir.appendingPathComponent("good.safetensors").path
+        try Checkpoint.save(good, to: path)
+        let bytes = [UInt8](FileManager.default.contents(atPath: path)!)
+
+        expectError([], mentions: ["truncated"])
+        expectError(Array(bytes.prefix(5)), mentions: ["truncated"])
+        expectError(Array(bytes.prefix(100)), mentions: ["header length"])
+        expectError(Array(bytes.dropLast(10)), mentions: ["outside"])          // data area cut short
+        expectError(header("not json") , mentions: ["JSON"])
+        expectError(header(#"{"fc.bias":{"dtype":"F32","shape":[10],"data_offsets":[0,400]}}"#) + [UInt8](repeating: 0, count: 40), mentions: ["fc.bias", "outside"])
+        expectError(header(#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}"#)
+                    + [UInt8](repeating: 0, count: 24), mentions: ["overlap"])
+        expectError(header(#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}}"#) + [UInt8](repeating: 0, count: 16), mentions: ["a", "expected 12"])
+        expectError(header(#"{"a":{"dtype":"BF16","shape":[4],"data_offsets":[0,8]}}"#) + [UInt8](repeating: 0, count: 8), mentions: ["a", "BF16"])
+
+        // Well-formed files that do not fit the model.
+        var tensors = Checkpoint.tensors(of: good)
+        tensors["fc.weight"] = SafetensorsTensor(floats: [Float](repeating: 0, count: 64 * 11), shape: [11, 64])
+        expectError(SafetensorsFile(tensors: tensors).serialized(), mentions: ["fc.weight", "[11, 64]", "[10, 64]"])
+        tensors = Checkpoint.tensors(of: good)
+        tensors.removeValue(forKey: "layer2.0.shortcut.1.running_var")
+        expectError(SafetensorsFile(tensors: tensors).serialized(), mentions: ["layer2.0.shortcut.1.running_var", "missing"])
+        tensors = Checkpoint.tensors(of: good)
+        tensors["bn1.weight"] = SafetensorsTensor(dtype: .F64, shape: [16], bytes: [UInt8](repeating: 0, count: 128))
+        expectError(SafetensorsFile(tensors: tensors).serialized(), mentions: ["bn1.weight", "F64"])
+        tensors = Checkpoint.tensors(of: good)
+        tensors["extra.weight"] = SafetensorsTensor(floats: [1], shape: [1])
+        expectError(SafetensorsFile(tensors: tensors).serialized(), mentions: ["extra.weight"])
+    }
+
+    /// A file sambench wrote loads with the Python `safetensors` package into the same tensors;
+    /// where PyTorch is importable too, `load_state_dict` into the torch_bench.py ResNet works
+    /// (strict) and gives the same eval logits as sambench. Python is $SAMBENCH_PYTHON or python3.
+    func testPythonReadsSambenchCheckpoints() throws {
+        let python = ProcessInfo.processInfo.environment["SAMBENCH_PYTHON"] ?? "/usr/bin/env"
+        let pyArgs = ProcessInfo.processInfo.environment["SAMBENCH_PYTHON"] == nil ? ["python3"] : []
+        func runPython(_ script: String, _ args: [String]) throws -> (Int32, String) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: python)
+            p.arguments = pyArgs + ["-c", script] + args
+            let pipe = Pipe()
+            p.standardOutput = pipe
+            p.standardError = pipe
+            try p.run()
+            let out = pipe.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            return (p.terminationStatus, String(decoding: out, as: UTF8.self))
+        }
+        let (probe, _) = try runPython("import safetensors.numpy, numpy", [])
+        if probe != 0 { throw XCTSkip("Python with safetensors and numpy not found (set SAMBENCH_PYTHON); skipped") }
+
+        let state = try trainedState()
+        let path = dir.appendingPathComponent("model.safetensors").path
+        try Checkpoint.save(state, to: path, metadata: ["note": "test"])
+        // Python reads every tensor and writes them back with its own writer; the copy must
+        // hold the same names, dtypes, shapes and bytes.
+        let copy = dir.appendingPathComponent("copy.safetensors").path
+        let script = """
+        import sys, safetensors.numpy as st
+        d = st.load_file(sys.argv[1])
+        st.save_file(d, sys.argv[2])
+        print(len(d))
+        """
+        let (status, out) = try runPython(script, [path, copy])
+        XCTAssertEqual(status, 0, out)
+        let back = try SafetensorsFile.read(copy)
+        let mine = Checkpoint.tensors(of: state)
+        XCTAssertEqual(Set(back.tensors.keys), Set(mine.keys))
+        for (name, t) in mine { XCTAssertEqual(back[name], t, "\(name) differs after the Python round trip") }
+
+        // PyTorch round trip, where torch is available.
+        let (hasTorch, _) = try runPython("import torch", [])
+        guard hasTorch == 0 else { print("PyTorch not importable: load_state_dict check skipped"); return }
+        let input = randomArray(4 * 3 * 32 * 32, seed: 77)
+        let inPath = dir.appendingPathComponent("input.safetensors").path
+        try SafetensorsFile(tensors: ["input": SafetensorsTensor(floats: input, shape: [4, 3, 32, 32])]).write(to: inPath)
+        let ex = try DNNLExecutor(state: state, batchSize: 4)
+        let logits = Array(UnsafeBufferPointer(start: ex.forward(input: input, mode: .eval), count: 40))
+        let torchScript = """
+        import sys, json, torch
+        sys.path.insert(0, sys.argv[3])
+        import torch_bench
+        from safetensors.torch import load_file
+        m = torch_bench.build_model("resnet8")
+        m.load_state_dict(load_file(sys.argv[1]), strict=True)
+        m.eval()
+        with torch.no_grad():
+            print(json.dumps(m(load_file(sys.argv[2])["input"]).flatten().tolist()))
+        """
+        let (ts, tout) = try runPython(torchScript, [path, inPath, sharedDir.appendingPathComponent("anchors").path])
+        XCTAssertEqual(ts, 0, tout)
+        let torchLogits = (try JSONSerialization.jsonObject(with: Data(tout.split(separator: "\n").last!.utf8)) as! [Double]).map { Float($0) }
+        assertClose(logits, torchLogits, "PyTorch eval logits of a sambench checkpoint")
+    }
+}

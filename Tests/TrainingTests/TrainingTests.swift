@@ -1,0 +1,100 @@
+import Datasets
+import Engine
+import Optim
+import Training
+import XCTest
+
+final class TrainingTests: XCTestCase {
+    func config(epochs: Int = 4) -> TrainConfig {
+        var c = TrainConfig()
+        c.model = "tiny"
+        c.epochs = epochs
+        c.batchSize = 64
+        c.lr = 0.05
+        c.seed = 3
+        return c
+    }
+
+    func testShortRunLearnsFarAboveChance() throws {
+        EngineThreads.set(2)
+        let train = SyntheticData.make(count: 3000, classes: 10, seed: 1)
+        let test = SyntheticData.make(count: 500, classes: 10, seed: 1)
+        let trainer = try Trainer(config: config(), train: train, test: test)
+        var seen: [Int] = []
+        let history = try trainer.run { seen.append($0.epoch) }
+        XCTAssertEqual(seen, [1, 2, 3, 4])
+        XCTAssertEqual(history.count, 4)
+        // Chance is 10%.
+        XCTAssertGreaterThan(history.last!.testAccuracy, 0.7, "test accuracy \(history.map(\.testAccuracy))")
+        XCTAssertLessThan(history.last!.trainLoss, history.first!.trainLoss)
+        XCTAssertEqual(history.last!.lr, Float(0.05) * Float(0.5 * (1 + cos(Double.pi * Double(4 * 46 - 1) / Double(4 * 46)))), accuracy: 1e-6)
+    }
+
+    func testSameSeedSameRun() throws {
+        let train = SyntheticData.make(count: 640, classes: 10, seed: 2)
+        let test = SyntheticData.make(count: 100, classes: 10, seed: 2)
+        let a = try Trainer(config: config(epochs: 2), train: train, test: test).run()
+        let b = try Trainer(config: config(epochs: 2), train: train, test: test).run()
+        XCTAssertEqual(a.map(\.trainLoss), b.map(\.trainLoss))
+        XCTAssertEqual(a.map(\.testAccuracy), b.map(\.testAccuracy))
+        var other = config(epochs: 2)
+        other.seed = 4
+        let c = try Trainer(config: other, train: train, test: test).run()
+        XCTAssertNotEqual(a.map(\.trainLoss), c.map(\.trainLoss))
+    }
+
+    func testSyntheticDataIsSeeded() {
+        let a = SyntheticData.make(count: 50, classes: 100, seed: 9)
+        let b = SyntheticData.make(count: 50, classes: 100, seed: 9)
+        let c = SyntheticData.make(count: 50, classes: 100, seed: 10)
+        XCTAssertEqual(a.images, b.images)
+        XCTAssertEqual(a.labels, b.labels)
+        XCTAssertNotEqual(a.images, c.images)
+        XCTAssertTrue(a.labels.allSatisfy { $0 >= 0 && $0 < 100 })
+    }
+
+    func testBadConfigurationsAreRefused() {
+        let data = SyntheticData.make(count: 100, classes: 10, seed: 1)
+        var c = config()
+        c.batchSize = 128
+        XCTAssertThrowsError(try Trainer(config: c, train: data, test: data)) { XCTAssertTrue("\($0)".contains("fewer than one batch")) }
+        c = config(); c.model = "resnet21"
+        XCTAssertThrowsError(try Trainer(config: c, train: data, test: data)) { XCTAssertTrue("\($0)".contains("6n+2")) }
+        c = config(); c.model = "vgg"
+        XCTAssertThrowsError(try Trainer(config: c, train: data, test: data)) { XCTAssertTrue("\($0)".contains("unknown model")) }
+        c = config(); c.schedule = "linear"
+        XCTAssertThrowsError(try Trainer(config: c, train: data, test: data).run()) { XCTAssertTrue("\($0)".contains("unknown schedule")) }
+        c = config(); c.sgd.nesterov = true; c.sgd.momentum = 0
+        XCTAssertThrowsError(try Trainer(config: c, train: data, test: data)) { XCTAssertTrue("\($0)".contains("nesterov")) }
+    }
+
+    func testScheduleShapes() throws {
+        let cos = LRSchedule(base: 0.1, kind: .cosine(floor: 0.001), warmupIterations: 10, totalIterations: 110)
+        XCTAssertEqual(cos.lr(at: 0), 0.01, accuracy: 1e-7)       // warmup: base * 1/10
+        XCTAssertEqual(cos.lr(at: 9), 0.1, accuracy: 1e-7)
+        XCTAssertEqual(cos.lr(at: 10), 0.1, accuracy: 1e-7)       // cosine starts at base
+        XCTAssertEqual(cos.lr(at: 60), 0.0505, accuracy: 1e-6)    // halfway: (base + floor) / 2
+        XCTAssertEqual(cos.lr(at: 110), 0.001, accuracy: 1e-7)    // ends at the floor
+        let ms = LRSchedule(base: 0.1, kind: .multiStep(milestones: [5, 8], gamma: 0.1), totalIterations: 10)
+        for (i, expected) in zip([0, 4, 5, 7, 8, 9], [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]) {
+            XCTAssertEqual(ms.lr(at: i), Float(expected), accuracy: 1e-8, "multistep at \(i)")
+        }
+        XCTAssertEqual(LRSchedule(base: 0.3, totalIterations: 5).lr(at: 4), 0.3)
+        XCTAssertThrowsError(try LRSchedule(base: -1, totalIterations: 5).validate())
+        XCTAssertThrowsError(try LRSchedule(base: 0.1, kind: .cosine(floor: 0.2), totalIterations: 5).validate())
+    }
+
+    func testSGDMatchesItsFormulas() throws {
+        // Without momentum: w -= lr (g + wd w). With momentum, dampening: buf = mu buf + (1 - damp) d.
+        let w = FloatBuffer([1, -2]), g = FloatBuffer([0.5, 0.25])
+        let plain = try SGD(parameterCount: 2, config: SGDConfig(momentum: 0, weightDecay: 0.1))
+        plain.step(params: w, grads: g, lr: 0.1)
+        XCTAssertEqual(w.array[0], 1 - 0.1 * (0.5 + 0.1), accuracy: 1e-7)
+        XCTAssertEqual(w.array[1], -2 - 0.1 * (0.25 - 0.2), accuracy: 1e-7)
+        let v = FloatBuffer([1]), gv = FloatBuffer([1])
+        let damp = try SGD(parameterCount: 1, config: SGDConfig(momentum: 0.5, dampening: 0.5, weightDecay: 0))
+        damp.step(params: v, grads: gv, lr: 1)     // buf = 1 (first step: no dampening)
+        damp.step(params: v, grads: gv, lr: 1)     // buf = 0.5 + 0.5 = 1
+        XCTAssertEqual(v.array[0], -1, accuracy: 1e-7)
+    }
+}
