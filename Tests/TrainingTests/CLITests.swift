@@ -1,0 +1,84 @@
+import Engine
+import Foundation
+import XCTest
+
+/// Runs the built `sambench` executable as a user would.
+final class CLITests: XCTestCase {
+    var binary: URL!
+
+    override func setUpWithError() throws {
+        // The test bundle sits next to the products of the same build.
+        let here = Bundle.main.bundleURL.deletingLastPathComponent()
+        let candidates = [here.appendingPathComponent("sambench"),
+                          URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("sambench")]
+        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
+            throw XCTSkip("sambench executable not built next to the tests (run `swift build` first)")
+        }
+        binary = found
+    }
+
+    func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    func testHelpAndVersion() throws {
+        let help = try run(["--help"])
+        XCTAssertEqual(help.status, 0)
+        XCTAssertTrue(help.out.contains("train") && help.out.contains("bench"), help.out)
+        let version = try run(["--version"])
+        XCTAssertEqual(version.status, 0)
+        XCTAssertFalse(version.out.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+        let benchHelp = try run(["bench", "--help"])
+        XCTAssertTrue(benchHelp.out.contains("--format"), benchHelp.out)
+    }
+
+    func testBenchJSONMirrorsTorchBench() throws {
+        let r = try run(["bench", "--model", "tiny", "--batch", "8", "--steps", "3", "--warmup", "1", "--threads", "1", "--format", "json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let json = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        let results = json["results"] as! [[String: Any]]
+        XCTAssertEqual(results.map { $0["mode"] as! String }, ["eval", "sgd"])
+        for res in results {
+            XCTAssertEqual(res["model"] as? String, "tiny")
+            XCTAssertEqual(res["batch"] as? Int, 8)
+            let ips = res["images_per_s"] as! [String: Double]
+            XCTAssertGreaterThan(ips["median"]!, 0)
+            XCTAssertLessThanOrEqual(ips["min"]!, ips["median"]!)
+            XCTAssertLessThanOrEqual(ips["median"]!, ips["max"]!)
+            XCTAssertGreaterThan(res["fwd_flops_per_image"] as! Int, 0)
+            XCTAssertEqual(res["finite"] as? Bool, true)
+        }
+    }
+
+    func testTrainPrintsEpochsAndSavesCheckpoint() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("cli-\(UUID().uuidString).safetensors").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let r = try run(["train", "--epochs", "2", "--train-size", "256", "--test-size", "64", "--batch", "64", "--threads", "1", "--save", path])
+        XCTAssertEqual(r.status, 0, r.err)
+        let lines = r.out.split(separator: "\n")
+        XCTAssertEqual(lines.filter { $0.trimmingCharacters(in: .whitespaces).hasPrefix("1 ") || $0.trimmingCharacters(in: .whitespaces).hasPrefix("2 ") }.count, 2, r.out)
+        let state = ModelState(model: try Architectures.make("tiny"), seed: 0)
+        XCTAssertNoThrow(try Checkpoint.load(into: state, from: path))
+    }
+
+    func testBadArgumentsAreExplained() throws {
+        let r1 = try run(["train", "--model", "resnet21", "--epochs", "1", "--train-size", "128", "--test-size", "8"])
+        XCTAssertNotEqual(r1.status, 0)
+        XCTAssertTrue(r1.err.contains("6n+2"), r1.err)
+        let r2 = try run(["train", "--dataset", "cifar10"])
+        XCTAssertNotEqual(r2.status, 0)
+        XCTAssertTrue(r2.err.contains("synthetic"), r2.err)
+        let r3 = try run(["bench", "--modes", "adam"])
+        XCTAssertNotEqual(r3.status, 0)
+        XCTAssertTrue(r3.err.contains("unknown mode"), r3.err)
+    }
+}
