@@ -26,7 +26,9 @@ let package = Package(
         ]),
         // Test-only: counts malloc calls so a test can prove the training step allocates nothing.
         .target(name: "AllocCounter"),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Optim", "AllocCounter"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Engine", "Optim"]),
+        // Test-only helpers (tolerance checks, paths to ../shared) shared by the test targets.
+        .target(name: "TestSupport", dependencies: ["Engine"], path: "Tests/TestSupport"),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Optim", "AllocCounter", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Engine", "Optim", "TestSupport"]),
     ]
 )

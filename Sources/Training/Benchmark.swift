@@ -6,7 +6,18 @@ import Optim
 /// measured like ../shared/anchors/torch_bench.py (same models, batch, SGD settings, FLOP
 /// count), so the two JSON files compare directly.
 public enum Benchmark {
-    public static let modes = ["eval", "sgd"]
+    /// eval; sgd; sam and asam (rho 0.05 / 0.5); msam (SAM with m = 32); looksam (k = 5, alpha 0.7).
+    public static let modes = ["eval", "sgd", "sam", "asam", "msam", "looksam"]
+
+    static func optimizer(_ mode: String, batch: Int) -> OptimizerConfig {
+        switch mode {
+        case "sam": return .sam(SAMConfig(variant: .sam))
+        case "asam": return .sam(SAMConfig(variant: .asam))
+        case "msam": return .sam(SAMConfig(variant: .sam, microBatch: batch % 32 == 0 ? 32 : batch))
+        case "looksam": return .sam(SAMConfig(variant: .sam, lookInterval: 5))
+        default: return .sgd
+        }
+    }
 
     public struct Stats: Codable, Sendable { public var min: Double, median: Double, max: Double }
 
@@ -24,7 +35,7 @@ public enum Benchmark {
         public var params: Int
         public var fwd_macs_per_image: Int
         public var fwd_flops_per_image: Int
-        public var assumed_flops_per_image_for_mode: Int
+        public var assumed_flops_per_image_for_mode: Double
         public var achieved_gflops_median: Double
         public var peak_rss_bytes: Int
         public var engine_buffer_bytes: Int
@@ -32,7 +43,10 @@ public enum Benchmark {
     }
 
     /// FLOPs of a step as a multiple of the forward (as torch_bench.py counts them).
-    public static func flopMultiplier(_ mode: String) -> Int { ["eval": 1, "sgd": 3, "sam": 6][mode] ?? 1 }
+    /// LookSAM with k = 5 takes one SAM step (6x) and four SGD steps (3x) in five.
+    public static func flopMultiplier(_ mode: String) -> Double {
+        ["eval": 1, "sgd": 3, "sam": 6, "asam": 6, "msam": 6, "looksam": 3.6][mode] ?? 1
+    }
 
     public static func run(model name: String, mode: String, batch: Int, threads: Int, warmup: Int, steps: Int,
                            progress: (String) -> Void = { _ in }) throws -> Result {
@@ -48,8 +62,8 @@ public enum Benchmark {
         defer { labels.deallocate() }
         for i in 0..<batch { labels[i] = Int32(rng.nextInt(below: model.numClasses)) }
 
-        let trainStep = try TrainStep(state: state, batchSize: batch,
-                                      sgd: SGDConfig(momentum: 0.9, weightDecay: 5e-4, nesterov: true))
+        let trainStep = try TrainStep(state: state, batchSize: batch, sgd: SGDConfig(momentum: 0.9, weightDecay: 5e-4, nesterov: true),
+                                      optimizer: optimizer(mode, batch: batch))
         var finite = true
         let body: () -> Void
         switch mode {
@@ -78,8 +92,8 @@ public enum Benchmark {
                       step_time_s: Stats(min: sorted.first!, median: median, max: sorted.last!),
                       images_per_s: Stats(min: Double(batch) / sorted.last!, median: Double(batch) / median, max: Double(batch) / sorted.first!),
                       params: model.parameterCount, fwd_macs_per_image: macs, fwd_flops_per_image: 2 * macs,
-                      assumed_flops_per_image_for_mode: mult * 2 * macs,
-                      achieved_gflops_median: Double(mult * 2 * macs * batch) / median / 1e9,
+                      assumed_flops_per_image_for_mode: mult * Double(2 * macs),
+                      achieved_gflops_median: mult * Double(2 * macs * batch) / median / 1e9,
                       peak_rss_bytes: peakResidentBytes(), engine_buffer_bytes: trainStep.executor.bufferBytes, finite: finite)
     }
 

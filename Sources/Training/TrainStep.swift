@@ -2,30 +2,123 @@ import Engine
 import Foundation
 import Optim
 
-/// One SGD training step on the fast path, with every buffer made up front: forward (train
-/// mode), mean cross-entropy, backward, SGD update. `step` allocates nothing.
+/// The optimizer of a run: plain SGD, or a SAM-family step whose base optimizer is that SGD.
+public enum OptimizerConfig: Sendable, Codable, Equatable {
+    case sgd
+    case sam(SAMConfig)
+
+    public var sam: SAMConfig? { if case let .sam(c) = self { return c } else { return nil } }
+}
+
+/// One training step on the fast path with every buffer made up front; `step` allocates nothing.
+///
+/// SGD: forward (train mode), mean cross-entropy, backward, SGD update.
+/// SAM family (davda54/sam's order): the gradient g at w (BN running statistics updated);
+/// w <- w + e(g); the gradient g' at w + e (running statistics per `bnPolicy`); w restored
+/// exactly; the SGD step with g'. m-sharpness does this per micro-batch of m samples and
+/// averages the g'; LookSAM does it every k-th step and reuses g'- direction in between.
 public final class TrainStep {
     public let executor: DNNLExecutor
     public let optimizer: SGD
+    public let config: OptimizerConfig
     public let labelSmoothing: Float
+    public let perturbation: SharpnessAwarePerturbation?
+    private let microExecutor: DNNLExecutor?
+    private let look: LookSAMState?
     private let logitsGrad: FloatBuffer
+    private let accumulated: FloatBuffer
+    private let plainGradient: FloatBuffer
+    private var stepCount = 0
 
-    public init(state: ModelState, batchSize: Int, sgd: SGDConfig, labelSmoothing: Float = 0) throws {
-        executor = try DNNLExecutor(state: state, batchSize: batchSize)
-        optimizer = try SGD(parameterCount: state.model.parameterCount, config: sgd)
-        self.labelSmoothing = labelSmoothing
-        logitsGrad = FloatBuffer(count: batchSize * state.model.numClasses)
+    public struct Result: Sendable {
+        /// Mean loss of the batch at w (the first pass), before the update.
+        public var loss: Double
+        /// Correct predictions at w, before the update.
+        public var correct: Int
+        /// Mean loss at w + e (SAM-family steps that took the second pass; else nil).
+        public var perturbedLoss: Double?
     }
 
-    /// Returns the batch's mean loss and the number of correct predictions (before the update).
-    @discardableResult
-    public func step(input: UnsafePointer<Float>, labels: UnsafePointer<Int32>, lr: Float, dropoutSeed: UInt64 = 0) -> (loss: Double, correct: Int) {
-        let n = executor.batchSize, c = executor.model.numClasses
-        let logits = executor.forward(input: input, mode: .train(bnMomentum: 0.1, dropoutSeed: dropoutSeed))
+    public init(state: ModelState, batchSize: Int, sgd: SGDConfig, optimizer: OptimizerConfig = .sgd, labelSmoothing: Float = 0) throws {
+        executor = try DNNLExecutor(state: state, batchSize: batchSize)
+        self.optimizer = try SGD(parameterCount: state.model.parameterCount, config: sgd)
+        config = optimizer
+        self.labelSmoothing = labelSmoothing
+        let n = state.model.parameterCount
+        if let sam = optimizer.sam {
+            try sam.validate(batchSize: batchSize)
+            perturbation = SharpnessAwarePerturbation(model: state.model, config: sam)
+            let m = sam.microBatch ?? batchSize
+            microExecutor = m < batchSize ? try DNNLExecutor(state: state, batchSize: m) : nil
+            look = sam.lookInterval > 1 ? LookSAMState(parameterCount: n) : nil
+        } else {
+            perturbation = nil
+            microExecutor = nil
+            look = nil
+        }
+        logitsGrad = FloatBuffer(count: batchSize * state.model.numClasses)
+        accumulated = FloatBuffer(count: microExecutor == nil ? 0 : n)
+        plainGradient = FloatBuffer(count: look == nil ? 0 : n)
+    }
+
+    public var state: ModelState { executor.state }
+
+    /// Forward + loss + backward on `ex`; the gradient lands in `state.grads`.
+    private func lossAndGradient(_ ex: DNNLExecutor, _ input: UnsafePointer<Float>, _ labels: UnsafePointer<Int32>,
+                                 momentum: Float, dropoutSeed: UInt64) -> (loss: Double, correct: Int) {
+        let n = ex.batchSize, c = ex.model.numClasses
+        let logits = ex.forward(input: input, mode: .train(bnMomentum: momentum, dropoutSeed: dropoutSeed))
         let loss = CrossEntropy.compute(logits: logits, labels: labels, count: n, classes: c, smoothing: labelSmoothing, grad: logitsGrad.pointer)
         let correct = CrossEntropy.correct(logits: logits, labels: labels, count: n, classes: c)
-        executor.backward(logitsGrad: logitsGrad.pointer)
-        optimizer.step(params: executor.state.params, grads: executor.state.grads, lr: lr)
+        ex.backward(logitsGrad: logitsGrad.pointer)
         return (loss, correct)
+    }
+
+    @discardableResult
+    public func step(input: UnsafePointer<Float>, labels: UnsafePointer<Int32>, lr: Float, dropoutSeed: UInt64 = 0) -> Result {
+        defer { stepCount += 1 }
+        let params = state.params, grads = state.grads
+        guard let perturbation, let sam = config.sam else {
+            let r = lossAndGradient(executor, input, labels, momentum: 0.1, dropoutSeed: dropoutSeed)
+            optimizer.step(params: params, grads: grads, lr: lr)
+            return Result(loss: r.loss, correct: r.correct, perturbedLoss: nil)
+        }
+        let wd = optimizer.config.weightDecay
+        let secondMomentum: Float = sam.bnPolicy == .firstPass ? 0 : 0.1
+
+        if let micro = microExecutor {
+            // m-sharpness: a perturbation per micro-batch, the perturbed gradients averaged.
+            let m = micro.batchSize, k = executor.batchSize / m, size = executor.model.tensors[0].perImage
+            accumulated.zero()
+            var loss = 0.0, perturbed = 0.0, correct = 0
+            for j in 0..<k {
+                let x = input + j * m * size, y = labels + j * m
+                let r = lossAndGradient(micro, x, y, momentum: 0.1, dropoutSeed: dropoutSeed &+ UInt64(2 * j))
+                perturbation.ascend(params: params, grads: grads, weightDecay: wd)
+                let p = lossAndGradient(micro, x, y, momentum: secondMomentum, dropoutSeed: dropoutSeed &+ UInt64(2 * j + 1))
+                perturbation.restore(params: params)
+                for i in 0..<grads.count { accumulated.pointer[i] += grads.pointer[i] }
+                loss += r.loss; perturbed += p.loss; correct += r.correct
+            }
+            let inv = 1 / Float(k)
+            for i in 0..<grads.count { grads.pointer[i] = accumulated.pointer[i] * inv }
+            optimizer.step(params: params, grads: grads, lr: lr)
+            return Result(loss: loss / Double(k), correct: correct, perturbedLoss: perturbed / Double(k))
+        }
+
+        let r = lossAndGradient(executor, input, labels, momentum: 0.1, dropoutSeed: dropoutSeed)
+        if let look, stepCount % sam.lookInterval != 0 {
+            // LookSAM in between full SAM steps: reuse the stored orthogonal direction.
+            look.reuse(into: grads, alpha: sam.lookAlpha)
+            optimizer.step(params: params, grads: grads, lr: lr)
+            return Result(loss: r.loss, correct: r.correct, perturbedLoss: nil)
+        }
+        if look != nil { plainGradient.copy(from: grads) }
+        perturbation.ascend(params: params, grads: grads, weightDecay: wd)
+        let p = lossAndGradient(executor, input, labels, momentum: secondMomentum, dropoutSeed: dropoutSeed &+ 1)
+        perturbation.restore(params: params)
+        look?.store(samGradient: grads, plainGradient: plainGradient)
+        optimizer.step(params: params, grads: grads, lr: lr)
+        return Result(loss: r.loss, correct: r.correct, perturbedLoss: p.loss)
     }
 }

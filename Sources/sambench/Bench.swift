@@ -7,8 +7,9 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure training and inference speed (images/s) on random data.",
         discussion: """
-        Times an eval forward and an SGD step (lr 0.1, momentum 0.9, nesterov, weight decay \
-        5e-4) at the given batch size: the median of --steps timed steps after --warmup \
+        Times an eval forward, an SGD step (lr 0.1, momentum 0.9, nesterov, weight decay \
+        5e-4) and the SAM-family steps over that SGD (sam: rho 0.05; asam: rho 0.5, eta 0.01; \
+        msam: SAM with m = 32; looksam: k = 5, alpha 0.7) at the given batch size: the median of --steps timed steps after --warmup \
         untimed ones, with min and max. Reports FLOPs per image (2 x conv+linear MACs, the \
         count ../shared/anchors/torch_bench.py uses), achieved GFLOP/s and peak memory. The \
         json output mirrors torch_bench.py's (results[] with model, mode, batch, \
@@ -21,7 +22,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads for oneDNN (default: all cores).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Timed steps per mode (the median is reported).") var steps: Int = 20
     @Option(help: "Untimed warm-up steps per mode.") var warmup: Int = 5
-    @Option(help: "Modes to run, comma-separated: eval, sgd.") var modes: String = "eval,sgd"
+    @Option(help: "Modes to run, comma-separated: eval, sgd, sam, asam, msam, looksam.") var modes: String = "eval,sgd,sam"
     @Option(help: "Output format: text or json.") var format: OutputFormat = .text
 
     enum OutputFormat: String, ExpressibleByArgument { case text, json }
@@ -55,7 +56,8 @@ struct Bench: ParsableCommand {
             let out = Output(tool: "sambench", version: SambenchVersion.string, method: [
                 "timing": "monotonic clock around each full step; median of timed steps after warm-up",
                 "sgd": "lr 0.1, momentum 0.9, nesterov, weight_decay 5e-4",
-                "flops": "fwd FLOPs = 2 * conv+linear MACs per image; sgd counted as 3x fwd",
+                "flops": "fwd FLOPs = 2 * conv+linear MACs per image; sgd counted as 3x fwd, sam/asam/msam 6x, looksam (k=5) 3.6x",
+                "sam": "rho 0.05, raw loss gradient, BN statistics in the first pass only (davda54/sam)",
                 "data": "random N(0,1) input, random labels",
             ], results: results)
             let enc = JSONEncoder()

@@ -1,6 +1,7 @@
 import AllocCounter
 import Engine
 import Optim
+import TestSupport
 import XCTest
 
 /// After the first step, a training step (forward, loss, backward, SGD update) and an eval

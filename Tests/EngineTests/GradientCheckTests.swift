@@ -1,4 +1,5 @@
 import Engine
+import TestSupport
 import XCTest
 
 /// The plain-Swift twins against central finite differences of the mean cross-entropy.

@@ -1,4 +1,5 @@
 import Engine
+import TestSupport
 import XCTest
 
 /// Every op's oneDNN path against its plain-Swift twin over a sweep of shapes: the op's output,

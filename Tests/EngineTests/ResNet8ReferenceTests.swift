@@ -1,5 +1,6 @@
 import Engine
 import Optim
+import TestSupport
 import XCTest
 
 /// Reproduces ../shared/reference/pytorch-resnet8 (PyTorch 2.13, float32): forward, every

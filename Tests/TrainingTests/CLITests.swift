@@ -46,7 +46,7 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.err)
         let json = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
         let results = json["results"] as! [[String: Any]]
-        XCTAssertEqual(results.map { $0["mode"] as! String }, ["eval", "sgd"])
+        XCTAssertEqual(results.map { $0["mode"] as! String }, ["eval", "sgd", "sam"])
         for res in results {
             XCTAssertEqual(res["model"] as? String, "tiny")
             XCTAssertEqual(res["batch"] as? Int, 8)
@@ -65,7 +65,10 @@ final class CLITests: XCTestCase {
         let r = try run(["train", "--epochs", "2", "--train-size", "256", "--test-size", "64", "--batch", "64", "--threads", "1", "--save", path])
         XCTAssertEqual(r.status, 0, r.err)
         let lines = r.out.split(separator: "\n")
-        XCTAssertEqual(lines.filter { $0.trimmingCharacters(in: .whitespaces).hasPrefix("1 ") || $0.trimmingCharacters(in: .whitespaces).hasPrefix("2 ") }.count, 2, r.out)
+        let epochLines = lines.filter { $0.hasPrefix("train ") }.map { $0.split(separator: " ")[1] }
+        XCTAssertEqual(epochLines, ["1", "2"], r.out)
+        XCTAssertTrue(lines.contains { $0.hasPrefix("train: sharpness over") }, r.out)
+        XCTAssertEqual(lines.last, "status: done", r.out)
         let state = ModelState(model: try Architectures.make("tiny"), seed: 0)
         XCTAssertNoThrow(try Checkpoint.load(into: state, from: path))
     }

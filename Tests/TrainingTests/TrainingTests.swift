@@ -12,6 +12,7 @@ final class TrainingTests: XCTestCase {
         c.batchSize = 64
         c.lr = 0.05
         c.seed = 3
+        c.sharpness = nil
         return c
     }
 
@@ -21,7 +22,9 @@ final class TrainingTests: XCTestCase {
         let test = SyntheticData.make(count: 500, classes: 10, seed: 1)
         let trainer = try Trainer(config: config(), train: train, test: test)
         var seen: [Int] = []
-        let history = try trainer.run { seen.append($0.epoch) }
+        let result = try trainer.run { stage, m in XCTAssertEqual(stage, "train"); seen.append(m.epoch) }
+        let history = result.epochs
+        XCTAssertEqual(result.status, .done)
         XCTAssertEqual(seen, [1, 2, 3, 4])
         XCTAssertEqual(history.count, 4)
         // Chance is 10%.
@@ -33,13 +36,13 @@ final class TrainingTests: XCTestCase {
     func testSameSeedSameRun() throws {
         let train = SyntheticData.make(count: 640, classes: 10, seed: 2)
         let test = SyntheticData.make(count: 100, classes: 10, seed: 2)
-        let a = try Trainer(config: config(epochs: 2), train: train, test: test).run()
-        let b = try Trainer(config: config(epochs: 2), train: train, test: test).run()
+        let a = try Trainer(config: config(epochs: 2), train: train, test: test).run().epochs
+        let b = try Trainer(config: config(epochs: 2), train: train, test: test).run().epochs
         XCTAssertEqual(a.map(\.trainLoss), b.map(\.trainLoss))
         XCTAssertEqual(a.map(\.testAccuracy), b.map(\.testAccuracy))
         var other = config(epochs: 2)
         other.seed = 4
-        let c = try Trainer(config: other, train: train, test: test).run()
+        let c = try Trainer(config: other, train: train, test: test).run().epochs
         XCTAssertNotEqual(a.map(\.trainLoss), c.map(\.trainLoss))
     }
 
@@ -63,7 +66,7 @@ final class TrainingTests: XCTestCase {
         c = config(); c.model = "vgg"
         XCTAssertThrowsError(try Trainer(config: c, train: data, test: data)) { XCTAssertTrue("\($0)".contains("unknown model")) }
         c = config(); c.schedule = "linear"
-        XCTAssertThrowsError(try Trainer(config: c, train: data, test: data).run()) { XCTAssertTrue("\($0)".contains("unknown schedule")) }
+        XCTAssertThrowsError(try Trainer(config: c, train: data, test: data)) { XCTAssertTrue("\($0)".contains("unknown schedule")) }
         c = config(); c.sgd.nesterov = true; c.sgd.momentum = 0
         XCTAssertThrowsError(try Trainer(config: c, train: data, test: data)) { XCTAssertTrue("\($0)".contains("nesterov")) }
     }

@@ -2,13 +2,13 @@ import Engine
 import Foundation
 import XCTest
 
-/// The repository root (this file is Tests/EngineTests/Support.swift).
-let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-let sharedDir = repoRoot.deletingLastPathComponent().appendingPathComponent("shared")
-let referenceDir = sharedDir.appendingPathComponent("reference/pytorch-resnet8")
+/// The repository root (this file is Tests/TestSupport/Support.swift).
+public let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+public let sharedDir = repoRoot.deletingLastPathComponent().appendingPathComponent("shared")
+public let referenceDir = sharedDir.appendingPathComponent("reference/pytorch-resnet8")
 
 /// Elementwise |a - b| <= atol + rtol*|b| after checking the counts; reports the worst element.
-func assertClose(_ a: [Float], _ b: [Float], atol: Float = 1e-5, rtol: Float = 1e-4, _ what: String,
+public func assertClose(_ a: [Float], _ b: [Float], atol: Float = 1e-5, rtol: Float = 1e-4, _ what: String,
                  file: StaticString = #filePath, line: UInt = #line) {
     guard a.count == b.count else {
         XCTFail("\(what): \(a.count) values, expected \(b.count)", file: file, line: line)
@@ -24,13 +24,13 @@ func assertClose(_ a: [Float], _ b: [Float], atol: Float = 1e-5, rtol: Float = 1
     }
 }
 
-func maxRelativeError(_ a: [Float], _ b: [Float]) -> Float {
+public func maxRelativeError(_ a: [Float], _ b: [Float]) -> Float {
     precondition(a.count == b.count)
     let scale = max(b.map { abs($0) }.max() ?? 0, 1e-6)
     return zip(a, b).map { abs($0 - $1) }.max().map { $0 / scale } ?? 0
 }
 
-func randomArray(_ n: Int, seed: UInt64, scale: Float = 1) -> [Float] {
+public func randomArray(_ n: Int, seed: UInt64, scale: Float = 1) -> [Float] {
     var rng = Xoshiro256(seed: seed)
     return (0..<n).map { _ in Float(rng.nextNormal()) * scale }
 }
