@@ -94,7 +94,7 @@ public enum Benchmark {
                       params: model.parameterCount, fwd_macs_per_image: macs, fwd_flops_per_image: 2 * macs,
                       assumed_flops_per_image_for_mode: mult * Double(2 * macs),
                       achieved_gflops_median: mult * Double(2 * macs * batch) / median / 1e9,
-                      peak_rss_bytes: peakResidentBytes(), engine_buffer_bytes: trainStep.executor.bufferBytes, finite: finite)
+                      peak_rss_bytes: peakResidentBytes(), engine_buffer_bytes: (trainStep.executor as? DNNLExecutor)?.bufferBytes ?? 0, finite: finite)
     }
 
     /// The process's peak resident set (VmHWM), in bytes; 0 where /proc is not available.

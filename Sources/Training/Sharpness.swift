@@ -33,7 +33,7 @@ public struct SharpnessMetrics: Sendable, Codable, Equatable {
 /// Sharpness of the model at its current weights, on fixed batches. Leaves the parameters,
 /// running statistics and num_batches_tracked exactly as they were.
 public enum Sharpness {
-    public static func measure(executor ex: DNNLExecutor, images: UnsafePointer<Float>, labels: UnsafePointer<Int32>,
+    public static func measure(executor ex: Executor, images: UnsafePointer<Float>, labels: UnsafePointer<Int32>,
                                batches: Int, config: SharpnessConfig) -> SharpnessMetrics {
         let state = ex.state
         let n = ex.batchSize, c = ex.model.numClasses, size = ex.model.tensors[0].perImage

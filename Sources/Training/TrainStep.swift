@@ -18,12 +18,16 @@ public enum OptimizerConfig: Sendable, Codable, Equatable {
 /// exactly; the SGD step with g'. m-sharpness does this per micro-batch of m samples and
 /// averages the g'; LookSAM does it every k-th step and reuses g'- direction in between.
 public final class TrainStep {
-    public let executor: DNNLExecutor
+    /// Makes the executor of a batch size; the oneDNN fast path unless a test asks for the twin.
+    public typealias ExecutorFactory = @Sendable (ModelState, Int) throws -> Executor
+    public static let fastPath: ExecutorFactory = { try DNNLExecutor(state: $0, batchSize: $1) }
+
+    public let executor: Executor
     public let optimizer: SGD
     public let config: OptimizerConfig
     public let labelSmoothing: Float
     public let perturbation: SharpnessAwarePerturbation?
-    private let microExecutor: DNNLExecutor?
+    private let microExecutor: Executor?
     private let look: LookSAMState?
     private let logitsGrad: FloatBuffer
     private let accumulated: FloatBuffer
@@ -39,8 +43,9 @@ public final class TrainStep {
         public var perturbedLoss: Double?
     }
 
-    public init(state: ModelState, batchSize: Int, sgd: SGDConfig, optimizer: OptimizerConfig = .sgd, labelSmoothing: Float = 0) throws {
-        executor = try DNNLExecutor(state: state, batchSize: batchSize)
+    public init(state: ModelState, batchSize: Int, sgd: SGDConfig, optimizer: OptimizerConfig = .sgd, labelSmoothing: Float = 0,
+                executor makeExecutor: ExecutorFactory = TrainStep.fastPath) throws {
+        executor = try makeExecutor(state, batchSize)
         self.optimizer = try SGD(parameterCount: state.model.parameterCount, config: sgd)
         config = optimizer
         self.labelSmoothing = labelSmoothing
@@ -49,7 +54,7 @@ public final class TrainStep {
             try sam.validate(batchSize: batchSize)
             perturbation = SharpnessAwarePerturbation(model: state.model, config: sam)
             let m = sam.microBatch ?? batchSize
-            microExecutor = m < batchSize ? try DNNLExecutor(state: state, batchSize: m) : nil
+            microExecutor = m < batchSize ? try makeExecutor(state, m) : nil
             look = sam.lookInterval > 1 ? LookSAMState(parameterCount: n) : nil
         } else {
             perturbation = nil
@@ -64,7 +69,7 @@ public final class TrainStep {
     public var state: ModelState { executor.state }
 
     /// Forward + loss + backward on `ex`; the gradient lands in `state.grads`.
-    private func lossAndGradient(_ ex: DNNLExecutor, _ input: UnsafePointer<Float>, _ labels: UnsafePointer<Int32>,
+    private func lossAndGradient(_ ex: Executor, _ input: UnsafePointer<Float>, _ labels: UnsafePointer<Int32>,
                                  momentum: Float, dropoutSeed: UInt64) -> (loss: Double, correct: Int) {
         let n = ex.batchSize, c = ex.model.numClasses
         let logits = ex.forward(input: input, mode: .train(bnMomentum: momentum, dropoutSeed: dropoutSeed))

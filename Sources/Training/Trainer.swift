@@ -226,7 +226,7 @@ public final class Trainer {
         evaluate(data, executor: try DNNLExecutor(state: state, batchSize: config.batchSize))
     }
 
-    private func evaluate(_ data: Dataset, executor ex: DNNLExecutor) -> (loss: Double, accuracy: Double) {
+    private func evaluate(_ data: Dataset, executor ex: Executor) -> (loss: Double, accuracy: Double) {
         let c = model.numClasses
         var lossSum = 0.0, correct = 0
         forEachBatch(data, executor: ex) { logits, n, labels in
@@ -237,7 +237,7 @@ public final class Trainer {
     }
 
     /// Eval-mode logits for consecutive batches of `data` (the last one zero-padded).
-    private func forEachBatch(_ data: Dataset, executor ex: DNNLExecutor,
+    private func forEachBatch(_ data: Dataset, executor ex: Executor,
                               _ body: (UnsafePointer<Float>, Int, UnsafePointer<Int32>) -> Void) {
         let b = ex.batchSize, size = data.imageSize
         var start = 0

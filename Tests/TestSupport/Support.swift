@@ -34,3 +34,17 @@ public func randomArray(_ n: Int, seed: UInt64, scale: Float = 1) -> [Float] {
     var rng = Xoshiro256(seed: seed)
     return (0..<n).map { _ in Float(rng.nextNormal()) * scale }
 }
+
+/// ||a - b|| / ||b|| <= tolerance: for comparisons where single elements may move (a ReLU mask
+/// flip changes a whole BN channel's gradient) but the tensor as a whole must agree.
+public func assertNormClose(_ a: [Float], _ b: [Float], _ tolerance: Double, _ what: String,
+                            file: StaticString = #filePath, line: UInt = #line) {
+    guard a.count == b.count else {
+        XCTFail("\(what): \(a.count) values, expected \(b.count)", file: file, line: line)
+        return
+    }
+    var d = 0.0, n = 0.0
+    for i in a.indices { d += Double(a[i] - b[i]) * Double(a[i] - b[i]); n += Double(b[i]) * Double(b[i]) }
+    let rel = d.squareRoot() / max(n.squareRoot(), 1e-30)
+    if !(rel <= tolerance) { XCTFail("\(what): relative L2 error \(rel) > \(tolerance)", file: file, line: line) }
+}
