@@ -12,16 +12,18 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
         .systemLibrary(name: "CBLAS", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "Engine", dependencies: ["CDNNL", "CBLAS"]),
         .target(name: "Optim", dependencies: ["Engine"]),
-        .target(name: "Datasets", dependencies: ["Engine"]),
+        .target(name: "Datasets", dependencies: ["Engine", "CZlib", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "Training", dependencies: ["Engine", "Optim", "Datasets"]),
         .executableTarget(name: "sambench", dependencies: [
-            "Training",
+            "Training", "Datasets",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Test-only: counts malloc calls so a test can prove the training step allocates nothing.
@@ -30,5 +32,6 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Engine"], path: "Tests/TestSupport"),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Optim", "AllocCounter", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Engine", "Optim", "TestSupport"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Engine", "TestSupport"]),
     ]
 )

@@ -75,12 +75,15 @@ public enum Benchmark {
         default:
             body = { finite = finite && trainStep.step(input: input.pointer, labels: labels, lr: 0.1).loss.isFinite }
         }
-        for _ in 0..<warmup { body() }
+        // LookSAM's steps differ in cost (one full SAM step in k): a timed unit is a whole
+        // cycle of k steps, reported per step, so the median is not that of the cheap steps.
+        let unit = mode == "looksam" ? (optimizer(mode, batch: batch).sam?.lookInterval ?? 1) : 1
+        for _ in 0..<(warmup * unit) { body() }
         var times: [Double] = []
         for i in 0..<steps {
             let t0 = DispatchTime.now().uptimeNanoseconds
-            body()
-            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+            for _ in 0..<unit { body() }
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9 / Double(unit))
             if (i + 1) % 5 == 0 { progress("\(name) \(mode): \(i + 1)/\(steps) steps") }
         }
         let sorted = times.sorted()

@@ -3,7 +3,8 @@ import Engine
 import Foundation
 import Optim
 
-/// Everything one training run needs; the run is fully determined by it (and the data).
+/// Everything one training run needs besides its data; the run is fully determined by it and
+/// the `PreparedData` it trains on.
 public struct TrainConfig: Sendable, Codable, Equatable {
     public var model: String = "resnet20"
     public var dropout: Float = 0
@@ -17,6 +18,7 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     public var sgd = SGDConfig(momentum: 0.9, weightDecay: 5e-4, nesterov: false)
     public var optimizer: OptimizerConfig = .sgd
     public var labelSmoothing: Float = 0
+    public var augmentation = Augmentation()
     public var seed: UInt64 = 0
     /// A run whose training loss exceeds this multiple of its first step's loss (or is not
     /// finite) ends as diverged.
@@ -47,6 +49,7 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         guard epochs >= 1 else { throw EngineError("epochs must be >= 1, got \(epochs)") }
         guard batchSize >= 1 else { throw EngineError("batch size must be >= 1, got \(batchSize)") }
         guard divergenceFactor > 1 else { throw EngineError("divergence factor must be > 1, got \(divergenceFactor)") }
+        guard augmentation.cropPadding >= 0, augmentation.cutout >= 0 else { throw EngineError("augmentation sizes must be >= 0") }
         try sgd.validate()
         try optimizer.sam?.validate(batchSize: batchSize)
         if let s = sharpness {
@@ -59,14 +62,20 @@ public struct TrainConfig: Sendable, Codable, Equatable {
 
 public struct EpochMetrics: Sendable, Codable, Equatable {
     public var epoch: Int
-    public var lr: Float                 // learning rate at the epoch's last step
+    public var lr: Float                   // learning rate at the epoch's last step
     public var trainLoss: Double
-    public var trainAccuracy: Double     // against the training labels, during the epoch
-    public var perturbedLoss: Double?    // mean loss at w + e (SAM-family runs)
+    public var trainAccuracy: Double       // against the labels trained on (noisy), during the epoch
+    public var perturbedLoss: Double?      // mean loss at w + e (SAM-family runs)
+    /// Memorisation: eval-mode accuracy on the corrupted training samples against their noisy
+    /// labels, and against their true labels (nil without noise).
+    public var corruptedNoisyAccuracy: Double?
+    public var corruptedCleanAccuracy: Double?
+    public var validationLoss: Double?
+    public var validationAccuracy: Double?
     public var testLoss: Double
     public var testAccuracy: Double
     public var seconds: Double
-    public var imagesPerSecond: Double   // training images per second
+    public var imagesPerSecond: Double     // training images per second
 }
 
 public enum RunStatus: Sendable, Codable, Equatable {
@@ -94,35 +103,33 @@ public struct RunResult: Sendable, Codable, Equatable {
     public var epochs: [EpochMetrics] { stages.last!.epochs }
 }
 
-/// One training run: a model trained on a dataset, evaluated on a test set after each epoch.
-/// Shuffling is deterministic per (seed, epoch). The last partial training batch is dropped
-/// (a full batch keeps BN statistics, SAM's m and the step cost uniform); evaluation covers
-/// every test image (a short last batch is zero-padded, which eval-mode BN leaves exact).
-/// Divergence ends a stage with status `diverged`; it is never an error.
+/// One training run: a model trained on `data.trainIndices`, evaluated after each epoch on the
+/// test set, the validation split and the corrupted training samples. Batches come from a
+/// `BatchLoader` (shuffling and augmentation deterministic per (seed, epoch)); the last partial
+/// training batch is dropped (a full batch keeps BN statistics, SAM's m and the step cost
+/// uniform); evaluation covers every image (a short last batch is zero-padded, which eval-mode
+/// BN leaves exact). Divergence ends a stage with status `diverged`; it is never an error.
 public final class Trainer {
     public let config: TrainConfig
     public let model: Model
     /// The state of the current (last) stage's model.
     public private(set) var state: ModelState
-    private let train: Dataset
-    private let test: Dataset
+    public let data: PreparedData
     private let batchImages: FloatBuffer
     private let batchLabels: UnsafeMutablePointer<Int32>
 
-    public init(config: TrainConfig, train: Dataset, test: Dataset) throws {
+    public init(config: TrainConfig, data: PreparedData) throws {
         try config.validate()
-        guard train.count >= config.batchSize else {
-            throw EngineError("training set has \(train.count) images, fewer than one batch of \(config.batchSize)")
+        guard data.trainIndices.count >= config.batchSize else {
+            throw EngineError("training set has \(data.trainIndices.count) images, fewer than one batch of \(config.batchSize)")
         }
-        guard train.classes == test.classes else { throw EngineError("train and test sets disagree on the class count") }
         self.config = config
-        self.train = train
-        self.test = test
-        model = try Architectures.make(config.model, numClasses: train.classes, dropout: config.dropout, inputSize: train.height)
+        self.data = data
+        model = try Architectures.make(config.model, numClasses: data.classes, dropout: config.dropout)
         state = ModelState(model: model, seed: config.seed)
-        batchImages = FloatBuffer(count: config.batchSize * train.imageSize)
+        batchImages = FloatBuffer(count: config.batchSize * RawImages.imageBytes)
         batchLabels = .allocate(capacity: config.batchSize)
-        _ = try config.lrSchedule(iterationsPerEpoch: train.count / config.batchSize)
+        _ = try config.lrSchedule(iterationsPerEpoch: data.trainIndices.count / config.batchSize)
     }
 
     deinit { batchLabels.deallocate() }
@@ -131,73 +138,88 @@ public final class Trainer {
     @discardableResult
     public func run(onEpoch: (String, EpochMetrics) -> Void = { _, _ in }) throws -> RunResult {
         var stages: [StageResult] = []
-        let first = try runStage("train", labels: train.labels, onEpoch: onEpoch)
+        let first = try runStage("train", data: data, onEpoch: onEpoch)
         stages.append(first)
         if config.bootstrap, first.status == .done {
-            let predicted = try predict(train)
-            let changed = zip(predicted, train.labels).filter { $0 != $1 }.count
+            let ex = try DNNLExecutor(state: state, batchSize: config.batchSize)
+            let predicted = predict(images: data.trainImages, indices: Array(0..<data.cleanTrainLabels.count), executor: ex)
+            var relabelled = data
+            relabelled.trainLabels = predicted
+            let changed = data.trainIndices.filter { predicted[$0] != data.trainLabels[$0] }.count
             state = ModelState(model: model, seed: config.seed)
-            var second = try runStage("bootstrap", labels: predicted, onEpoch: onEpoch)
+            var second = try runStage("bootstrap", data: relabelled, onEpoch: onEpoch)
             second.relabelled = changed
             stages.append(second)
         }
         return RunResult(stages: stages)
     }
 
-    private func runStage(_ name: String, labels: [Int32], onEpoch: (String, EpochMetrics) -> Void) throws -> StageResult {
-        let b = config.batchSize, size = train.imageSize
-        let perEpoch = train.count / b
+    private func runStage(_ name: String, data: PreparedData, onEpoch: (String, EpochMetrics) -> Void) throws -> StageResult {
+        let b = config.batchSize
+        let loader = BatchLoader(data: data, batchSize: b, augmentation: config.augmentation, seed: config.seed)
+        let perEpoch = loader.batchesPerEpoch
         let schedule = try config.lrSchedule(iterationsPerEpoch: perEpoch)
         let step = try TrainStep(state: state, batchSize: b, sgd: config.sgd, optimizer: config.optimizer, labelSmoothing: config.labelSmoothing)
+        // Memorisation is measured against the labels of the *run's* data (the noise), not a
+        // bootstrap stage's relabelling.
+        let corrupted = self.data.trainIndices.filter { self.data.trainLabels[$0] != self.data.cleanTrainLabels[$0] }
         var history: [EpochMetrics] = []
-        var order = Array(0..<train.count)
         var iteration = 0
         var firstLoss: Double?
         for epoch in 1...config.epochs {
             let start = Date()
-            var rng = Xoshiro256(seed: splitMix64(config.seed) ^ UInt64(epoch))
-            order.shuffle(using: &rng)
             var lossSum = 0.0, perturbedSum = 0.0, perturbedCount = 0, correct = 0
             var lr = schedule.lr(at: iteration)
-            for batch in 0..<perEpoch {
-                train.images.withUnsafeBufferPointer { src in
-                    for j in 0..<b {
-                        let idx = order[batch * b + j]
-                        (batchImages.pointer + j * size).update(from: src.baseAddress! + idx * size, count: size)
-                        batchLabels[j] = labels[idx]
-                    }
-                }
+            var diverged: RunStatus?
+            try loader.forEachBatch(epoch: epoch) { images, labels, _ in
                 lr = schedule.lr(at: iteration)
-                let r = step.step(input: batchImages.pointer, labels: batchLabels, lr: lr,
-                                  dropoutSeed: splitMix64(config.seed &+ UInt64(iteration) &* 2))
+                let r = step.step(input: images, labels: labels, lr: lr, dropoutSeed: splitMix64(config.seed &+ UInt64(iteration) &* 2))
                 let reference = firstLoss ?? r.loss
                 if firstLoss == nil { firstLoss = r.loss }
                 if !r.loss.isFinite || r.loss > config.divergenceFactor * reference || !(r.perturbedLoss?.isFinite ?? true) {
-                    return StageResult(stage: name, status: .diverged(step: iteration, epoch: epoch, loss: r.loss.isFinite ? r.loss : nil),
-                                       epochs: history, sharpness: nil)
+                    diverged = .diverged(step: iteration, epoch: epoch, loss: r.loss.isFinite ? r.loss : nil)
+                    return false
                 }
                 lossSum += r.loss
                 correct += r.correct
                 if let p = r.perturbedLoss { perturbedSum += p; perturbedCount += 1 }
                 iteration += 1
+                return true
             }
+            if let diverged { return StageResult(stage: name, status: diverged, epochs: history, sharpness: nil) }
             let trainSeconds = Date().timeIntervalSince(start)
-            let (testLoss, testAcc) = evaluate(test, executor: step.executor)
-            let m = EpochMetrics(epoch: epoch, lr: lr, trainLoss: lossSum / Double(perEpoch),
+            let ex = step.executor
+            let test = evaluate(images: data.testImages, indices: Array(data.testLabels.indices), labels: data.testLabels, executor: ex)
+            var m = EpochMetrics(epoch: epoch, lr: lr, trainLoss: lossSum / Double(perEpoch),
                                  trainAccuracy: Double(correct) / Double(perEpoch * b),
                                  perturbedLoss: perturbedCount > 0 ? perturbedSum / Double(perturbedCount) : nil,
-                                 testLoss: testLoss, testAccuracy: testAcc,
-                                 seconds: Date().timeIntervalSince(start),
+                                 testLoss: test.loss, testAccuracy: test.accuracy, seconds: 0,
                                  imagesPerSecond: Double(perEpoch * b) / trainSeconds)
+            if !data.validationIndices.isEmpty {
+                let v = evaluate(images: data.trainImages, indices: data.validationIndices,
+                                 labels: data.validationUsesNoisyLabels ? self.data.trainLabels : data.cleanTrainLabels, executor: ex)
+                m.validationLoss = v.loss
+                m.validationAccuracy = v.accuracy
+            }
+            if !corrupted.isEmpty {
+                let predicted = predict(images: data.trainImages, indices: corrupted, executor: ex)
+                m.corruptedNoisyAccuracy = Double(zip(corrupted, predicted).filter { self.data.trainLabels[$0.0] == $0.1 }.count) / Double(corrupted.count)
+                m.corruptedCleanAccuracy = Double(zip(corrupted, predicted).filter { data.cleanTrainLabels[$0.0] == $0.1 }.count) / Double(corrupted.count)
+            }
+            m.seconds = Date().timeIntervalSince(start)
             history.append(m)
             onEpoch(name, m)
         }
         var sharpness: SharpnessMetrics?
         if let sc = config.sharpness {
-            let batches = min(sc.batches, train.count / b)
-            var labelsCopy = Array(labels.prefix(batches * b))
-            sharpness = train.images.withUnsafeBufferPointer { img in
-                labelsCopy.withUnsafeMutableBufferPointer { lab in
+            // Fixed batches: the first ones of the training indices, unaugmented.
+            let batches = min(sc.batches, data.trainIndices.count / b)
+            let indices = Array(data.trainIndices.prefix(batches * b))
+            var images = [Float](repeating: 0, count: indices.count * RawImages.imageBytes)
+            var labels = indices.map { data.trainLabels[$0] }
+            normalise(data.trainImages, indices: indices, into: &images)
+            sharpness = images.withUnsafeBufferPointer { img in
+                labels.withUnsafeMutableBufferPointer { lab in
                     Sharpness.measure(executor: step.executor, images: img.baseAddress!, labels: lab.baseAddress!, batches: batches, config: sc)
                 }
             }
@@ -205,13 +227,56 @@ public final class Trainer {
         return StageResult(stage: name, status: .done, epochs: history, sharpness: sharpness)
     }
 
-    /// The current model's predicted class for every image of `data` (eval mode).
-    public func predict(_ data: Dataset) throws -> [Int32] {
-        let ex = try DNNLExecutor(state: state, batchSize: config.batchSize)
+    private func normalise(_ images: [UInt8], indices: [Int], into out: inout [Float]) {
+        var rng = Xoshiro256(seed: 0)
+        images.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for (j, i) in indices.enumerated() {
+                    Augment.apply(src.baseAddress! + i * RawImages.imageBytes, into: dst.baseAddress! + j * RawImages.imageBytes,
+                                  normalization: data.normalization, augmentation: .none, rng: &rng)
+                }
+            }
+        }
+    }
+
+    /// Eval-mode logits for the images at `indices`, batch by batch (the last zero-padded).
+    private func forEachBatch(images: [UInt8], indices: [Int], executor ex: Executor,
+                              _ body: (UnsafePointer<Float>, Int, Int) -> Void) {
+        let b = ex.batchSize, size = RawImages.imageBytes
+        var rng = Xoshiro256(seed: 0)
+        var start = 0
+        images.withUnsafeBufferPointer { src in
+            while start < indices.count {
+                let n = min(b, indices.count - start)
+                for j in 0..<n {
+                    Augment.apply(src.baseAddress! + indices[start + j] * size, into: batchImages.pointer + j * size,
+                                  normalization: data.normalization, augmentation: .none, rng: &rng)
+                }
+                if n < b { (batchImages.pointer + n * size).update(repeating: 0, count: (b - n) * size) }
+                body(ex.forward(input: batchImages.pointer, mode: .eval), n, start)
+                start += n
+            }
+        }
+    }
+
+    /// Mean loss and accuracy in eval mode over the images at `indices` against `labels[index]`.
+    func evaluate(images: [UInt8], indices: [Int], labels: [Int32], executor ex: Executor) -> (loss: Double, accuracy: Double) {
+        let c = model.numClasses
+        var lossSum = 0.0, correct = 0
+        forEachBatch(images: images, indices: indices, executor: ex) { logits, n, start in
+            for j in 0..<n { batchLabels[j] = labels[indices[start + j]] }
+            lossSum += CrossEntropy.compute(logits: logits, labels: batchLabels, count: n, classes: c) * Double(n)
+            correct += CrossEntropy.correct(logits: logits, labels: batchLabels, count: n, classes: c)
+        }
+        return (lossSum / Double(indices.count), Double(correct) / Double(indices.count))
+    }
+
+    /// Eval-mode predicted classes of the images at `indices`, in that order.
+    func predict(images: [UInt8], indices: [Int], executor ex: Executor) -> [Int32] {
+        let c = model.numClasses
         var out: [Int32] = []
-        out.reserveCapacity(data.count)
-        forEachBatch(data, executor: ex) { logits, n, _ in
-            let c = self.model.numClasses
+        out.reserveCapacity(indices.count)
+        forEachBatch(images: images, indices: indices, executor: ex) { logits, n, _ in
             for r in 0..<n {
                 var best = 0
                 for k in 1..<c where logits[r * c + k] > logits[r * c + best] { best = k }
@@ -221,35 +286,9 @@ public final class Trainer {
         return out
     }
 
-    /// Mean loss and accuracy of the current model in eval mode over a whole dataset.
-    public func evaluate(_ data: Dataset) throws -> (loss: Double, accuracy: Double) {
-        evaluate(data, executor: try DNNLExecutor(state: state, batchSize: config.batchSize))
-    }
-
-    private func evaluate(_ data: Dataset, executor ex: Executor) -> (loss: Double, accuracy: Double) {
-        let c = model.numClasses
-        var lossSum = 0.0, correct = 0
-        forEachBatch(data, executor: ex) { logits, n, labels in
-            lossSum += CrossEntropy.compute(logits: logits, labels: labels, count: n, classes: c) * Double(n)
-            correct += CrossEntropy.correct(logits: logits, labels: labels, count: n, classes: c)
-        }
-        return (lossSum / Double(data.count), Double(correct) / Double(data.count))
-    }
-
-    /// Eval-mode logits for consecutive batches of `data` (the last one zero-padded).
-    private func forEachBatch(_ data: Dataset, executor ex: Executor,
-                              _ body: (UnsafePointer<Float>, Int, UnsafePointer<Int32>) -> Void) {
-        let b = ex.batchSize, size = data.imageSize
-        var start = 0
-        while start < data.count {
-            let n = min(b, data.count - start)
-            data.images.withUnsafeBufferPointer { src in
-                batchImages.pointer.update(from: src.baseAddress! + start * size, count: n * size)
-            }
-            if n < b { (batchImages.pointer + n * size).update(repeating: 0, count: (b - n) * size) }
-            for j in 0..<n { batchLabels[j] = data.labels[start + j] }
-            body(ex.forward(input: batchImages.pointer, mode: .eval), n, batchLabels)
-            start += n
-        }
+    /// Mean loss and accuracy of the current model on the test set.
+    public func evaluateTest() throws -> (loss: Double, accuracy: Double) {
+        evaluate(images: data.testImages, indices: Array(data.testLabels.indices), labels: data.testLabels,
+                 executor: try DNNLExecutor(state: state, batchSize: config.batchSize))
     }
 }

@@ -9,7 +9,7 @@ struct Bench: ParsableCommand {
         discussion: """
         Times an eval forward, an SGD step (lr 0.1, momentum 0.9, nesterov, weight decay \
         5e-4) and the SAM-family steps over that SGD (sam: rho 0.05; asam: rho 0.5, eta 0.01; \
-        msam: SAM with m = 32; looksam: k = 5, alpha 0.7) at the given batch size: the median of --steps timed steps after --warmup \
+        msam: SAM with m = 32; looksam: k = 5, alpha 0.7, timed per cycle of 5 steps) at the given batch size: the median of --steps timed steps after --warmup \
         untimed ones, with min and max. Reports FLOPs per image (2 x conv+linear MACs, the \
         count ../shared/anchors/torch_bench.py uses), achieved GFLOP/s and peak memory. The \
         json output mirrors torch_bench.py's (results[] with model, mode, batch, \

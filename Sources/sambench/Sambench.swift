@@ -17,6 +17,6 @@ struct Sambench: ParsableCommand {
           sambench bench --model resnet20
         """,
         version: SambenchVersion.string,
-        subcommands: [Train.self, Bench.self]
+        subcommands: [Train.self, Bench.self, DataCommand.self, NoiseCommand.self]
     )
 }

@@ -9,9 +9,13 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train one model with SGD or a SAM variant and print loss and accuracy per epoch.",
         discussion: """
-        One run, on the built-in synthetic dataset (CIFAR-shaped, generated from --data-seed: \
-        no download). Prints one line per epoch: learning rate, training loss and accuracy, \
-        (SAM: the loss at the perturbed weights,) test loss and accuracy, seconds and images/s; \
+        One run on the built-in synthetic dataset (CIFAR-shaped, generated from --data-seed: no \
+        download) or CIFAR-10/100 (`sambench data download`), with optional label noise, a \
+        validation split and a training subset. Prints one line per epoch: learning rate, \
+        training loss and accuracy (against the labels trained on), the loss at the perturbed \
+        weights (SAM), memorisation (accuracy on the corrupted training samples against their \
+        noisy labels, and against their true ones), validation accuracy, test loss and \
+        accuracy, seconds and images/s; \
         then the sharpness measured at the end (m-sharpness and the top Hessian eigenvalue). \
         A run that diverges (non-finite loss, or above --divergence-factor x its first loss) \
         ends with status "diverged" and the step (exit status 3). --save writes the final weights as \
@@ -23,11 +27,23 @@ struct Train: ParsableCommand {
     )
 
     @Option(help: "Model: \(Architectures.names).") var model: String = "tiny"
-    @Option(help: "Dataset: synthetic (CIFAR data arrives with `sambench data`).") var dataset: String = "synthetic"
-    @Option(help: "Classes of the synthetic dataset (10 or 100).") var classes: Int = 10
+    @Option(help: "Dataset: synthetic (built in, no download), cifar10 or cifar100 (see `sambench data`).") var dataset: String = "synthetic"
+    @Option(help: "Data directory for CIFAR (default: $SAMBENCH_DATA, else ~/.local/share/sambench).") var dataDir: String?
+    @Option(help: "Classes of the synthetic dataset.") var classes: Int = 10
     @Option(help: "Training images (synthetic).") var trainSize: Int = 5000
     @Option(help: "Test images (synthetic).") var testSize: Int = 1000
     @Option(help: "Seed of the synthetic data.") var dataSeed: UInt64 = 1
+    @Option(help: "Label noise: \(NoiseKind.allCases.map(\.rawValue).joined(separator: ", ")) (docs/NOISE.md).") var noise: String = "none"
+    @Option(help: "Noise rate in [0, 1].") var noiseRate: Double = 0
+    @Option(help: "Which samples are corrupted: exact, exact-per-class or bernoulli.") var noiseSelection: String = "exact"
+    @Option(help: "Seed of the noise realisation.") var noiseSeed: UInt64 = 0
+    @Option(help: "Human noise labels: FILE.npy or FILE.pt:KEY (e.g. CIFAR-10_human.pt:worse_label).") var labels: String?
+    @Option(help: "Fraction of the training set held out, stratified, for validation.") var validation: Double = 0
+    @Flag(help: "Score validation against the clean labels (default: the noisy ones, what a practitioner has).") var cleanValidation = false
+    @Option(help: "Train on this many images only (stratified; after the validation split).") var subset: Int?
+    @Option(help: "Random-crop padding (0: no crop).") var cropPadding: Int = 4
+    @Flag(help: "No random horizontal flip.") var noFlip = false
+    @Option(help: "Cutout square size (0: none).") var cutout: Int = 0
     @Option(help: "Epochs.") var epochs: Int = 5
     @Option(help: "Batch size.") var batch: Int = 128
     @Option(help: "Base learning rate.") var lr: Float = 0.05
@@ -56,18 +72,33 @@ struct Train: ParsableCommand {
     @Option(help: "Write the final weights to this .safetensors file.") var save: String?
 
     func validate() throws {
-        guard dataset == "synthetic" else {
-            throw ValidationError("dataset '\(dataset)' is not available yet; use --dataset synthetic")
-        }
-        guard classes == 10 || classes == 100 else { throw ValidationError("--classes must be 10 or 100") }
-        guard trainSize >= batch else { throw ValidationError("--train-size (\(trainSize)) must be at least one batch (\(batch))") }
-        guard testSize >= 1 else { throw ValidationError("--test-size must be >= 1") }
+        do { try dataSpec().validate() } catch { throw ValidationError("\(error)") }
+        guard dataset != "synthetic" || trainSize >= batch else { throw ValidationError("--train-size (\(trainSize)) must be at least one batch (\(batch))") }
         guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
         guard (0..<1).contains(labelSmoothing) else { throw ValidationError("--label-smoothing must be in [0, 1)") }
         for m in milestones.split(separator: ",") where Int(m.trimmingCharacters(in: .whitespaces)) == nil {
             throw ValidationError("--milestones: '\(m)' is not an integer epoch")
         }
         _ = try optimizerConfig()
+    }
+
+    func dataSpec() throws -> DataSpec {
+        var d = DataSpec()
+        d.dataset = dataset
+        d.syntheticClasses = classes
+        d.syntheticTrain = trainSize
+        d.syntheticTest = testSize
+        d.syntheticSeed = dataSeed
+        guard let kind = NoiseKind(rawValue: noise) else {
+            throw ValidationError("unknown --noise '\(noise)'; kinds: \(NoiseKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard let selection = NoiseSelection(rawValue: noiseSelection) else { throw ValidationError("--noise-selection must be exact, exact-per-class or bernoulli") }
+        d.noise = NoiseSpec(kind: kind, rate: noiseRate, selection: selection, seed: noiseSeed, labelsFile: labels)
+        d.validationFraction = validation
+        d.validationNoisy = !cleanValidation
+        d.trainSubset = subset
+        d.splitSeed = seed
+        return d
     }
 
     func optimizerConfig() throws -> OptimizerConfig {
@@ -101,16 +132,26 @@ struct Train: ParsableCommand {
         config.divergenceFactor = divergenceFactor
         config.sharpness = noSharpness ? nil : SharpnessConfig()
 
-        let train = SyntheticData.make(count: trainSize, classes: classes, seed: dataSeed)
-        let test = SyntheticData.make(count: testSize, classes: classes, seed: dataSeed)
-        let trainer = try Trainer(config: config, train: train, test: test)
+        config.augmentation = Augmentation(cropPadding: cropPadding, flip: !noFlip, cutout: cutout)
+        let data = try DataPreparation.prepare(try dataSpec(), dataDir: dataDir)
+        let trainer = try Trainer(config: config, data: data)
         emit("sambench \(SambenchVersion.string): \(model) (\(trainer.state.model.parameterCount) parameters) on \(dataset) " +
-              "(\(trainSize) train / \(testSize) test, \(classes) classes), \(epochs) epochs, batch \(batch), \(threads) threads")
-        emit("stage     epoch        lr  train loss  train acc  perturbed  test loss  test acc      s    img/s")
+             "(\(data.trainIndices.count) train, \(data.validationIndices.count) validation, \(data.testLabels.count) test, \(data.classes) classes), " +
+             "\(epochs) epochs, batch \(batch), \(threads) threads")
+        if let n = data.noise {
+            emit(String(format: "noise: %@ rate %.3f (%@), realised %.4f, labels sha256 %@", n.spec.kind.rawValue, n.spec.rate,
+                        n.spec.selection.rawValue, n.realisedRate, n.labelsSHA256))
+        }
+        emit("stage     epoch        lr  train loss  train acc  perturbed  memorised  true-of-c  val acc  test loss  test acc      s    img/s")
+        func column(_ v: Double?, percent: Bool = true) -> String {
+            guard let v else { return String(repeating: " ", count: 8) + "-" }
+            return percent ? String(format: "%8.2f%%", 100 * v) : String(format: "%9.4f", v)
+        }
         let result = try trainer.run { stage, m in
-            let perturbed = m.perturbedLoss.map { String(format: "%10.4f", $0) } ?? String(repeating: " ", count: 9) + "-"
-            emit(String(format: "%-9@ %5d %9.5f %11.4f %9.2f%% %@ %10.4f %8.2f%% %6.1f %8.1f", stage, m.epoch, m.lr, m.trainLoss,
-                        100 * m.trainAccuracy, perturbed, m.testLoss, 100 * m.testAccuracy, m.seconds, m.imagesPerSecond))
+            emit(String(format: "%-9@ %5d %9.5f %11.4f %9.2f%% ", stage, m.epoch, m.lr, m.trainLoss, 100 * m.trainAccuracy) +
+                 [column(m.perturbedLoss, percent: false), column(m.corruptedNoisyAccuracy), column(m.corruptedCleanAccuracy),
+                  column(m.validationAccuracy)].joined(separator: "  ") +
+                 String(format: " %10.4f %8.2f%% %6.1f %8.1f", m.testLoss, 100 * m.testAccuracy, m.seconds, m.imagesPerSecond))
         }
         for stage in result.stages {
             if let r = stage.relabelled { emit("\(stage.stage): trained on the first model's predictions (\(r) training labels changed)") }

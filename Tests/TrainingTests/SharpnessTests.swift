@@ -112,8 +112,10 @@ final class SharpnessTests: XCTestCase {
         c.lr = 1e4
         c.schedule = "constant"
         c.sharpness = nil
-        let data = SyntheticData.make(count: 320, classes: 10, seed: 1)
-        let result = try Trainer(config: c, train: data, test: data).run()
+        var spec = DataSpec()
+        spec.syntheticTrain = 320
+        spec.syntheticTest = 64
+        let result = try Trainer(config: c, data: try DataPreparation.prepare(spec, dataDir: nil)).run()
         guard case let .diverged(step, epoch, _) = result.status else { return XCTFail("status \(result.status), expected diverged") }
         XCTAssertGreaterThan(step, 0)
         XCTAssertLessThan(step, 30)
@@ -130,10 +132,11 @@ final class SharpnessTests: XCTestCase {
         c.bootstrap = true
         c.optimizer = .sam(SAMConfig())
         c.sharpness = nil
-        let train = SyntheticData.make(count: 640, classes: 10, seed: 1)
-        let test = SyntheticData.make(count: 128, classes: 10, seed: 1)
+        var spec = DataSpec()
+        spec.syntheticTrain = 640
+        spec.syntheticTest = 128
         var stagesSeen: [String] = []
-        let result = try Trainer(config: c, train: train, test: test).run { stage, _ in stagesSeen.append(stage) }
+        let result = try Trainer(config: c, data: try DataPreparation.prepare(spec, dataDir: nil)).run { stage, _ in stagesSeen.append(stage) }
         XCTAssertEqual(stagesSeen, ["train", "train", "bootstrap", "bootstrap"])
         XCTAssertEqual(result.stages.map(\.stage), ["train", "bootstrap"])
         XCTAssertNil(result.stages[0].relabelled)

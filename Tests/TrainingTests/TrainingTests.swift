@@ -16,11 +16,18 @@ final class TrainingTests: XCTestCase {
         return c
     }
 
+    func data(train: Int, test: Int, seed: UInt64 = 1, classes: Int = 10) throws -> PreparedData {
+        var spec = DataSpec()
+        spec.syntheticTrain = train
+        spec.syntheticTest = test
+        spec.syntheticSeed = seed
+        spec.syntheticClasses = classes
+        return try DataPreparation.prepare(spec, dataDir: nil)
+    }
+
     func testShortRunLearnsFarAboveChance() throws {
         EngineThreads.set(2)
-        let train = SyntheticData.make(count: 3000, classes: 10, seed: 1)
-        let test = SyntheticData.make(count: 500, classes: 10, seed: 1)
-        let trainer = try Trainer(config: config(), train: train, test: test)
+        let trainer = try Trainer(config: config(), data: try data(train: 3000, test: 500))
         var seen: [Int] = []
         let result = try trainer.run { stage, m in XCTAssertEqual(stage, "train"); seen.append(m.epoch) }
         let history = result.epochs
@@ -34,15 +41,14 @@ final class TrainingTests: XCTestCase {
     }
 
     func testSameSeedSameRun() throws {
-        let train = SyntheticData.make(count: 640, classes: 10, seed: 2)
-        let test = SyntheticData.make(count: 100, classes: 10, seed: 2)
-        let a = try Trainer(config: config(epochs: 2), train: train, test: test).run().epochs
-        let b = try Trainer(config: config(epochs: 2), train: train, test: test).run().epochs
+        let d = try data(train: 640, test: 100, seed: 2)
+        let a = try Trainer(config: config(epochs: 2), data: d).run().epochs
+        let b = try Trainer(config: config(epochs: 2), data: d).run().epochs
         XCTAssertEqual(a.map(\.trainLoss), b.map(\.trainLoss))
         XCTAssertEqual(a.map(\.testAccuracy), b.map(\.testAccuracy))
         var other = config(epochs: 2)
         other.seed = 4
-        let c = try Trainer(config: other, train: train, test: test).run().epochs
+        let c = try Trainer(config: other, data: d).run().epochs
         XCTAssertNotEqual(a.map(\.trainLoss), c.map(\.trainLoss))
     }
 
@@ -50,25 +56,25 @@ final class TrainingTests: XCTestCase {
         let a = SyntheticData.make(count: 50, classes: 100, seed: 9)
         let b = SyntheticData.make(count: 50, classes: 100, seed: 9)
         let c = SyntheticData.make(count: 50, classes: 100, seed: 10)
-        XCTAssertEqual(a.images, b.images)
+        XCTAssertEqual(a.pixels, b.pixels)
         XCTAssertEqual(a.labels, b.labels)
-        XCTAssertNotEqual(a.images, c.images)
+        XCTAssertNotEqual(a.pixels, c.pixels)
         XCTAssertTrue(a.labels.allSatisfy { $0 >= 0 && $0 < 100 })
     }
 
-    func testBadConfigurationsAreRefused() {
-        let data = SyntheticData.make(count: 100, classes: 10, seed: 1)
+    func testBadConfigurationsAreRefused() throws {
+        let data = try self.data(train: 100, test: 10)
         var c = config()
         c.batchSize = 128
-        XCTAssertThrowsError(try Trainer(config: c, train: data, test: data)) { XCTAssertTrue("\($0)".contains("fewer than one batch")) }
+        XCTAssertThrowsError(try Trainer(config: c, data: data)) { XCTAssertTrue("\($0)".contains("fewer than one batch")) }
         c = config(); c.model = "resnet21"
-        XCTAssertThrowsError(try Trainer(config: c, train: data, test: data)) { XCTAssertTrue("\($0)".contains("6n+2")) }
+        XCTAssertThrowsError(try Trainer(config: c, data: data)) { XCTAssertTrue("\($0)".contains("6n+2")) }
         c = config(); c.model = "vgg"
-        XCTAssertThrowsError(try Trainer(config: c, train: data, test: data)) { XCTAssertTrue("\($0)".contains("unknown model")) }
+        XCTAssertThrowsError(try Trainer(config: c, data: data)) { XCTAssertTrue("\($0)".contains("unknown model")) }
         c = config(); c.schedule = "linear"
-        XCTAssertThrowsError(try Trainer(config: c, train: data, test: data)) { XCTAssertTrue("\($0)".contains("unknown schedule")) }
+        XCTAssertThrowsError(try Trainer(config: c, data: data)) { XCTAssertTrue("\($0)".contains("unknown schedule")) }
         c = config(); c.sgd.nesterov = true; c.sgd.momentum = 0
-        XCTAssertThrowsError(try Trainer(config: c, train: data, test: data)) { XCTAssertTrue("\($0)".contains("nesterov")) }
+        XCTAssertThrowsError(try Trainer(config: c, data: data)) { XCTAssertTrue("\($0)".contains("nesterov")) }
     }
 
     func testScheduleShapes() throws {

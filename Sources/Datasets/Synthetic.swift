@@ -1,44 +1,19 @@
 import Engine
 import Foundation
 
-/// Images as normalised float32 NCHW [count, 3, 32, 32] with integer labels.
-public struct Dataset: Sendable {
-    public let name: String
-    public let images: [Float]
-    public let labels: [Int32]
-    public let classes: Int
-    public let channels: Int, height: Int, width: Int
-
-    public init(name: String, images: [Float], labels: [Int32], classes: Int, channels: Int = 3, height: Int = 32, width: Int = 32) {
-        precondition(images.count == labels.count * channels * height * width,
-                     "Dataset \(name): \(images.count) pixel values for \(labels.count) images")
-        self.name = name
-        self.images = images
-        self.labels = labels
-        self.classes = classes
-        self.channels = channels
-        self.height = height
-        self.width = width
-    }
-
-    public var count: Int { labels.count }
-    public var imageSize: Int { channels * height * width }
-}
-
 /// A small CIFAR-shaped synthetic task, generated from a seed, so sambench runs end to end
 /// with no download. Classes are random mixtures of a shared bank of oriented colour
 /// gratings (so they look alike); an image is its class pattern at a random contrast,
-/// circularly shifted by up to 4 pixels, possibly mirrored, plus N(0, noise^2) pixel noise.
-/// The tiny net needs a few epochs to learn it (about 30% after one, above 95% after five).
+/// circularly shifted by up to 4 pixels, possibly mirrored, plus N(0, noise^2) pixel noise,
+/// stored as uint8 like CIFAR (value v -> clamp(128 + 64 v)). The tiny net needs a few
+/// epochs to learn it.
 public enum SyntheticData {
-    public static func make(count: Int, classes: Int = 10, seed: UInt64, noise: Float = 1.0) -> Dataset {
+    /// `count` images; the class patterns depend on `seed` only, so a test set made with
+    /// another count (and `stream`) shares them.
+    public static func make(count: Int, classes: Int = 10, seed: UInt64, stream: UInt64 = 0, noise: Float = 1.0) -> RawImages {
         precondition(count >= 1 && classes >= 2, "synthetic data: count >= 1 and classes >= 2")
         let h = 32, w = 32, c = 3, plane = h * w
-        // Class patterns come from the seed's own stream, images from a derived one, so a test
-        // set made with another `count` shares the patterns.
         var protoRNG = Xoshiro256(seed: seed)
-        // A bank of oriented colour gratings shared by all classes; a class is a random
-        // mixture of them, so classes look alike and differ in proportions.
         let bankSize = 8
         var bank = [Float](repeating: 0, count: bankSize * c * plane)
         for g in 0..<bankSize {
@@ -57,8 +32,8 @@ public enum SyntheticData {
                 for i in 0..<(c * plane) { protos[k * c * plane + i] += weight * bank[g * c * plane + i] }
             }
         }
-        var rng = Xoshiro256(seed: splitMix64(seed ^ 0x5EED_DA7A) ^ UInt64(count))
-        var images = [Float](repeating: 0, count: count * c * plane)
+        var rng = Xoshiro256(seed: splitMix64(seed ^ 0x5EED_DA7A) ^ splitMix64(stream &+ UInt64(count)))
+        var pixels = [UInt8](repeating: 0, count: count * c * plane)
         var labels = [Int32](repeating: 0, count: count)
         for i in 0..<count {
             let k = rng.nextInt(below: classes)
@@ -69,9 +44,10 @@ public enum SyntheticData {
             for ch in 0..<c { for y in 0..<h { for x in 0..<w {
                 let sx0 = flip ? w - 1 - x : x
                 let sy = (y + dy + h) % h, sx = (sx0 + dx + w) % w
-                images[((i * c + ch) * h + y) * w + x] = contrast * protos[(k * c + ch) * plane + sy * w + sx] + noise * Float(rng.nextNormal())
+                let v = contrast * protos[(k * c + ch) * plane + sy * w + sx] + noise * Float(rng.nextNormal())
+                pixels[((i * c + ch) * h + y) * w + x] = UInt8(max(0, min(255, (128 + 64 * v).rounded())))
             } } }
         }
-        return Dataset(name: "synthetic", images: images, labels: labels, classes: classes)
+        return RawImages(pixels: pixels, labels: labels)
     }
 }

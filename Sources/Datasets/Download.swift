@@ -1,0 +1,158 @@
+import Crypto
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// The official CIFAR archives and what `sambench data download` does with them.
+public struct CIFARArchive: Sendable {
+    public let name: String
+    public let url: String
+    public let size: Int
+    public let md5: String
+    public let directory: String
+    public let files: [String]
+
+    public init(name: String, url: String, size: Int, md5: String, directory: String, files: [String]) {
+        self.name = name
+        self.url = url
+        self.size = size
+        self.md5 = md5
+        self.directory = directory
+        self.files = files
+    }
+
+    public static let cifar10 = CIFARArchive(
+        name: "cifar10", url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", size: 170_052_171,
+        md5: "c32a1d4ab5d03f1284b67883e8d87530", directory: CIFAR.cifar10Directory,
+        files: CIFAR.cifar10TrainFiles + [CIFAR.cifar10TestFile, "batches.meta.txt"])
+    public static let cifar100 = CIFARArchive(
+        name: "cifar100", url: "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz", size: 168_513_733,
+        md5: "03b5dce01913d631647c71ecec9e9cb8", directory: CIFAR.cifar100Directory,
+        files: ["train.bin", "test.bin", "fine_label_names.txt", "coarse_label_names.txt"])
+
+    public static func named(_ n: String) throws -> CIFARArchive {
+        switch n {
+        case "cifar10": return .cifar10
+        case "cifar100": return .cifar100
+        default: throw DataError("unknown dataset '\(n)' (cifar10, cifar100)")
+        }
+    }
+
+    public var archiveName: String { URL(string: url)!.lastPathComponent }
+}
+
+public enum Download {
+    /// Downloads (http, https or file URL) to `<dest>.partial`, checks size and MD5 unless
+    /// `verify` is false, then renames to `dest`; a failure leaves no file under `dest`.
+    /// `progress(bytesSoFar, totalOrNil)` is called as data arrives.
+    public static func fetch(_ url: URL, to dest: String, expectedSize: Int?, md5: String?,
+                             progress: @escaping @Sendable (Int64, Int64?) -> Void) throws {
+        let partial = dest + ".partial"
+        try? FileManager.default.removeItem(atPath: partial)
+        try? FileManager.default.removeItem(atPath: dest)
+        do {
+            if url.isFileURL {
+                try copyWithProgress(url.path, to: partial, progress: progress)
+            } else {
+                try httpDownload(url, to: partial, progress: progress)
+            }
+            if let expectedSize {
+                let size = (try FileManager.default.attributesOfItem(atPath: partial)[.size] as? NSNumber)?.intValue ?? -1
+                guard size == expectedSize else {
+                    throw DataError("\(url.absoluteString): downloaded \(size) bytes, expected \(expectedSize) (interrupted or wrong file)")
+                }
+            }
+            if let md5 {
+                let got = try md5Hex(of: partial)
+                guard got == md5 else { throw DataError("\(url.absoluteString): MD5 \(got), expected \(md5): refusing the file") }
+            }
+            guard rename(partial, dest) == 0 else { throw DataError("\(dest): cannot move the download into place") }
+        } catch {
+            try? FileManager.default.removeItem(atPath: partial)
+            throw error
+        }
+    }
+
+    public static func md5Hex(of path: String) throws -> String {
+        guard let h = FileHandle(forReadingAtPath: path) else { throw DataError("\(path): cannot read") }
+        defer { try? h.close() }
+        var md5 = Insecure.MD5()
+        while let chunk = try h.read(upToCount: 1 << 22), !chunk.isEmpty { md5.update(data: chunk) }
+        return md5.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+
+    static func copyWithProgress(_ src: String, to dst: String, progress: (Int64, Int64?) -> Void) throws {
+        guard let input = FileHandle(forReadingAtPath: src) else { throw DataError("\(src): cannot read") }
+        defer { try? input.close() }
+        let total = (try? FileManager.default.attributesOfItem(atPath: src)[.size] as? NSNumber)?.int64Value
+        guard FileManager.default.createFile(atPath: dst, contents: nil), let output = FileHandle(forWritingAtPath: dst) else {
+            throw DataError("\(dst): cannot write")
+        }
+        defer { try? output.close() }
+        var done: Int64 = 0
+        while let chunk = try input.read(upToCount: 1 << 22), !chunk.isEmpty {
+            try output.write(contentsOf: chunk)
+            done += Int64(chunk.count)
+            progress(done, total)
+        }
+    }
+
+    /// A download task with a delegate for progress; waits for it to finish.
+    static func httpDownload(_ url: URL, to dst: String, progress: @escaping @Sendable (Int64, Int64?) -> Void) throws {
+        final class Delegate: NSObject, URLSessionDownloadDelegate, @unchecked Sendable {
+            let dst: String
+            let progress: @Sendable (Int64, Int64?) -> Void
+            let done = DispatchSemaphore(value: 0)
+            var error: Error?
+            init(dst: String, progress: @escaping @Sendable (Int64, Int64?) -> Void) { self.dst = dst; self.progress = progress }
+            func urlSession(_ session: URLSession, downloadTask: URLSessionDownloadTask, didWriteData bytesWritten: Int64,
+                            totalBytesWritten: Int64, totalBytesExpectedToWrite: Int64) {
+                progress(totalBytesWritten, totalBytesExpectedToWrite > 0 ? totalBytesExpectedToWrite : nil)
+            }
+            func urlSession(_ session: URLSession, downloadTask: URLSessionDownloadTask, didFinishDownloadingTo location: URL) {
+                if let http = downloadTask.response as? HTTPURLResponse, !(200..<300).contains(http.statusCode) {
+                    error = DataError("\(downloadTask.originalRequest?.url?.absoluteString ?? "download"): HTTP \(http.statusCode)")
+                    return
+                }
+                do {
+                    try? FileManager.default.removeItem(atPath: dst)
+                    try FileManager.default.moveItem(at: location, to: URL(fileURLWithPath: dst))
+                } catch { self.error = error }
+            }
+            func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: Error?) {
+                if let error { self.error = DataError("\(task.originalRequest?.url?.absoluteString ?? "download"): \(error.localizedDescription)") }
+                done.signal()
+            }
+        }
+        let delegate = Delegate(dst: dst, progress: progress)
+        let session = URLSession(configuration: .ephemeral, delegate: delegate, delegateQueue: nil)
+        session.downloadTask(with: url).resume()
+        delegate.done.wait()
+        session.finishTasksAndInvalidate()
+        if let e = delegate.error { throw e }
+        guard FileManager.default.fileExists(atPath: dst) else { throw DataError("\(url.absoluteString): download produced no file") }
+    }
+
+    /// Extracts the archive's expected files into `root/<directory>/`, all or nothing: files
+    /// go to a temporary directory renamed into place once every expected file is there.
+    public static func extract(_ archivePath: String, _ archive: CIFARArchive, into root: String) throws {
+        guard let data = FileManager.default.contents(atPath: archivePath) else { throw DataError("\(archivePath): cannot read") }
+        let tar = try Archive.gunzip([UInt8](data), source: archivePath)
+        let wanted = Set(archive.files.map { "\(archive.directory)/\($0)" })
+        let members = try Archive.untar(tar, wanted: wanted, source: archivePath)
+        let found = Set(members.map(\.name))
+        let missing = wanted.subtracting(found).filter { !$0.hasSuffix(".txt") }
+        guard missing.isEmpty else { throw DataError("\(archivePath): archive lacks \(missing.sorted().joined(separator: ", "))") }
+        let staging = (root as NSString).appendingPathComponent(".\(archive.directory).partial")
+        let final = (root as NSString).appendingPathComponent(archive.directory)
+        try? FileManager.default.removeItem(atPath: staging)
+        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        for m in members {
+            let path = (staging as NSString).appendingPathComponent((m.name as NSString).lastPathComponent)
+            guard FileManager.default.createFile(atPath: path, contents: Data(m.data)) else { throw DataError("\(path): cannot write") }
+        }
+        try? FileManager.default.removeItem(atPath: final)
+        try FileManager.default.moveItem(atPath: staging, toPath: final)
+    }
+}

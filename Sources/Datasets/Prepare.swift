@@ -1,0 +1,114 @@
+import Engine
+import Foundation
+
+/// Where CIFAR data lives: `--data-dir`, else $SAMBENCH_DATA, else $XDG_DATA_HOME/sambench,
+/// else ~/.local/share/sambench.
+public enum DataDirectory {
+    public static func resolve(_ flag: String?) -> String {
+        if let flag, !flag.isEmpty { return flag }
+        let env = ProcessInfo.processInfo.environment
+        if let d = env["SAMBENCH_DATA"], !d.isEmpty { return d }
+        if let x = env["XDG_DATA_HOME"], !x.isEmpty { return (x as NSString).appendingPathComponent("sambench") }
+        return (NSHomeDirectory() as NSString).appendingPathComponent(".local/share/sambench")
+    }
+}
+
+/// What data a run trains on: the dataset, its noise, validation split and training subset.
+public struct DataSpec: Sendable, Codable, Equatable {
+    /// synthetic, cifar10 or cifar100.
+    public var dataset: String = "synthetic"
+    public var syntheticClasses: Int = 10
+    public var syntheticTrain: Int = 5000
+    public var syntheticTest: Int = 1000
+    public var syntheticSeed: UInt64 = 1
+    public var noise = NoiseSpec(kind: .none)
+    /// Fraction of the training set held out (stratified) for validation; 0: none.
+    public var validationFraction: Double = 0
+    /// Validation scored against the noisy labels (what a practitioner has) or the clean ones.
+    public var validationNoisy: Bool = true
+    /// Train on this many images only (after the validation split); nil: all.
+    public var trainSubset: Int?
+    /// The subset is stratified (true) or the first N (false).
+    public var subsetStratified: Bool = true
+    /// Seed of the split and subset choices.
+    public var splitSeed: UInt64 = 0
+
+    public init() {}
+
+    public static let datasets = ["synthetic", "cifar10", "cifar100"]
+
+    public func validate() throws {
+        guard DataSpec.datasets.contains(dataset) else { throw DataError("unknown dataset '\(dataset)' (\(DataSpec.datasets.joined(separator: ", ")))") }
+        guard (0..<1).contains(validationFraction) else { throw DataError("validation fraction must be in [0, 1), got \(validationFraction)") }
+        if let n = trainSubset, n < 1 { throw DataError("training subset must be >= 1, got \(n)") }
+        if dataset == "synthetic" {
+            guard syntheticClasses >= 2, syntheticTrain >= 1, syntheticTest >= 1 else { throw DataError("synthetic data: classes >= 2 and sizes >= 1") }
+        }
+        try noise.validate()
+    }
+}
+
+public enum DataPreparation {
+    /// Loads the dataset, applies the label noise to the whole training set (so label files
+    /// line up by index), then splits off validation and takes the training subset.
+    public static func prepare(_ spec: DataSpec, dataDir: String?) throws -> PreparedData {
+        try spec.validate()
+        let train: RawImages, test: RawImages, classes: Int, normalization: Normalization
+        switch spec.dataset {
+        case "cifar10":
+            let d = try CIFAR.loadCIFAR10(root: DataDirectory.resolve(dataDir))
+            (train, test, classes, normalization) = (d.train, d.test, 10, .cifar10)
+        case "cifar100":
+            let d = try CIFAR.loadCIFAR100(root: DataDirectory.resolve(dataDir))
+            (train, test, classes, normalization) = (d.train, d.test, 100, .cifar100)
+        default:
+            train = SyntheticData.make(count: spec.syntheticTrain, classes: spec.syntheticClasses, seed: spec.syntheticSeed, stream: 0)
+            test = SyntheticData.make(count: spec.syntheticTest, classes: spec.syntheticClasses, seed: spec.syntheticSeed, stream: 1)
+            (classes, normalization) = (spec.syntheticClasses, .synthetic)
+        }
+        let noise = try applyNoise(spec.noise, to: train, classes: classes, normalization: normalization)
+        let all = Array(0..<train.count)
+        var trainIndices = all, validation: [Int] = []
+        if spec.validationFraction > 0 {
+            (trainIndices, validation) = Splits.stratified(labels: train.labels, among: all, fraction: spec.validationFraction,
+                                                           classes: classes, seed: spec.splitSeed)
+        }
+        if let n = spec.trainSubset {
+            trainIndices = Splits.subset(labels: train.labels, among: trainIndices, count: n, stratified: spec.subsetStratified,
+                                         classes: classes, seed: spec.splitSeed)
+        }
+        return PreparedData(name: spec.dataset, classes: classes, normalization: normalization, trainImages: train.pixels,
+                            trainLabels: noise?.labels ?? train.labels, cleanTrainLabels: train.labels,
+                            testImages: test.pixels, testLabels: test.labels, trainIndices: trainIndices,
+                            validationIndices: validation, validationUsesNoisyLabels: spec.validationNoisy, noise: noise)
+    }
+
+    /// The noise realisation on a training set (nil for `none`).
+    public static func applyNoise(_ spec: NoiseSpec, to train: RawImages, classes: Int, normalization: Normalization) throws -> NoiseRealisation? {
+        guard spec.kind != .none else { return nil }
+        var human: [Int32]?
+        if spec.kind == .human, let file = spec.labelsFile { human = try readLabelFile(file) }
+        var features: (values: [Float], dimension: Int)?
+        if spec.kind == .instance {
+            var v = [Float](repeating: 0, count: train.pixels.count)
+            let plane = 1024
+            for i in 0..<train.count { for c in 0..<3 { for p in 0..<plane {
+                let k = (i * 3 + c) * plane + p
+                v[k] = (Float(train.pixels[k]) / 255 - normalization.mean[c]) / normalization.std[c]
+            } } }
+            features = (v, RawImages.imageBytes)
+        }
+        return try LabelNoise.apply(spec, clean: train.labels, classes: classes, coarse: train.coarseLabels,
+                                    features: features, humanLabels: human)
+    }
+
+    /// `FILE.npy`, or `FILE.pt:KEY` for the official CIFAR-N files.
+    public static func readLabelFile(_ spec: String) throws -> [Int32] {
+        if let r = spec.range(of: ".pt:", options: .backwards) {
+            let path = String(spec[..<r.lowerBound]) + ".pt", key = String(spec[r.upperBound...])
+            return try TorchLabels.read(path, key: key)
+        }
+        if spec.hasSuffix(".pt") { throw DataError("\(spec): name the array, e.g. \(spec):worse_label") }
+        return try NPY.readLabels(spec)
+    }
+}

@@ -1,0 +1,120 @@
+import Datasets
+import Foundation
+import XCTest
+
+/// Archives made by Python's tarfile in a temporary directory; downloads from file:// URLs and
+/// from a loopback HTTP server (Python's http.server), never the internet.
+final class DownloadTests: XCTestCase {
+    var dir: String!
+    let archive = CIFARArchive(name: "test", url: "http://127.0.0.1/test.tar.gz", size: 0, md5: "",
+                               directory: "testset", files: ["a.bin", "b.bin"])
+
+    override func setUpWithError() throws {
+        dir = (NSTemporaryDirectory() as NSString).appendingPathComponent("sambench-dl-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let (status, out) = try python(makeArchives, [dir])
+        guard status == 0 else { throw XCTSkip("python3 not available to build test archives: \(out)") }
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+
+    let makeArchives = """
+    import sys, tarfile, io, os, hashlib
+    d = sys.argv[1]
+    def add(t, name, data, kind=tarfile.REGTYPE, link=""):
+        i = tarfile.TarInfo(name); i.size = len(data) if kind == tarfile.REGTYPE else 0; i.type = kind; i.linkname = link
+        t.addfile(i, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+    with tarfile.open(os.path.join(d, "good.tar.gz"), "w:gz") as t:
+        add(t, "testset/a.bin", b"A" * 1000); add(t, "testset/b.bin", bytes(range(256)) * 10); add(t, "testset/other.txt", b"x")
+    with tarfile.open(os.path.join(d, "evil.tar.gz"), "w:gz") as t:
+        add(t, "testset/a.bin", b"A"); add(t, "../evil.bin", b"E")
+    with tarfile.open(os.path.join(d, "link.tar.gz"), "w:gz") as t:
+        add(t, "testset/a.bin", b"", tarfile.SYMTYPE, "/etc/passwd"); add(t, "testset/b.bin", b"B")
+    print(hashlib.md5(open(os.path.join(d, "good.tar.gz"), "rb").read()).hexdigest())
+    """
+
+    func python(_ script: String, _ args: [String]) throws -> (Int32, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", "-c", script] + args
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        try p.run()
+        let out = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    func goodMD5() throws -> String { try Download.md5Hex(of: "\(dir!)/good.tar.gz") }
+
+    func testGoodArchiveDownloadsVerifiesAndExtractsOnlyExpectedFiles() throws {
+        let dest = "\(dir!)/root/test.tar.gz"
+        try FileManager.default.createDirectory(atPath: "\(dir!)/root", withIntermediateDirectories: true)
+        let size = (try FileManager.default.attributesOfItem(atPath: "\(dir!)/good.tar.gz")[.size] as! NSNumber).intValue
+        try Download.fetch(URL(fileURLWithPath: "\(dir!)/good.tar.gz"), to: dest, expectedSize: size, md5: try goodMD5()) { _, _ in }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dest))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dest + ".partial"))
+        try Download.extract(dest, archive, into: "\(dir!)/root")
+        XCTAssertEqual(FileManager.default.contents(atPath: "\(dir!)/root/testset/a.bin"), Data(repeating: 65, count: 1000))
+        XCTAssertEqual(FileManager.default.contents(atPath: "\(dir!)/root/testset/b.bin")?.count, 2560)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir!)/root/testset/other.txt"), "an unexpected member was extracted")
+    }
+
+    func testChecksumMismatchIsRefusedAndLeavesNoFile() throws {
+        let dest = "\(dir!)/test.tar.gz"
+        XCTAssertThrowsError(try Download.fetch(URL(fileURLWithPath: "\(dir!)/good.tar.gz"), to: dest, expectedSize: nil,
+                                                md5: "00000000000000000000000000000000") { _, _ in }) {
+            XCTAssertTrue("\($0)".contains("MD5"), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dest))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dest + ".partial"))
+    }
+
+    func testParentDirectoryMembersAndLinksAreRefused() throws {
+        XCTAssertThrowsError(try Download.extract("\(dir!)/evil.tar.gz", archive, into: "\(dir!)/root")) {
+            XCTAssertTrue("\($0)".contains("refusing") && "\($0)".contains("../evil.bin"), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir!)/evil.bin"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir!)/root/testset"))
+        XCTAssertThrowsError(try Download.extract("\(dir!)/link.tar.gz", archive, into: "\(dir!)/root")) {
+            XCTAssertTrue("\($0)".contains("link"), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir!)/root/testset"))
+    }
+
+    /// A server that announces the whole archive but closes the connection half way: the
+    /// download fails and leaves nothing that a later run could take for the archive.
+    func testInterruptedHTTPDownloadLeavesNoFile() throws {
+        let server = """
+        import sys, socket, threading, os
+        data = open(sys.argv[1], "rb").read()
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(4)
+        print(s.getsockname()[1], flush=True)
+        def serve(full):
+            c, _ = s.accept(); c.recv(65536)
+            body = data if full else data[: len(data) // 2]
+            c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\nConnection: close\\r\\n\\r\\n" % len(data) + body)
+            c.close()
+        serve(False); serve(True)
+        """
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", "-c", server, "\(dir!)/good.tar.gz"]
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        try p.run()
+        defer { p.terminate() }
+        let line = String(decoding: pipe.fileHandleForReading.availableData, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let port = try XCTUnwrap(Int(line), "server did not start: \(line)")
+        let url = URL(string: "http://127.0.0.1:\(port)/test.tar.gz")!
+        let dest = "\(dir!)/test.tar.gz"
+        let size = (try FileManager.default.attributesOfItem(atPath: "\(dir!)/good.tar.gz")[.size] as! NSNumber).intValue
+        XCTAssertThrowsError(try Download.fetch(url, to: dest, expectedSize: size, md5: try goodMD5()) { _, _ in })
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dest), "a half download was left under the final name")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dest + ".partial"))
+        // The retry gets the whole archive.
+        try Download.fetch(url, to: dest, expectedSize: size, md5: try goodMD5()) { _, _ in }
+        XCTAssertEqual(try Download.md5Hex(of: dest), try goodMD5())
+    }
+}

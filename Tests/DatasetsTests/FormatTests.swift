@@ -1,0 +1,155 @@
+import Datasets
+import Foundation
+import TestSupport
+import XCTest
+
+final class FormatTests: XCTestCase {
+    var dir: String!
+
+    override func setUpWithError() throws {
+        dir = (NSTemporaryDirectory() as NSString).appendingPathComponent("sambench-data-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+
+    /// Writes `records` records in a CIFAR binary layout: label bytes, then 3072 pixel bytes
+    /// whose first byte is the record index (mod 256) so order can be checked.
+    func writeRecords(_ path: String, records: Int, labels: (Int) -> [UInt8]) {
+        var out = [UInt8]()
+        out.reserveCapacity(records * (3072 + 2))
+        for r in 0..<records {
+            out += labels(r)
+            var px = [UInt8](repeating: 0, count: 3072)
+            px[0] = UInt8(r % 256); px[1024] = 7; px[3071] = 9
+            out += px
+        }
+        FileManager.default.createFile(atPath: path, contents: Data(out))
+    }
+
+    func writeCIFAR10(root: String) throws -> String {
+        let d = (root as NSString).appendingPathComponent("cifar-10-batches-bin")
+        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        for f in 1...5 { writeRecords("\(d)/data_batch_\(f).bin", records: 10_000) { [UInt8(($0 + f) % 10)] } }
+        writeRecords("\(d)/test_batch.bin", records: 10_000) { [UInt8($0 % 10)] }
+        return d
+    }
+
+    func testCIFAR10LayoutReadsBack() throws {
+        let d = try writeCIFAR10(root: dir)
+        let data = try CIFAR.loadCIFAR10(root: dir)
+        XCTAssertEqual(data.train.count, 50_000)
+        XCTAssertEqual(data.test.count, 10_000)
+        XCTAssertEqual(data.train.labels[0], 1)                 // record 0 of batch 1: (0 + 1) % 10
+        XCTAssertEqual(data.train.labels[10_000], 2)            // record 0 of batch 2
+        XCTAssertEqual(data.train.pixels[3072 * 3 + 0], 3)      // record 3's first pixel byte
+        XCTAssertEqual(data.train.pixels[1024], 7)              // green plane starts at 1024
+        XCTAssertNil(data.train.coarseLabels)
+        XCTAssertEqual(data.classNames, CIFAR.cifar10ClassNames)
+
+        // Truncated file: the error names the file and the sizes.
+        let f = "\(d)/data_batch_3.bin"
+        let h = FileHandle(forUpdatingAtPath: f)!
+        try h.truncate(atOffset: 3073 * 10_000 - 100)
+        try h.close()
+        XCTAssertThrowsError(try CIFAR.loadCIFAR10(root: dir)) { XCTAssertTrue("\($0)".contains("data_batch_3.bin") && "\($0)".contains("expected 30730000"), "\($0)") }
+        // Label out of range: names the file and the record.
+        writeRecords(f, records: 10_000) { $0 == 1234 ? [10] : [0] }
+        XCTAssertThrowsError(try CIFAR.loadCIFAR10(root: dir)) { XCTAssertTrue("\($0)".contains("data_batch_3.bin") && "\($0)".contains("record 1234"), "\($0)") }
+        try FileManager.default.removeItem(atPath: f)
+        XCTAssertThrowsError(try CIFAR.loadCIFAR10(root: dir)) { XCTAssertTrue("\($0)".contains("data_batch_3.bin") && "\($0)".contains("missing"), "\($0)") }
+    }
+
+    func testCIFAR100LayoutReadsBack() throws {
+        let d = (dir as NSString).appendingPathComponent("cifar-100-binary")
+        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        writeRecords("\(d)/train.bin", records: 50_000) { [UInt8($0 % 20), UInt8($0 % 100)] }
+        writeRecords("\(d)/test.bin", records: 10_000) { [UInt8($0 % 20), UInt8(($0 * 3) % 100)] }
+        let data = try CIFAR.loadCIFAR100(root: dir)
+        XCTAssertEqual(data.train.labels[123], 23)
+        XCTAssertEqual(data.train.coarseLabels?[123], 3)
+        XCTAssertEqual(data.test.labels[7], 21)
+        writeRecords("\(d)/test.bin", records: 10_000) { $0 == 99 ? [25, 1] : [0, 1] }
+        XCTAssertThrowsError(try CIFAR.loadCIFAR100(root: dir)) { XCTAssertTrue("\($0)".contains("test.bin") && "\($0)".contains("record 99"), "\($0)") }
+    }
+
+    func testNPYRoundTripAndDTypes() throws {
+        let path = "\(dir!)/labels.npy"
+        let labels: [Int32] = [0, 9, 3, 3, 7]
+        try NPY.writeLabels(labels, to: path)
+        XCTAssertEqual(try NPY.readLabels(path), labels)
+        let bytes = [UInt8](FileManager.default.contents(atPath: path)!)
+        XCTAssertEqual((bytes.count - 5 * 8) % 64, 0, "header padded to 64 bytes")
+        // The shared CIFAR-N .npy files are uint8.
+        let shared = sharedDir.appendingPathComponent("datasets/cifar-n/CIFAR-10_clean_label.npy").path
+        if FileManager.default.fileExists(atPath: shared) {
+            let clean = try NPY.readLabels(shared)
+            XCTAssertEqual(clean.count, 50_000)
+            XCTAssertEqual(Array(clean.prefix(10)), [6, 9, 9, 4, 1, 1, 2, 7, 8, 3])
+        }
+        FileManager.default.createFile(atPath: "\(dir!)/bad.npy", contents: Data(bytes.prefix(bytes.count - 3)))
+        XCTAssertThrowsError(try NPY.readLabels("\(dir!)/bad.npy")) { XCTAssertTrue("\($0)".contains("bad.npy"), "\($0)") }
+    }
+
+    /// The official CIFAR-N files give the published noise rates against the clean labels.
+    func testCIFARNFilesGiveThePublishedRates() throws {
+        let base = sharedDir.appendingPathComponent("datasets/cifar-n").path
+        guard FileManager.default.fileExists(atPath: base) else { throw XCTSkip("CIFAR-N files not found at \(base)") }
+        let c10 = try TorchLabels.readArrays("\(base)/CIFAR-10_human.pt")
+        func rate(_ a: [Int32], _ b: [Int32]) -> Double { Double(zip(a, b).filter { $0 != $1 }.count) / Double(a.count) }
+        XCTAssertEqual(rate(c10["aggre_label"]!, c10["clean_label"]!), 0.0901, accuracy: 5e-5)
+        XCTAssertEqual(rate(c10["worse_label"]!, c10["clean_label"]!), 0.4021, accuracy: 5e-5)
+        let c100 = try TorchLabels.readArrays("\(base)/CIFAR-100_human.pt")
+        XCTAssertEqual(rate(c100["noisy_label"]!, c100["clean_label"]!), 0.4020, accuracy: 5e-5)
+        // The .pt and .npy copies agree, and FILE.pt:KEY names an array.
+        XCTAssertEqual(try DataPreparation.readLabelFile("\(base)/CIFAR-10_human.pt:worse_label"), try NPY.readLabels("\(base)/CIFAR-10_worse_label.npy"))
+        XCTAssertThrowsError(try DataPreparation.readLabelFile("\(base)/CIFAR-10_human.pt:nope")) { XCTAssertTrue("\($0)".contains("worse_label"), "\($0)") }
+        // Human noise as a noise model reports the same rate.
+        let r = try LabelNoise.apply(NoiseSpec(kind: .human, labelsFile: "\(base)/CIFAR-10_human.pt:aggre_label"), clean: c10["clean_label"]!,
+                                     classes: 10, humanLabels: c10["aggre_label"]!)
+        XCTAssertEqual(r.realisedRate, 0.0901, accuracy: 5e-5)
+    }
+
+    func testPickleReaderRefusesCode() throws {
+        // A pickle calling os.system: GLOBAL 'os system', a string argument, REDUCE.
+        var p: [UInt8] = [0x80, 2]
+        p += Array("cos\nsystem\n".utf8)
+        p += [0x58] + [4, 0, 0, 0] + Array("true".utf8) + [0x85, 0x52, 0x2E]
+        let zip = makeStoredZip(name: "archive/data.pkl", data: p)
+        FileManager.default.createFile(atPath: "\(dir!)/evil.pt", contents: Data(zip))
+        XCTAssertThrowsError(try TorchLabels.readArrays("\(dir!)/evil.pt")) { XCTAssertTrue("\($0)".contains("refusing to call os.system"), "\($0)") }
+    }
+
+    /// A minimal zip with one stored member.
+    func makeStoredZip(name: String, data: [UInt8]) -> [UInt8] {
+        func le16(_ v: Int) -> [UInt8] { [UInt8(v & 0xff), UInt8(v >> 8 & 0xff)] }
+        func le32(_ v: Int) -> [UInt8] { le16(v & 0xffff) + le16(v >> 16 & 0xffff) }
+        let n = Array(name.utf8)
+        var out = le32(0x0403_4b50) + le16(20) + le16(0) + le16(0) + le16(0) + le16(0) + le32(0) + le32(data.count) + le32(data.count)
+        out += le16(n.count) + le16(0) + n + data
+        let cd = out.count
+        out += le32(0x0201_4b50) + le16(20) + le16(20) + le16(0) + le16(0) + le16(0) + le16(0) + le32(0) + le32(data.count) + le32(data.count)
+        out += le16(n.count) + le16(0) + le16(0) + le16(0) + le16(0) + le32(0) + le32(0) + n
+        let cdSize = out.count - cd
+        out += le32(0x0605_4b50) + le16(0) + le16(0) + le16(1) + le16(1) + le32(cdSize) + le32(cd) + le16(0)
+        return out
+    }
+
+    /// The real CIFAR-10 from ../shared/datasets, built by its build.py into the directory
+    /// named by $SAMBENCH_TEST_CIFAR10 (CI builds it there), or found in the data directory.
+    func testRealCIFAR10Loads() throws {
+        let root = ProcessInfo.processInfo.environment["SAMBENCH_TEST_CIFAR10"] ?? DataDirectory.resolve(nil)
+        guard FileManager.default.fileExists(atPath: (root as NSString).appendingPathComponent("cifar-10-batches-bin/data_batch_1.bin")) else {
+            throw XCTSkip("real CIFAR-10 not found under \(root) (build it with ../shared/datasets/cifar10/build.py and set SAMBENCH_TEST_CIFAR10)")
+        }
+        let d = try CIFAR.loadCIFAR10(root: root)
+        XCTAssertEqual(d.train.count, 50_000)
+        XCTAssertEqual(d.test.count, 10_000)
+        XCTAssertEqual(Array(d.train.labels.prefix(10)), [6, 9, 9, 4, 1, 1, 2, 7, 8, 3])
+        var counts = [Int](repeating: 0, count: 10)
+        for y in d.train.labels { counts[Int(y)] += 1 }
+        XCTAssertEqual(counts, [Int](repeating: 5000, count: 10))
+        let cleanN = sharedDir.appendingPathComponent("datasets/cifar-n/CIFAR-10_clean_label.npy").path
+        if FileManager.default.fileExists(atPath: cleanN) { XCTAssertEqual(try NPY.readLabels(cleanN), d.train.labels) }
+    }
+}
