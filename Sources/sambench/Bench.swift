@@ -61,7 +61,7 @@ struct Bench: ParsableCommand {
                 "data": "random N(0,1) input, random labels",
             ], results: results)
             let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try enc.encode(out), as: UTF8.self))
         case .text:
             print("model      mode  batch thr  img/s min   median      max  ms/step  GFLOP/s  MFLOP/img  peak MiB")

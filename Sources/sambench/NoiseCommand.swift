@@ -59,7 +59,7 @@ struct NoiseCommand: ParsableCommand {
                             target_rate: r.spec.rate, realised_rate: r.realisedRate, transition: r.transition,
                             labels_sha256: r.labelsSHA256, count: r.labels.count, out: out)
             let enc = JSONEncoder()
-            enc.outputFormatting = [.sortedKeys]
+            enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try enc.encode(s), as: UTF8.self))
         } else {
             emit("\(dataset) \(r.spec.kind.rawValue) noise, target rate \(r.spec.rate), selection \(r.spec.selection.rawValue), seed \(r.spec.seed)")
