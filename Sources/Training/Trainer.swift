@@ -285,10 +285,4 @@ public final class Trainer {
         }
         return out
     }
-
-    /// Mean loss and accuracy of the current model on the test set.
-    public func evaluateTest() throws -> (loss: Double, accuracy: Double) {
-        evaluate(images: data.testImages, indices: Array(data.testLabels.indices), labels: data.testLabels,
-                 executor: try DNNLExecutor(state: state, batchSize: config.batchSize))
-    }
 }

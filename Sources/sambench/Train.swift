@@ -41,6 +41,7 @@ struct Train: ParsableCommand {
     @Option(help: "Fraction of the training set held out, stratified, for validation.") var validation: Double = 0
     @Flag(help: "Score validation against the clean labels (default: the noisy ones, what a practitioner has).") var cleanValidation = false
     @Option(help: "Train on this many images only (stratified; after the validation split).") var subset: Int?
+    @Flag(help: "The subset is the first N training images instead of a stratified N.") var subsetFirst = false
     @Option(help: "Random-crop padding (0: no crop).") var cropPadding: Int = 4
     @Flag(help: "No random horizontal flip.") var noFlip = false
     @Option(help: "Cutout square size (0: none).") var cutout: Int = 0
@@ -97,6 +98,7 @@ struct Train: ParsableCommand {
         d.validationFraction = validation
         d.validationNoisy = !cleanValidation
         d.trainSubset = subset
+        d.subsetStratified = !subsetFirst
         d.splitSeed = seed
         return d
     }

@@ -133,28 +133,34 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(Set(back.tensors.keys), Set(mine.keys))
         for (name, t) in mine { XCTAssertEqual(back[name], t, "\(name) differs after the Python round trip") }
 
-        // PyTorch round trip, where torch is available.
+        // PyTorch round trip, where torch is available: strict load_state_dict into the
+        // torch_bench.py modules (ResNet and Wide-ResNet names) and the same eval logits.
         let (hasTorch, _) = try runPython("import torch", [])
         guard hasTorch == 0 else { print("PyTorch not importable: load_state_dict check skipped"); return }
         let input = randomArray(4 * 3 * 32 * 32, seed: 77)
         let inPath = dir.appendingPathComponent("input.safetensors").path
         try SafetensorsFile(tensors: ["input": SafetensorsTensor(floats: input, shape: [4, 3, 32, 32])]).write(to: inPath)
-        let ex = try DNNLExecutor(state: state, batchSize: 4)
-        let logits = Array(UnsafeBufferPointer(start: ex.forward(input: input, mode: .eval), count: 40))
-        let torchScript = """
-        import sys, json, torch
-        sys.path.insert(0, sys.argv[3])
-        import torch_bench
-        from safetensors.torch import load_file
-        m = torch_bench.build_model("resnet8")
-        m.load_state_dict(load_file(sys.argv[1]), strict=True)
-        m.eval()
-        with torch.no_grad():
-            print(json.dumps(m(load_file(sys.argv[2])["input"]).flatten().tolist()))
-        """
-        let (ts, tout) = try runPython(torchScript, [path, inPath, sharedDir.appendingPathComponent("anchors").path])
-        XCTAssertEqual(ts, 0, tout)
-        let torchLogits = (try JSONSerialization.jsonObject(with: Data(tout.split(separator: "\n").last!.utf8)) as! [Double]).map { Float($0) }
-        assertClose(logits, torchLogits, "PyTorch eval logits of a sambench checkpoint")
+        for name in ["resnet8", "wrn16_4"] {
+            let s = name == "resnet8" ? state : ModelState(model: try Architectures.make(name), seed: 3)
+            let path = dir.appendingPathComponent("\(name).safetensors").path
+            try Checkpoint.save(s, to: path)
+            let ex = try DNNLExecutor(state: s, batchSize: 4)
+            let logits = Array(UnsafeBufferPointer(start: ex.forward(input: input, mode: .eval), count: 40))
+            let torchScript = """
+            import sys, json, torch
+            sys.path.insert(0, sys.argv[3])
+            import torch_bench
+            from safetensors.torch import load_file
+            m = torch_bench.build_model(sys.argv[4])
+            m.load_state_dict(load_file(sys.argv[1]), strict=True)
+            m.eval()
+            with torch.no_grad():
+                print(json.dumps(m(load_file(sys.argv[2])["input"]).flatten().tolist()))
+            """
+            let (ts, tout) = try runPython(torchScript, [path, inPath, sharedDir.appendingPathComponent("anchors").path, name])
+            XCTAssertEqual(ts, 0, tout)
+            let torchLogits = (try JSONSerialization.jsonObject(with: Data(tout.split(separator: "\n").last!.utf8)) as! [Double]).map { Float($0) }
+            assertClose(logits, torchLogits, "\(name): PyTorch eval logits of a sambench checkpoint")
+        }
     }
 }

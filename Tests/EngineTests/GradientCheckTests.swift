@@ -81,3 +81,35 @@ final class GradientCheckTests: XCTestCase {
         check(try Architectures.make("resnet8", inputSize: 8), batch: 4, samples: 60, eps: 1e-3, "resnet8")
     }
 }
+
+final class CrossEntropyTests: XCTestCase {
+    /// Label smoothing eps: loss = (1-eps) * nll + eps * mean_k (lse - z_k), as PyTorch; the
+    /// gradient against central differences.
+    func testLabelSmoothingValueAndGradient() {
+        let n = 3, c = 5
+        var logits = randomArray(n * c, seed: 4, scale: 2)
+        let labels: [Int32] = [4, 0, 2]
+        for eps: Float in [0, 0.1, 0.3] {
+            var grad = [Float](repeating: 0, count: n * c)
+            let loss = CrossEntropy.compute(logits: logits, labels: labels, count: n, classes: c, smoothing: eps, grad: &grad)
+            var expected = 0.0
+            for b in 0..<n {
+                let z = (0..<c).map { Double(logits[b * c + $0]) }
+                let lse = log(z.map { exp($0) }.reduce(0, +))
+                let nll = lse - z[Int(labels[b])]
+                let smooth = z.map { lse - $0 }.reduce(0, +) / Double(c)
+                expected += (1 - Double(eps)) * nll + Double(eps) * smooth
+            }
+            XCTAssertEqual(loss, expected / Double(n), accuracy: 1e-6, "eps \(eps)")
+            for i in 0..<(n * c) {
+                let v = logits[i]
+                logits[i] = v + 1e-2
+                let lp = CrossEntropy.compute(logits: logits, labels: labels, count: n, classes: c, smoothing: eps)
+                logits[i] = v - 1e-2
+                let lm = CrossEntropy.compute(logits: logits, labels: labels, count: n, classes: c, smoothing: eps)
+                logits[i] = v
+                XCTAssertEqual(Double(grad[i]), (lp - lm) / 2e-2, accuracy: 1e-4, "eps \(eps) gradient \(i)")
+            }
+        }
+    }
+}
