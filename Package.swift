@@ -31,7 +31,7 @@ let package = Package(
         // Test-only helpers (tolerance checks, paths to ../shared) shared by the test targets.
         .target(name: "TestSupport", dependencies: ["Engine"], path: "Tests/TestSupport"),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Optim", "AllocCounter", "TestSupport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Engine", "Optim", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Engine", "Optim", "TestSupport", "AllocCounter"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Engine", "TestSupport"]),
     ]
 )
