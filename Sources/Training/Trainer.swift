@@ -134,11 +134,13 @@ public final class Trainer {
 
     deinit { batchLabels.deallocate() }
 
-    /// Runs every stage, calling `onEpoch(stage, metrics)` after each epoch.
+    /// Runs every stage, calling `onEpoch(stage, metrics)` after each epoch and
+    /// `onBatch(stage, epoch, batchesDone, batchesPerEpoch)` after each training step.
     @discardableResult
-    public func run(onEpoch: (String, EpochMetrics) -> Void = { _, _ in }) throws -> RunResult {
+    public func run(onEpoch: (String, EpochMetrics) -> Void = { _, _ in },
+                    onBatch: (String, Int, Int, Int) -> Void = { _, _, _, _ in }) throws -> RunResult {
         var stages: [StageResult] = []
-        let first = try runStage("train", data: data, onEpoch: onEpoch)
+        let first = try runStage("train", data: data, onEpoch: onEpoch, onBatch: onBatch)
         stages.append(first)
         if config.bootstrap, first.status == .done {
             let ex = try DNNLExecutor(state: state, batchSize: config.batchSize)
@@ -147,14 +149,15 @@ public final class Trainer {
             relabelled.trainLabels = predicted
             let changed = data.trainIndices.filter { predicted[$0] != data.trainLabels[$0] }.count
             state = ModelState(model: model, seed: config.seed)
-            var second = try runStage("bootstrap", data: relabelled, onEpoch: onEpoch)
+            var second = try runStage("bootstrap", data: relabelled, onEpoch: onEpoch, onBatch: onBatch)
             second.relabelled = changed
             stages.append(second)
         }
         return RunResult(stages: stages)
     }
 
-    private func runStage(_ name: String, data: PreparedData, onEpoch: (String, EpochMetrics) -> Void) throws -> StageResult {
+    private func runStage(_ name: String, data: PreparedData, onEpoch: (String, EpochMetrics) -> Void,
+                          onBatch: (String, Int, Int, Int) -> Void) throws -> StageResult {
         let b = config.batchSize
         let loader = BatchLoader(data: data, batchSize: b, augmentation: config.augmentation, seed: config.seed)
         let perEpoch = loader.batchesPerEpoch
@@ -171,6 +174,7 @@ public final class Trainer {
             var lossSum = 0.0, perturbedSum = 0.0, perturbedCount = 0, correct = 0
             var lr = schedule.lr(at: iteration)
             var diverged: RunStatus?
+            var done = 0
             try loader.forEachBatch(epoch: epoch) { images, labels, _ in
                 lr = schedule.lr(at: iteration)
                 let r = step.step(input: images, labels: labels, lr: lr, dropoutSeed: splitMix64(config.seed &+ UInt64(iteration) &* 2))
@@ -184,6 +188,8 @@ public final class Trainer {
                 correct += r.correct
                 if let p = r.perturbedLoss { perturbedSum += p; perturbedCount += 1 }
                 iteration += 1
+                done += 1
+                onBatch(name, epoch, done, perEpoch)
                 return true
             }
             if let diverged { return StageResult(stage: name, status: diverged, epochs: history, sharpness: nil) }

@@ -41,12 +41,16 @@ struct DownloadData: ParsableCommand {
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         guard let source = URL(string: url ?? archive.url), source.scheme != nil else { throw ValidationError("--url: not a URL: \(url ?? "")") }
         let dest = (root as NSString).appendingPathComponent(archive.archiveName)
-        emit("downloading \(source.absoluteString)\n  to \(dest)")
-        let bar = ProgressBar(label: archive.archiveName)
-        try Download.fetch(source, to: dest, expectedSize: noVerify ? nil : archive.size, md5: noVerify ? nil : archive.md5) { done, total in
-            bar.update(done, total)
+        if !noVerify, FileManager.default.fileExists(atPath: dest), (try? Download.md5Hex(of: dest)) == archive.md5 {
+            emit("\(dest) is already here and its MD5 matches: not downloading again")
+        } else {
+            emit("downloading \(source.absoluteString)\n  to \(dest)")
+            let bar = ProgressBar(label: archive.archiveName)
+            try Download.fetch(source, to: dest, expectedSize: noVerify ? nil : archive.size, md5: noVerify ? nil : archive.md5) { done, total in
+                bar.update(done, total)
+            }
+            bar.finish()
         }
-        bar.finish()
         if noVerify {
             emit("WARNING: --no-verify: the archive's checksum was not checked")
             try Data("unverified: downloaded with --no-verify from \(source.absoluteString)\n".utf8)

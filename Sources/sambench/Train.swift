@@ -149,12 +149,20 @@ struct Train: ParsableCommand {
             guard let v else { return String(repeating: " ", count: 8) + "-" }
             return percent ? String(format: "%8.2f%%", 100 * v) : String(format: "%9.4f", v)
         }
-        let result = try trainer.run { stage, m in
+        // On a terminal, a line that counts the batches of the current epoch (cleared by the epoch's line).
+        let tty = isatty(STDERR_FILENO) != 0
+        var lastShown = Date.distantPast
+        let result = try trainer.run(onEpoch: { stage, m in
+            if tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
             emit(String(format: "%-9@ %5d %9.5f %11.4f %9.2f%% ", stage, m.epoch, m.lr, m.trainLoss, 100 * m.trainAccuracy) +
                  [column(m.perturbedLoss, percent: false), column(m.corruptedNoisyAccuracy), column(m.corruptedCleanAccuracy),
                   column(m.validationAccuracy)].joined(separator: "  ") +
                  String(format: " %10.4f %8.2f%% %6.1f %8.1f", m.testLoss, 100 * m.testAccuracy, m.seconds, m.imagesPerSecond))
-        }
+        }, onBatch: { stage, epoch, done, total in
+            guard tty, Date().timeIntervalSince(lastShown) > 0.5 || done == total else { return }
+            lastShown = Date()
+            FileHandle.standardError.write(Data("\r\u{1B}[K  \(stage) epoch \(epoch): batch \(done)/\(total)".utf8))
+        })
         for stage in result.stages {
             if let r = stage.relabelled { emit("\(stage.stage): trained on the first model's predictions (\(r) training labels changed)") }
             if case let .diverged(step, epoch, loss) = stage.status {
