@@ -43,10 +43,15 @@ public enum NPY {
         guard b.count - dataStart == n * size else {
             throw DataError("\(source): \(b.count - dataStart) data bytes, expected \(n * size) for \(n) values of \(descr) (truncated?)")
         }
-        let signed = descr.contains("i")
-        return (0..<n).map { i in
+        return littleEndianIntegers(b[dataStart...], count: n, size: size, signed: descr.contains("i"))
+    }
+
+    /// `count` little-endian integers of `size` bytes each, sign-extended when `signed`.
+    static func littleEndianIntegers(_ bytes: ArraySlice<UInt8>, count: Int, size: Int, signed: Bool) -> [Int32] {
+        let base = bytes.startIndex
+        return (0..<count).map { i in
             var v: UInt64 = 0
-            for k in 0..<size { v |= UInt64(b[dataStart + i * size + k]) << (8 * UInt64(k)) }
+            for k in 0..<size { v |= UInt64(bytes[base + i * size + k]) << (8 * UInt64(k)) }
             if signed && size < 8 && v & (1 << (UInt64(size) * 8 - 1)) != 0 { v |= ~((1 << (UInt64(size) * 8)) - 1) }
             return Int32(truncatingIfNeeded: Int64(bitPattern: v))
         }

@@ -215,12 +215,7 @@ struct Unpickler {
             let sizes = ["<i8": 8, "i8": 8, "<i4": 4, "i4": 4, "|u1": 1, "u1": 1, "|i1": 1, "<i2": 2]
             guard let size = sizes[dtype], shape.count == 1 else { continue }
             guard data.count == shape[0] * size else { throw fail("array \(key): \(data.count) bytes for \(shape[0]) values of \(dtype)") }
-            out[key] = (0..<shape[0]).map { i in
-                var v: UInt64 = 0
-                for b in 0..<size { v |= UInt64(data[i * size + b]) << (8 * UInt64(b)) }
-                if dtype.contains("i") && size < 8 && v & (1 << (UInt64(size) * 8 - 1)) != 0 { v |= ~((1 << (UInt64(size) * 8)) - 1) }
-                return Int32(truncatingIfNeeded: Int64(bitPattern: v))
-            }
+            out[key] = NPY.littleEndianIntegers(data[...], count: shape[0], size: size, signed: dtype.contains("i"))
         }
         return out
     }

@@ -1,5 +1,6 @@
 import Datasets
 import Foundation
+import TestSupport
 import XCTest
 
 /// Archives made by Python's tarfile in a temporary directory; downloads from file:// URLs and
@@ -34,16 +35,8 @@ final class DownloadTests: XCTestCase {
     """
 
     func python(_ script: String, _ args: [String]) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "-c", script] + args
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let out = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+        let r = try runCommand("/usr/bin/env", ["python3", "-c", script] + args)
+        return (r.status, r.output.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
     func goodMD5() throws -> String { try Download.md5Hex(of: "\(dir!)/good.tar.gz") }

@@ -100,16 +100,8 @@ final class CheckpointTests: XCTestCase {
         let python = ProcessInfo.processInfo.environment["SAMBENCH_PYTHON"] ?? "/usr/bin/env"
         let pyArgs = ProcessInfo.processInfo.environment["SAMBENCH_PYTHON"] == nil ? ["python3"] : []
         func runPython(_ script: String, _ args: [String]) throws -> (Int32, String) {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: python)
-            p.arguments = pyArgs + ["-c", script] + args
-            let pipe = Pipe()
-            p.standardOutput = pipe
-            p.standardError = pipe
-            try p.run()
-            let out = pipe.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            return (p.terminationStatus, String(decoding: out, as: UTF8.self))
+            let r = try runCommand(python, pyArgs + ["-c", script] + args)
+            return (r.status, r.output)
         }
         let (probe, _) = try runPython("import safetensors.numpy, numpy", [])
         if probe != 0 { throw XCTSkip("Python with safetensors and numpy not found (set SAMBENCH_PYTHON); skipped") }

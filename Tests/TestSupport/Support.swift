@@ -48,3 +48,17 @@ public func assertNormClose(_ a: [Float], _ b: [Float], _ tolerance: Double, _ w
     let rel = d.squareRoot() / max(n.squareRoot(), 1e-30)
     if !(rel <= tolerance) { XCTFail("\(what): relative L2 error \(rel) > \(tolerance)", file: file, line: line) }
 }
+
+/// Runs a command to completion; returns its exit status and its stdout and stderr together.
+public func runCommand(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = arguments
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    try p.run()
+    let out = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: out, as: UTF8.self))
+}
