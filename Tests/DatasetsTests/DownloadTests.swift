@@ -98,7 +98,13 @@ final class DownloadTests: XCTestCase {
         p.standardOutput = pipe
         try p.run()
         defer { p.terminate() }
-        let line = String(decoding: pipe.fileHandleForReading.availableData, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        var bytes = Data()
+        while !bytes.contains(UInt8(ascii: "\n")) {
+            let chunk = pipe.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            bytes.append(chunk)
+        }
+        let line = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         let port = try XCTUnwrap(Int(line), "server did not start: \(line)")
         let url = URL(string: "http://127.0.0.1:\(port)/test.tar.gz")!
         let dest = "\(dir!)/test.tar.gz"
