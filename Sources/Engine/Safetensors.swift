@@ -35,6 +35,13 @@ public struct SafetensorsTensor: Sendable, Equatable {
         self.init(dtype: .I64, shape: shape, bytes: withUnsafeBytes(of: int64.littleEndian) { Array($0) })
     }
 
+    public init(int64s: [Int64]) {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(int64s.count * 8)
+        for v in int64s { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
+        self.init(dtype: .I64, shape: [int64s.count], bytes: bytes)
+    }
+
     /// The values as Float (F64 rounded to nearest, I64 converted).
     public var floats: [Float] {
         bytes.withUnsafeBytes { raw in

@@ -160,6 +160,13 @@ public final class LookSAMState {
         hasOrthogonal = true
     }
 
+    /// Restores g_v (e.g. from a checkpoint).
+    public func restore(orthogonal values: UnsafeBufferPointer<Float>) {
+        precondition(values.count == orthogonal.count)
+        orthogonal.pointer.update(from: values.baseAddress!, count: values.count)
+        hasOrthogonal = true
+    }
+
     /// g <- g + alpha * (||g|| / ||g_v||) * g_v (no change before the first `store`).
     public func reuse(into g: FloatBuffer, alpha: Float) {
         guard hasOrthogonal else { return }

@@ -32,7 +32,8 @@ public final class TrainStep {
     private let logitsGrad: FloatBuffer
     private let accumulated: FloatBuffer
     private let plainGradient: FloatBuffer
-    private var stepCount = 0
+    /// Steps taken (LookSAM's cycle position).
+    public private(set) var stepCount = 0
 
     public struct Result: Sendable {
         /// Mean loss of the batch at w (the first pass), before the update.
@@ -125,5 +126,37 @@ public final class TrainStep {
         look?.store(samGradient: grads, plainGradient: plainGradient)
         optimizer.step(params: params, grads: grads, lr: lr)
         return Result(loss: r.loss, correct: r.correct, perturbedLoss: p.loss)
+    }
+
+    /// The optimizer's state (momentum buffer, LookSAM's g_v, the step count) as tensors, for
+    /// checkpoints that resume a run exactly.
+    public func optimizerTensors() -> [String: SafetensorsTensor] {
+        let n = state.model.parameterCount
+        var out: [String: SafetensorsTensor] = ["optimizer.step_count": SafetensorsTensor(int64: Int64(stepCount))]
+        if optimizer.hasMomentumBuffer {
+            out["optimizer.momentum_buffer"] = SafetensorsTensor(floats: UnsafeBufferPointer(start: optimizer.momentumBuffer.pointer, count: n), shape: [n])
+        }
+        if let look, look.hasOrthogonal {
+            out["optimizer.looksam_orthogonal"] = SafetensorsTensor(floats: UnsafeBufferPointer(start: look.orthogonal.pointer, count: n), shape: [n])
+        }
+        return out
+    }
+
+    public func restoreOptimizer(from file: SafetensorsFile, source: String) throws {
+        let n = state.model.parameterCount
+        func vector(_ name: String) throws -> [Float]? {
+            guard let t = file[name] else { return nil }
+            guard t.dtype == .F32, t.shape == [n] else { throw EngineError("\(source): \(name) has shape \(t.shape), expected [\(n)]") }
+            return t.floats
+        }
+        guard let count = file["optimizer.step_count"], count.dtype == .I64, count.elementCount == 1 else {
+            throw EngineError("\(source): no optimizer.step_count (not a training checkpoint?)")
+        }
+        stepCount = Int(count.int64s[0])
+        if let m = try vector("optimizer.momentum_buffer") { m.withUnsafeBufferPointer { optimizer.setMomentumBuffer($0) } }
+        if let g = try vector("optimizer.looksam_orthogonal") {
+            guard let look else { throw EngineError("\(source): a LookSAM state, but this run is not LookSAM") }
+            g.withUnsafeBufferPointer { look.restore(orthogonal: $0) }
+        }
     }
 }

@@ -134,30 +134,74 @@ public final class Trainer {
 
     deinit { batchLabels.deallocate() }
 
+    /// Where a run stands; saved with the weights after every epoch when checkpointing.
+    struct Progress: Codable {
+        var config: TrainConfig
+        var stage: String
+        var completedEpochs: Int
+        var iteration: Int
+        var firstLoss: Double?
+        var history: [EpochMetrics]
+        /// Stages finished before this one.
+        var finished: [StageResult]
+        var relabelled: Int?
+    }
+
+    static let progressKey = "sambench.progress"
+
     /// Runs every stage, calling `onEpoch(stage, metrics)` after each epoch and
     /// `onBatch(stage, epoch, batchesDone, batchesPerEpoch)` after each training step.
+    ///
+    /// With `checkpoint`, the weights, optimizer state and progress are written there
+    /// (atomically) after every epoch, and a run that finds the file resumes after its last
+    /// epoch and ends exactly as if it had never stopped: batch order, augmentation, dropout and
+    /// the learning rate depend only on the seed, the epoch and the step. A checkpoint made by
+    /// another configuration is refused. The file is left in place; the caller removes it.
     @discardableResult
-    public func run(onEpoch: (String, EpochMetrics) -> Void = { _, _ in },
+    public func run(checkpoint: String? = nil, onEpoch: (String, EpochMetrics) throws -> Void = { _, _ in },
                     onBatch: (String, Int, Int, Int) -> Void = { _, _, _, _ in }) throws -> RunResult {
-        var stages: [StageResult] = []
-        let first = try runStage("train", data: data, onEpoch: onEpoch, onBatch: onBatch)
-        stages.append(first)
-        if config.bootstrap, first.status == .done {
-            let ex = try DNNLExecutor(state: state, batchSize: config.batchSize)
-            let predicted = predict(images: data.trainImages, indices: Array(0..<data.cleanTrainLabels.count), executor: ex)
+        var resume: (progress: Progress, file: SafetensorsFile)?
+        if let checkpoint, FileManager.default.fileExists(atPath: checkpoint) {
+            let file = try SafetensorsFile.read(checkpoint)
+            guard let json = file.metadata[Trainer.progressKey],
+                  let progress = try? JSONDecoder().decode(Progress.self, from: Data(json.utf8)) else {
+                throw EngineError("\(checkpoint): not a sambench training checkpoint (no progress record)")
+            }
+            guard progress.config == config else {
+                throw EngineError("\(checkpoint): made by another configuration; remove it or run that configuration")
+            }
+            resume = (progress, file)
+        }
+        var stages = resume?.progress.finished ?? []
+        if stages.isEmpty {
+            let r = resume?.progress.stage == "train" ? resume : nil
+            stages.append(try runStage("train", data: data, resume: r, checkpoint: checkpoint, finished: [], onEpoch: onEpoch, onBatch: onBatch))
+        }
+        if config.bootstrap, stages.count == 1, stages[0].status == .done {
             var relabelled = data
-            relabelled.trainLabels = predicted
-            let changed = data.trainIndices.filter { predicted[$0] != data.trainLabels[$0] }.count
+            let r = resume?.progress.stage == "bootstrap" ? resume : nil
+            let changed: Int
+            if let r {
+                guard let labels = r.file["bootstrap.labels"] else { throw EngineError("\(checkpoint ?? ""): bootstrap labels missing") }
+                relabelled.trainLabels = labels.int64s.map { Int32($0) }
+                changed = r.progress.relabelled ?? 0
+            } else {
+                let ex = try DNNLExecutor(state: state, batchSize: config.batchSize)
+                relabelled.trainLabels = predict(images: data.trainImages, indices: Array(0..<data.cleanTrainLabels.count), executor: ex)
+                changed = data.trainIndices.filter { relabelled.trainLabels[$0] != data.trainLabels[$0] }.count
+            }
             state = ModelState(model: model, seed: config.seed)
-            var second = try runStage("bootstrap", data: relabelled, onEpoch: onEpoch, onBatch: onBatch)
+            var second = try runStage("bootstrap", data: relabelled, resume: r, checkpoint: checkpoint, finished: stages,
+                                      relabelled: changed, onEpoch: onEpoch, onBatch: onBatch)
             second.relabelled = changed
             stages.append(second)
         }
         return RunResult(stages: stages)
     }
 
-    private func runStage(_ name: String, data: PreparedData, onEpoch: (String, EpochMetrics) -> Void,
-                          onBatch: (String, Int, Int, Int) -> Void) throws -> StageResult {
+    private func runStage(_ name: String, data: PreparedData, resume: (progress: Progress, file: SafetensorsFile)?, checkpoint: String?,
+                          finished: [StageResult], relabelled: Int? = nil,
+                          onEpoch: (String, EpochMetrics) throws -> Void, onBatch: (String, Int, Int, Int) -> Void) throws -> StageResult {
         let b = config.batchSize
         let loader = BatchLoader(data: data, batchSize: b, augmentation: config.augmentation, seed: config.seed)
         let perEpoch = loader.batchesPerEpoch
@@ -169,7 +213,25 @@ public final class Trainer {
         var history: [EpochMetrics] = []
         var iteration = 0
         var firstLoss: Double?
-        for epoch in 1...config.epochs {
+        var startEpoch = 1
+        if let resume {
+            try Checkpoint.load(into: state, file: resume.file, source: checkpoint ?? "checkpoint", allowUnexpected: true)
+            try step.restoreOptimizer(from: resume.file, source: checkpoint ?? "checkpoint")
+            history = resume.progress.history
+            iteration = resume.progress.iteration
+            firstLoss = resume.progress.firstLoss
+            startEpoch = resume.progress.completedEpochs + 1
+        }
+        func save(_ epoch: Int) throws {
+            guard let checkpoint else { return }
+            let progress = Progress(config: config, stage: name, completedEpochs: epoch, iteration: iteration, firstLoss: firstLoss,
+                                    history: history, finished: finished, relabelled: relabelled)
+            var tensors = Checkpoint.tensors(of: state).merging(step.optimizerTensors()) { a, _ in a }
+            if name == "bootstrap" { tensors["bootstrap.labels"] = SafetensorsTensor(int64s: data.trainLabels.map { Int64($0) }) }
+            let json = String(decoding: try JSONEncoder().encode(progress), as: UTF8.self)
+            try SafetensorsFile(tensors: tensors, metadata: [Trainer.progressKey: json, "model": model.name, "format": "pt"]).write(to: checkpoint)
+        }
+        for epoch in startEpoch..<(config.epochs + 1) {
             let start = Date()
             var lossSum = 0.0, perturbedSum = 0.0, perturbedCount = 0, correct = 0
             var lr = schedule.lr(at: iteration)
@@ -214,7 +276,8 @@ public final class Trainer {
             }
             m.seconds = Date().timeIntervalSince(start)
             history.append(m)
-            onEpoch(name, m)
+            try save(epoch)
+            try onEpoch(name, m)
         }
         var sharpness: SharpnessMetrics?
         if let sc = config.sharpness {

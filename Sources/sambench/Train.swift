@@ -18,7 +18,9 @@ struct Train: ParsableCommand {
         accuracy, seconds and images/s; \
         then the sharpness measured at the end (m-sharpness and the top Hessian eigenvalue). \
         A run that diverges (non-finite loss, or above --divergence-factor x its first loss) \
-        ends with status "diverged" and the step (exit status 3). --save writes the final weights as \
+        ends with status "diverged" and the step (exit status 3). With --checkpoint the run \
+        saves its weights, optimizer state and progress after every epoch and, started again \
+        after an interruption, resumes exactly where it stopped. --save writes the final weights as \
         safetensors with PyTorch state_dict names.
 
         Optimizers: sgd; sam (Foret et al.), asam (Kwon et al.), each with --rho; \
@@ -71,6 +73,8 @@ struct Train: ParsableCommand {
     @Option(help: "Seed of initialisation, shuffling and dropout.") var seed: UInt64 = 0
     @Option(help: "Threads for oneDNN (default: all cores).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Write the final weights to this .safetensors file.") var save: String?
+    @Option(help: "Checkpoint after every epoch to this file; a run that finds it resumes exactly where it stopped.") var checkpoint: String?
+    @Flag(help: "Keep the checkpoint file when the run ends (default: remove it).") var keepCheckpoint = false
 
     func validate() throws {
         do { try dataSpec().validate() } catch { throw ValidationError("\(error)") }
@@ -144,6 +148,7 @@ struct Train: ParsableCommand {
             emit(String(format: "noise: %@ rate %.3f (%@), realised %.4f, labels sha256 %@", n.spec.kind.rawValue, n.spec.rate,
                         n.spec.selection.rawValue, n.realisedRate, n.labelsSHA256))
         }
+        if let checkpoint, FileManager.default.fileExists(atPath: checkpoint) { emit("resuming from \(checkpoint)") }
         emit("stage     epoch        lr  train loss  train acc  perturbed  memorised  true-of-c  val acc  test loss  test acc      s    img/s")
         func column(_ v: Double?, percent: Bool = true) -> String {
             guard let v else { return String(repeating: " ", count: 8) + "-" }
@@ -152,7 +157,7 @@ struct Train: ParsableCommand {
         // On a terminal, a line that counts the batches of the current epoch (cleared by the epoch's line).
         let tty = isatty(STDERR_FILENO) != 0
         var lastShown = Date.distantPast
-        let result = try trainer.run(onEpoch: { stage, m in
+        let result = try trainer.run(checkpoint: checkpoint, onEpoch: { stage, m in
             if tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
             emit(String(format: "%-9@ %5d %9.5f %11.4f %9.2f%% ", stage, m.epoch, m.lr, m.trainLoss, 100 * m.trainAccuracy) +
                  [column(m.perturbedLoss, percent: false), column(m.corruptedNoisyAccuracy), column(m.corruptedCleanAccuracy),
@@ -177,6 +182,7 @@ struct Train: ParsableCommand {
             }
         }
         emit("status: \(result.status.name)")
+        if let checkpoint, !keepCheckpoint { try? FileManager.default.removeItem(atPath: checkpoint) }
         if result.status != .done { throw ExitCode(3) }
         if let save {
             try Checkpoint.save(trainer.state, to: save, metadata: ["sambench_version": SambenchVersion.string, "seed": String(seed)])
