@@ -43,6 +43,8 @@ public final class DNNLExecutor: InspectableExecutor {
     private var dropoutSeed: UInt64 = 0
     private var trainedForward = false
     private let gradScratch: ByteBuffer
+    /// oneDNN's scratchpad, shared by every primitive (they run one at a time).
+    private var scratchpad: ByteBuffer?
 
     public init(state: ModelState, batchSize: Int, inputGradient: Bool = false) throws {
         guard batchSize >= 1 else { throw EngineError("DNNLExecutor: batch size must be >= 1, got \(batchSize)") }
@@ -399,7 +401,6 @@ public final class DNNLExecutor: InspectableExecutor {
         backwardSteps = try convert(pendingBackward)
         pendingTrain = []; pendingEval = []; pendingBackward = []
     }
-    private var scratchpad: ByteBuffer?
 
     /// Bytes of every buffer this executor owns (activations, gradients, workspaces, scratch).
     public var bufferBytes: Int {

@@ -191,10 +191,8 @@ public final class Trainer {
                 changed = data.trainIndices.filter { relabelled.trainLabels[$0] != data.trainLabels[$0] }.count
             }
             state = ModelState(model: model, seed: config.seed)
-            var second = try runStage("bootstrap", data: relabelled, resume: r, checkpoint: checkpoint, finished: stages,
-                                      relabelled: changed, onEpoch: onEpoch, onBatch: onBatch)
-            second.relabelled = changed
-            stages.append(second)
+            stages.append(try runStage("bootstrap", data: relabelled, resume: r, checkpoint: checkpoint, finished: stages,
+                                       relabelled: changed, onEpoch: onEpoch, onBatch: onBatch))
         }
         return RunResult(stages: stages)
     }
@@ -254,7 +252,7 @@ public final class Trainer {
                 onBatch(name, epoch, done, perEpoch)
                 return true
             }
-            if let diverged { return StageResult(stage: name, status: diverged, epochs: history, sharpness: nil) }
+            if let diverged { return StageResult(stage: name, status: diverged, epochs: history, sharpness: nil, relabelled: relabelled) }
             let trainSeconds = Date().timeIntervalSince(start)
             let ex = step.executor
             let test = evaluate(images: data.testImages, indices: Array(data.testLabels.indices), labels: data.testLabels, executor: ex)
@@ -286,24 +284,23 @@ public final class Trainer {
             let indices = Array(data.trainIndices.prefix(batches * b))
             var images = [Float](repeating: 0, count: indices.count * RawImages.imageBytes)
             var labels = indices.map { data.trainLabels[$0] }
-            normalise(data.trainImages, indices: indices, into: &images)
+            images.withUnsafeMutableBufferPointer { normalise(data.trainImages, indices[...], into: $0.baseAddress!) }
             sharpness = images.withUnsafeBufferPointer { img in
                 labels.withUnsafeMutableBufferPointer { lab in
                     Sharpness.measure(executor: step.executor, images: img.baseAddress!, labels: lab.baseAddress!, batches: batches, config: sc)
                 }
             }
         }
-        return StageResult(stage: name, status: .done, epochs: history, sharpness: sharpness)
+        return StageResult(stage: name, status: .done, epochs: history, sharpness: sharpness, relabelled: relabelled)
     }
 
-    private func normalise(_ images: [UInt8], indices: [Int], into out: inout [Float]) {
-        var rng = Xoshiro256(seed: 0)
+    /// The images at `indices`, normalised and unaugmented, into consecutive slots of `dst`.
+    private func normalise(_ images: [UInt8], _ indices: ArraySlice<Int>, into dst: UnsafeMutablePointer<Float>) {
+        var rng = Xoshiro256(seed: 0)  // unused: no augmentation
         images.withUnsafeBufferPointer { src in
-            out.withUnsafeMutableBufferPointer { dst in
-                for (j, i) in indices.enumerated() {
-                    Augment.apply(src.baseAddress! + i * RawImages.imageBytes, into: dst.baseAddress! + j * RawImages.imageBytes,
-                                  normalization: data.normalization, augmentation: .none, rng: &rng)
-                }
+            for (j, i) in indices.enumerated() {
+                Augment.apply(src.baseAddress! + i * RawImages.imageBytes, into: dst + j * RawImages.imageBytes,
+                              normalization: data.normalization, augmentation: .none, rng: &rng)
             }
         }
     }
@@ -312,19 +309,13 @@ public final class Trainer {
     private func forEachBatch(images: [UInt8], indices: [Int], executor ex: Executor,
                               _ body: (UnsafePointer<Float>, Int, Int) -> Void) {
         let b = ex.batchSize, size = RawImages.imageBytes
-        var rng = Xoshiro256(seed: 0)
         var start = 0
-        images.withUnsafeBufferPointer { src in
-            while start < indices.count {
-                let n = min(b, indices.count - start)
-                for j in 0..<n {
-                    Augment.apply(src.baseAddress! + indices[start + j] * size, into: batchImages.pointer + j * size,
-                                  normalization: data.normalization, augmentation: .none, rng: &rng)
-                }
-                if n < b { (batchImages.pointer + n * size).update(repeating: 0, count: (b - n) * size) }
-                body(ex.forward(input: batchImages.pointer, mode: .eval), n, start)
-                start += n
-            }
+        while start < indices.count {
+            let n = min(b, indices.count - start)
+            normalise(images, indices[start..<(start + n)], into: batchImages.pointer)
+            if n < b { (batchImages.pointer + n * size).update(repeating: 0, count: (b - n) * size) }
+            body(ex.forward(input: batchImages.pointer, mode: .eval), n, start)
+            start += n
         }
     }
 

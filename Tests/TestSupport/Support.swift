@@ -24,12 +24,6 @@ public func assertClose(_ a: [Float], _ b: [Float], atol: Float = 1e-5, rtol: Fl
     }
 }
 
-public func maxRelativeError(_ a: [Float], _ b: [Float]) -> Float {
-    precondition(a.count == b.count)
-    let scale = max(b.map { abs($0) }.max() ?? 0, 1e-6)
-    return zip(a, b).map { abs($0 - $1) }.max().map { $0 / scale } ?? 0
-}
-
 public func randomArray(_ n: Int, seed: UInt64, scale: Float = 1) -> [Float] {
     var rng = Xoshiro256(seed: seed)
     return (0..<n).map { _ in Float(rng.nextNormal()) * scale }
