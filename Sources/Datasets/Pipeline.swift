@@ -121,7 +121,13 @@ public final class BatchLoader: @unchecked Sendable {
         let count = batchesPerEpoch
         guard count > 0 else { return }
         let ready = [DispatchSemaphore(value: 0), DispatchSemaphore(value: 0)]
-        let free = [DispatchSemaphore(value: 1), DispatchSemaphore(value: 1)]
+        // Made at 0 and signalled once rather than made at 1: libdispatch traps when a semaphore
+        // is released below its initial value, which an epoch that stops early (a diverged run)
+        // can leave behind. RunnerTests.testFailuresDoNotStopTheSuite caught it (an ASAM run
+        // diverging at its second step, one thread).
+        let free = [DispatchSemaphore(value: 0), DispatchSemaphore(value: 0)]
+        free[0].signal()
+        free[1].signal()
         let cancelled = ManagedFlag()
         queue.async { [self] in
             for b in 0..<count {
