@@ -32,6 +32,9 @@ public struct DataSpec: Sendable, Codable, Equatable {
     public var subsetStratified: Bool = true
     /// Seed of the split and subset choices.
     public var splitSeed: UInt64 = 0
+    /// Evaluate on a stratified subset of this many test images (the same for every seed:
+    /// cheaper evaluation each epoch, at the cost of a noisier estimate); nil: the whole test set.
+    public var testSubset: Int?
 
     public init() {}
 
@@ -41,6 +44,7 @@ public struct DataSpec: Sendable, Codable, Equatable {
         guard DataSpec.datasets.contains(dataset) else { throw DataError("unknown dataset '\(dataset)' (\(DataSpec.datasets.joined(separator: ", ")))") }
         guard (0..<1).contains(validationFraction) else { throw DataError("validation fraction must be in [0, 1), got \(validationFraction)") }
         if let n = trainSubset, n < 1 { throw DataError("training subset must be >= 1, got \(n)") }
+        if let n = testSubset, n < 1 { throw DataError("test subset must be >= 1, got \(n)") }
         if dataset == "synthetic" {
             guard syntheticClasses >= 2, syntheticTrain >= 1, syntheticTest >= 1 else { throw DataError("synthetic data: classes >= 2 and sizes >= 1") }
         }
@@ -53,7 +57,8 @@ public enum DataPreparation {
     /// line up by index), then splits off validation and takes the training subset.
     public static func prepare(_ spec: DataSpec, dataDir: String?) throws -> PreparedData {
         try spec.validate()
-        let train: RawImages, test: RawImages, classes: Int, normalization: Normalization
+        let train: RawImages, classes: Int, normalization: Normalization
+        var test: RawImages
         switch spec.dataset {
         case "cifar10":
             let d = try CIFAR.loadCIFAR10(root: DataDirectory.resolve(dataDir))
@@ -65,6 +70,13 @@ public enum DataPreparation {
             train = SyntheticData.make(count: spec.syntheticTrain, classes: spec.syntheticClasses, seed: spec.syntheticSeed, stream: 0)
             test = SyntheticData.make(count: spec.syntheticTest, classes: spec.syntheticClasses, seed: spec.syntheticSeed, stream: 1)
             (classes, normalization) = (spec.syntheticClasses, .synthetic)
+        }
+        if let n = spec.testSubset, n < test.count {
+            let keep = Splits.subset(labels: test.labels, among: Array(0..<test.count), count: n, stratified: true, classes: classes, seed: 0).sorted()
+            var pixels = [UInt8]()
+            pixels.reserveCapacity(keep.count * RawImages.imageBytes)
+            for i in keep { pixels += test.pixels[(i * RawImages.imageBytes)..<((i + 1) * RawImages.imageBytes)] }
+            test = RawImages(pixels: pixels, labels: keep.map { test.labels[$0] })
         }
         let noise = try applyNoise(spec.noise, to: train, classes: classes, normalization: normalization)
         let all = Array(0..<train.count)

@@ -101,6 +101,31 @@ final class PipelineTests: XCTestCase {
         XCTAssertNotEqual(d.trainLabels, d.cleanTrainLabels)
     }
 
+    func testTestSubsetIsStratifiedAndTheSameForEverySeed() throws {
+        var spec = DataSpec()
+        spec.syntheticTest = 1000
+        let whole = try DataPreparation.prepare(spec, dataDir: nil)
+        spec.testSubset = 300
+        spec.splitSeed = 1
+        let a = try DataPreparation.prepare(spec, dataDir: nil)
+        spec.splitSeed = 2
+        let b = try DataPreparation.prepare(spec, dataDir: nil)
+        XCTAssertEqual(a.testLabels.count, 300, accuracy: 5)
+        XCTAssertEqual(a.testImages.count, a.testLabels.count * RawImages.imageBytes)
+        XCTAssertEqual(a.testLabels, b.testLabels)
+        XCTAssertEqual(a.testImages, b.testImages)
+        for c in 0..<10 {
+            let share = Double(a.testLabels.filter { $0 == c }.count) / Double(a.testLabels.count)
+            let wholeShare = Double(whole.testLabels.filter { $0 == c }.count) / Double(whole.testLabels.count)
+            XCTAssertEqual(share, wholeShare, accuracy: 0.01, "class \(c)")
+        }
+        // Each kept image is one of the whole set's, with its label.
+        let first = Array(a.testImages[0..<RawImages.imageBytes])
+        let j = (0..<whole.testLabels.count).first { Array(whole.testImages[($0 * RawImages.imageBytes)..<(($0 + 1) * RawImages.imageBytes)]) == first }
+        XCTAssertNotNil(j)
+        XCTAssertEqual(whole.testLabels[j!], a.testLabels[0])
+    }
+
     func testBatchLoaderIsDeterministicAndCoversEachImageOnce() throws {
         let d = try prepared(train: 1000)
         let loader = BatchLoader(data: d, batchSize: 64, augmentation: Augmentation(), seed: 9)
