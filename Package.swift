@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Dependency direction (see README "Architecture"): the engine knows nothing of the CLI;
-// CLI -> Training -> (Engine, Optim, Datasets) -> system libraries.
+// CLI -> Runner -> Store -> Suites -> Training -> (Engine, Optim, Datasets) -> system libraries.
 let package = Package(
     name: "sambench",
     platforms: [.macOS(.v13)],
@@ -13,6 +13,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
@@ -22,8 +24,13 @@ let package = Package(
         .target(name: "Optim", dependencies: ["Engine"]),
         .target(name: "Datasets", dependencies: ["Engine", "CZlib", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "Training", dependencies: ["Engine", "Optim", "Datasets"]),
+        // Suites (TOML) -> run specs and keys; Store (SQLite) -> results; Runner -> worker processes.
+        .target(name: "Suites", dependencies: ["Training", "Datasets", "TOMLKit", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "Store", dependencies: ["Suites", "Training", "Datasets", .product(name: "GRDB", package: "GRDB.swift")]),
+        .target(name: "CProcess"),
+        .target(name: "Runner", dependencies: ["Store", "Suites", "Training", "Datasets", "CProcess"]),
         .executableTarget(name: "sambench", dependencies: [
-            "Training", "Datasets",
+            "Training", "Datasets", "Suites", "Store", "Runner",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Test-only: counts malloc calls so a test can prove the training step allocates nothing.
@@ -33,5 +40,8 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Optim", "AllocCounter", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Engine", "Optim", "TestSupport", "AllocCounter"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Engine", "TestSupport"]),
+        .testTarget(name: "SuitesTests", dependencies: ["Suites", "Store", "Runner", "Training", "Datasets", "TestSupport",
+                                                        .product(name: "GRDB", package: "GRDB.swift")],
+                    exclude: ["Malformed"]),
     ]
 )

@@ -197,6 +197,16 @@ public final class Trainer {
         return RunResult(stages: stages)
     }
 
+    /// The epochs a checkpoint has recorded, by stage (for a caller that must not lose any of them).
+    public static func history(inCheckpoint path: String) throws -> [(stage: String, metrics: EpochMetrics)] {
+        let file = try SafetensorsFile.read(path)
+        guard let json = file.metadata[progressKey],
+              let progress = try? JSONDecoder().decode(Progress.self, from: Data(json.utf8)) else {
+            throw EngineError("\(path): not a sambench training checkpoint (no progress record)")
+        }
+        return progress.finished.flatMap { s in s.epochs.map { (s.stage, $0) } } + progress.history.map { (progress.stage, $0) }
+    }
+
     private func runStage(_ name: String, data: PreparedData, resume: (progress: Progress, file: SafetensorsFile)?, checkpoint: String?,
                           finished: [StageResult], relabelled: Int? = nil,
                           onEpoch: (String, EpochMetrics) throws -> Void, onBatch: (String, Int, Int, Int) -> Void) throws -> StageResult {

@@ -13,10 +13,13 @@ struct Sambench: ParsableCommand {
         against SGD.
 
         Start with:
+          sambench run suites/quick.toml     # a small suite on synthetic data
+          sambench runs                      # what it stored
           sambench train --model tiny --dataset synthetic --epochs 3
           sambench bench --model resnet20
         """,
         version: SambenchVersion.string,
-        subcommands: [Train.self, Bench.self, DataCommand.self, NoiseCommand.self]
+        subcommands: [RunCommand.self, RunsCommand.self, MergeCommand.self, Train.self, Bench.self, DataCommand.self, NoiseCommand.self,
+                      WorkerCommand.self]
     )
 }

@@ -56,3 +56,35 @@ public func runCommand(_ executable: String, _ arguments: [String]) throws -> (s
     p.waitUntilExit()
     return (p.terminationStatus, String(decoding: out, as: UTF8.self))
 }
+
+/// The `sambench` executable built next to the test bundle, or a skip when it is absent.
+public func sambenchExecutable() throws -> URL {
+    let here = Bundle.main.bundleURL.deletingLastPathComponent()
+    let candidates = [here.appendingPathComponent("sambench"),
+                      URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("sambench")]
+    guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
+        throw XCTSkip("sambench executable not built next to the tests (run `swift build` first)")
+    }
+    return found
+}
+
+/// Runs a command to completion with separate stdout and stderr.
+public func runSeparated(_ executable: URL, _ arguments: [String], currentDirectory: URL? = nil) throws -> (status: Int32, out: String, err: String) {
+    let p = Process()
+    p.executableURL = executable
+    p.arguments = arguments
+    if let currentDirectory { p.currentDirectoryURL = currentDirectory }
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    // Read both pipes concurrently so that neither fills up and blocks the child.
+    nonisolated(unsafe) var e = Data()
+    let group = DispatchGroup()
+    group.enter()
+    DispatchQueue.global().async { e = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    group.wait()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}

@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import TestSupport
 import XCTest
 
 /// Runs the built `sambench` executable as a user would.
@@ -7,27 +8,11 @@ final class CLITests: XCTestCase {
     var binary: URL!
 
     override func setUpWithError() throws {
-        // The test bundle sits next to the products of the same build.
-        let here = Bundle.main.bundleURL.deletingLastPathComponent()
-        let candidates = [here.appendingPathComponent("sambench"),
-                          URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("sambench")]
-        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
-            throw XCTSkip("sambench executable not built next to the tests (run `swift build` first)")
-        }
-        binary = found
+        binary = try sambenchExecutable()
     }
 
     func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = binary
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        try runSeparated(binary, args)
     }
 
     func testHelpAndVersion() throws {

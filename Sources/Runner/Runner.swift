@@ -1,0 +1,284 @@
+import Datasets
+import CProcess
+import Foundation
+import Store
+import Suites
+import Training
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct RunnerOptions: Sendable {
+    /// Runs trained at once, each in its own worker process.
+    public var jobs = 1
+    /// oneDNN threads per worker.
+    public var threads = 1
+    public var dataDir: String?
+    /// Checkpoints go to `checkpointRoot/<key>/`, removed when the run is done unless kept.
+    public var checkpointRoot = "results/checkpoints"
+    public var keepCheckpoints = false
+    /// The sambench executable that runs `sambench worker`.
+    public var executable: String
+    public var provenance: Provenance
+
+    public init(executable: String, provenance: Provenance) {
+        self.executable = executable
+        self.provenance = provenance
+    }
+}
+
+public struct RunSummary: Sendable {
+    public var done = 0
+    public var diverged = 0
+    public var failed = 0
+    public var interrupted = 0
+    public var skipped = 0
+    public var stopped = false
+}
+
+/// Where the active runs stand, for the display.
+public struct ActiveRun: Sendable {
+    public var label: String
+    public var stage = "train"
+    public var epoch = 0
+    public var epochs: Int
+    public var batch = 0
+    public var batches = 0
+    public var testAccuracy: Double?
+    public var memorised: Double?
+}
+
+public struct Progress: Sendable {
+    public var total = 0
+    public var finished = 0
+    public var failed = 0
+    public var active: [ActiveRun] = []
+    /// Seconds left, once an epoch has been timed.
+    public var eta: Double?
+}
+
+/// Runs suites: every run in a worker process (`jobs` at once), the runner the only writer to
+/// the store. A run's epochs are stored as they finish; its checkpoint lets it resume after any
+/// interruption. SIGINT/SIGTERM/SIGHUP end the workers and mark their runs interrupted; a second
+/// signal kills them at once. Killed with SIGKILL, the runner takes its workers with it (they
+/// die with their parent) and the next runner finds their runs `running` and resumes them.
+public final class Runner {
+    let store: Store
+    let runs: [KeyedRun]
+    let options: RunnerOptions
+    let display: RunnerDisplay
+
+    private final class Slot {
+        let run: KeyedRun
+        let child: Child
+        var active: ActiveRun
+        var finished = false
+        var error: String?
+        init(run: KeyedRun, child: Child) {
+            self.run = run
+            self.child = child
+            active = ActiveRun(label: run.spec.label, epochs: run.spec.config.epochs)
+        }
+    }
+
+    public init(store: Store, runs: [KeyedRun], options: RunnerOptions, display: RunnerDisplay) {
+        self.store = store
+        self.runs = runs
+        self.options = options
+        self.display = display
+    }
+
+    /// Relative cost of an epoch: a SAM step is two passes.
+    static func cost(_ run: KeyedRun) -> Double {
+        guard let sam = run.spec.config.optimizer.sam else { return 1 }
+        return 1 + 1 / Double(sam.lookInterval)
+    }
+
+    public func run() throws -> RunSummary {
+        var summary = RunSummary()
+        let statuses = try store.statuses()
+        var queue: [KeyedRun] = []
+        for r in runs {
+            if statuses[r.key] == "done" || statuses[r.key] == "diverged" {
+                summary.skipped += 1
+                if !options.keepCheckpoints { try? FileManager.default.removeItem(atPath: checkpointDir(r.key)) }
+            } else {
+                queue.append(r)
+            }
+        }
+        var progress = Progress(total: runs.count)
+        display.begin(total: runs.count, toRun: queue.count)
+        guard !queue.isEmpty else {
+            display.end(summary)
+            return summary
+        }
+        var epochsDone: [String: Int] = [:]
+        for r in queue { epochsDone[r.key] = 0 }
+        let stored = try store.runs()
+        for row in stored where epochsDone[row.key] != nil { epochsDone[row.key] = row.epochsDone }
+        var secondsPerUnit: (seconds: Double, units: Double) = (0, 0)
+
+        let signals = SignalPipe.install()
+        defer { SignalPipe.uninstall() }
+        var slots: [Slot] = []
+        var stopping = false
+        defer { for s in slots { s.child.signal(SIGKILL); _ = s.child.wait() } }
+
+        func start(_ run: KeyedRun) {
+            var job = WorkerJob(key: run.key, spec: run.spec, dataDir: options.dataDir,
+                                checkpoint: (checkpointDir(run.key) as NSString).appendingPathComponent("checkpoint.safetensors"),
+                                threads: options.threads, parent: getpid())
+            if let f = job.spec.data.noise.labelsFile {
+                // Relative label files are in the data directory.
+                let pt = f.range(of: ".pt:", options: .backwards)
+                let file = pt.map { String(f[..<$0.lowerBound]) + ".pt" } ?? f
+                let resolved = DataIdentity(dataDir: options.dataDir).resolveLabelPath(file)
+                job.spec.data.noise.labelsFile = resolved + (pt.map { ":" + f[$0.upperBound...] } ?? "")
+            }
+            do {
+                try store.markRunning(run.key, provenance: options.provenance)
+                let json = String(decoding: try JSONEncoder().encode(job), as: UTF8.self)
+                let slot = Slot(run: run, child: try Child(executable: options.executable, arguments: ["worker", "--job", json]))
+                slot.active.epoch = epochsDone[run.key] ?? 0
+                slots.append(slot)
+                display.started(run.spec.label, resumedAfter: epochsDone[run.key] ?? 0)
+            } catch {
+                try? store.markFailed(run.key, error: "\(error)")
+                summary.failed += 1
+                display.ended(run.spec.label, status: "failed", detail: "\(error)")
+            }
+        }
+
+        func handle(_ line: Data, _ slot: Slot) throws {
+            guard let message = try? JSONDecoder().decode(WorkerMessage.self, from: line) else {
+                slot.error = String(decoding: line.prefix(2000), as: UTF8.self)
+                return
+            }
+            let key = slot.run.key
+            switch message {
+            case let .started(noise, clean, resumed):
+                if let noise, let clean { try store.recordNoise(key, noise, clean: clean) }
+                for r in resumed { try store.recordEpoch(key, stage: r.stage, r.metrics) }
+            case let .epoch(stage, m):
+                try store.recordEpoch(key, stage: stage, m)
+                epochsDone[key, default: 0] += 1
+                secondsPerUnit.seconds += m.seconds
+                secondsPerUnit.units += Runner.cost(slot.run)
+                slot.active.stage = stage
+                slot.active.epoch = m.epoch
+                slot.active.batch = 0
+                slot.active.testAccuracy = m.testAccuracy
+                slot.active.memorised = m.corruptedNoisyAccuracy
+                display.epoch(slot.run.spec.label, stage: stage, m, of: slot.run.spec.config.epochs)
+            case let .batch(stage, epoch, done, total):
+                slot.active.stage = stage
+                slot.active.epoch = epoch - 1
+                slot.active.batch = done
+                slot.active.batches = total
+            case let .finished(result):
+                try store.finish(key, result: result)
+                slot.finished = true
+                if !options.keepCheckpoints { try? FileManager.default.removeItem(atPath: checkpointDir(key)) }
+                let final = result.epochs.last
+                var detail = final.map { String(format: "test %.2f%%", 100 * $0.testAccuracy) } ?? ""
+                if case .done = result.status {
+                    summary.done += 1
+                } else {
+                    summary.diverged += 1
+                    if case let .diverged(step, epoch, _) = result.status { detail = "at step \(step), epoch \(epoch)" }
+                }
+                display.ended(slot.run.spec.label, status: result.status.name, detail: detail)
+            case let .failed(message):
+                slot.error = message
+            }
+        }
+
+        func complete(_ slot: Slot) throws {
+            let exit = slot.child.wait()
+            if slot.finished { return }
+            if stopping {
+                try store.markInterrupted(slot.run.key)
+                summary.interrupted += 1
+                return
+            }
+            let tail = String(decoding: slot.child.stderrTail, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let message = slot.error ?? ([exit ?? "worker ended without a result"] + (tail.isEmpty ? [] : [tail])).joined(separator: ": ")
+            try store.markFailed(slot.run.key, error: message)
+            summary.failed += 1
+            display.ended(slot.run.spec.label, status: "failed", detail: message)
+        }
+
+        while true {
+            if !stopping { while slots.count < options.jobs, !queue.isEmpty { start(queue.removeFirst()) } }
+            if slots.isEmpty { break }
+            var fds = [pollfd(fd: signals, events: Int16(POLLIN), revents: 0)]
+            for s in slots {
+                if s.child.stdout >= 0 { fds.append(pollfd(fd: s.child.stdout, events: Int16(POLLIN), revents: 0)) }
+                if s.child.stderr >= 0 { fds.append(pollfd(fd: s.child.stderr, events: Int16(POLLIN), revents: 0)) }
+            }
+            _ = poll(&fds, nfds_t(fds.count), 500)
+            if fds[0].revents != 0 {
+                var b = [UInt8](repeating: 0, count: 16)
+                _ = Glibc.read(signals, &b, 16)
+                if stopping {
+                    for s in slots { s.child.signal(SIGKILL) }
+                } else {
+                    stopping = true
+                    summary.stopped = true
+                    display.stopping()
+                    for s in slots { s.child.signal(SIGTERM) }
+                }
+            }
+            for f in fds.dropFirst() where f.revents != 0 {
+                guard let slot = slots.first(where: { $0.child.stdout == f.fd || $0.child.stderr == f.fd }) else { continue }
+                for line in slot.child.read(f.fd) { try handle(line, slot) }
+            }
+            for slot in slots where !slot.child.open { try complete(slot) }
+            slots.removeAll { !$0.child.open }
+
+            progress.active = slots.map(\.active)
+            progress.finished = summary.skipped + summary.done + summary.diverged + summary.failed
+            progress.failed = summary.failed
+            if secondsPerUnit.units > 0 {
+                let remaining = (queue + slots.map(\.run)).map { r in
+                    Double(max(r.spec.config.epochs - (epochsDone[r.key] ?? 0), 0)) * Runner.cost(r)
+                }.reduce(0, +)
+                progress.eta = remaining * secondsPerUnit.seconds / secondsPerUnit.units / Double(max(1, min(options.jobs, queue.count + slots.count)))
+            }
+            display.refresh(progress)
+        }
+        summary.interrupted += stopping ? queue.count : 0
+        display.end(summary)
+        return summary
+    }
+
+    func checkpointDir(_ key: String) -> String { (options.checkpointRoot as NSString).appendingPathComponent(key) }
+}
+
+/// Signals delivered as bytes on a pipe the runner polls (the only async-signal-safe way).
+enum SignalPipe {
+    nonisolated(unsafe) static var writeEnd: Int32 = -1
+    nonisolated(unsafe) static var readEnd: Int32 = -1
+    static let handled = [SIGINT, SIGTERM, SIGHUP]
+
+    static func install() -> Int32 {
+        var fds: [Int32] = [0, 0]
+        _ = sambench_pipe(&fds, O_NONBLOCK)
+        readEnd = fds[0]
+        writeEnd = fds[1]
+        for s in handled {
+            signal(s) { sig in
+                var b = UInt8(truncatingIfNeeded: sig)
+                _ = write(SignalPipe.writeEnd, &b, 1)
+            }
+        }
+        signal(SIGPIPE, SIG_IGN)
+        return readEnd
+    }
+
+    static func uninstall() {
+        for s in handled { signal(s, SIG_DFL) }
+        close(readEnd)
+        close(writeEnd)
+    }
+}

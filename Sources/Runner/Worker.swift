@@ -1,0 +1,85 @@
+import Datasets
+import Engine
+import CProcess
+import Foundation
+import Suites
+import Training
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the runner asks a worker process to do: one run.
+public struct WorkerJob: Codable, Sendable {
+    public var key: String
+    public var spec: RunSpec
+    public var dataDir: String?
+    public var checkpoint: String
+    public var threads: Int
+    /// The runner's pid: the worker exits when its parent is gone.
+    public var parent: Int32
+}
+
+/// What a worker tells the runner, one JSON object per line on its standard output.
+public enum WorkerMessage: Codable, Sendable {
+    /// Data prepared; the noise realisation (nil without noise) and the epochs a checkpoint
+    /// already holds (re-sent so that none is lost if the runner died before storing it).
+    case started(noise: NoiseRealisation?, clean: [Int32]?, resumed: [ResumedEpoch])
+    case epoch(stage: String, metrics: EpochMetrics)
+    case batch(stage: String, epoch: Int, done: Int, total: Int)
+    case finished(RunResult)
+    case failed(String)
+
+    public struct ResumedEpoch: Codable, Sendable {
+        public var stage: String
+        public var metrics: EpochMetrics
+    }
+}
+
+/// The worker side: trains one run, checkpointing every epoch, and reports on stdout.
+public enum Worker {
+    public static func run(_ job: WorkerJob) -> Int32 {
+        // Die with the runner, whatever kills it (SIGKILL included); the checkpoint is the state.
+        _ = sambench_die_with_parent()
+        if getppid() != job.parent { return 1 }
+        // Ctrl-C reaches the whole process group: the runner decides, and ends us with SIGTERM.
+        signal(SIGINT, SIG_IGN)
+        EngineThreads.set(job.threads)
+        do {
+            let dir = (job.checkpoint as NSString).deletingLastPathComponent
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let data = try DataPreparation.prepare(job.spec.data, dataDir: job.dataDir)
+            let trainer = try Trainer(config: job.spec.config, data: data)
+            var resumed: [WorkerMessage.ResumedEpoch] = []
+            if FileManager.default.fileExists(atPath: job.checkpoint) {
+                resumed = try Trainer.history(inCheckpoint: job.checkpoint).map { .init(stage: $0.stage, metrics: $0.metrics) }
+            }
+            send(.started(noise: data.noise, clean: data.noise == nil ? nil : data.cleanTrainLabels, resumed: resumed))
+            var lastBatch = Date.distantPast
+            let result = try trainer.run(checkpoint: job.checkpoint, onEpoch: { stage, m in
+                send(.epoch(stage: stage, metrics: m))
+            }, onBatch: { stage, epoch, done, total in
+                guard Date().timeIntervalSince(lastBatch) >= 0.5 else { return }
+                lastBatch = Date()
+                send(.batch(stage: stage, epoch: epoch, done: done, total: total))
+            })
+            send(.finished(result))
+            return 0
+        } catch {
+            send(.failed("\(error)"))
+            return 1
+        }
+    }
+
+    static func send(_ message: WorkerMessage) {
+        var line = try! JSONEncoder().encode(message)
+        line.append(0x0A)
+        line.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = write(STDOUT_FILENO, raw.baseAddress! + offset, raw.count - offset)
+                if n <= 0 { if errno == EINTR { continue }; exit(1) }  // the runner is gone
+                offset += n
+            }
+        }
+    }
+}

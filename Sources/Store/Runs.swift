@@ -1,0 +1,205 @@
+import Datasets
+import Foundation
+import GRDB
+import Suites
+import Training
+
+/// A run of a suite with its key: what `register` stores.
+public struct KeyedRun: Sendable {
+    public var spec: RunSpec
+    public var key: String
+    public var group: String
+    public var identity: String
+
+    public init(spec: RunSpec, key: String, group: String, identity: String) {
+        self.spec = spec
+        self.key = key
+        self.group = group
+        self.identity = identity
+    }
+}
+
+/// Where a run stands, for `sambench runs` and the runner.
+public struct RunRow: Sendable, Codable, Equatable {
+    public var key: String
+    public var label: String
+    public var status: String
+    public var epochs: Int
+    public var epochsDone: Int
+    public var attempts: Int
+    public var lastTestAccuracy: Double?
+    public var bestTestAccuracy: Double?
+    public var valTestAccuracy: Double?
+    public var lastMemorised: Double?
+    public var trainSeconds: Double?
+    public var error: String?
+}
+
+/// Who is writing: stored with each run.
+public struct Provenance: Sendable {
+    public var host: String
+    public var version: String
+    public var gitRevision: String?
+    public var threads: Int
+
+    public init(host: String, version: String, gitRevision: String?, threads: Int) {
+        self.host = host
+        self.version = version
+        self.gitRevision = gitRevision
+        self.threads = threads
+    }
+}
+
+public extension Store {
+    /// Stores the suite (once per distinct text) and its runs (once per key: a key another suite
+    /// already asked for is linked, not duplicated), in one transaction. Returns the suite's id.
+    @discardableResult
+    func register(suite: Suite, runs: [KeyedRun]) throws -> Int64 {
+        let sha = SHA256Hex.digest(Array(suite.text.utf8))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return try db.write { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO suites (name, description, path, text, sha256, added_at) VALUES (?, ?, ?, ?, ?, ?)",
+                           arguments: [suite.name, suite.description, suite.file, suite.text, sha, Store.now()])
+            let id = try Int64.fetchOne(db, sql: "SELECT id FROM suites WHERE sha256 = ?", arguments: [sha])!
+            let now = Store.now()
+            for (position, r) in runs.enumerated() {
+                let s = r.spec
+                let config = String(decoding: try encoder.encode(s), as: UTF8.self)
+                try db.execute(sql: """
+                    INSERT OR IGNORE INTO runs (key, group_key, label, task, dataset, model, optimizer, rho, noise_kind, noise_rate,
+                        noise_labels, seed, epochs, batch_size, lr, weight_decay, train_subset, validation, config, data_identity, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [r.key, r.group, s.label, s.task, s.data.dataset, s.config.model, s.optimizerName,
+                                     s.config.optimizer.sam.map { decimal($0.rho) }, s.data.noise.kind.rawValue, s.data.noise.rate,
+                                     s.data.noise.labelsFile, Int64(s.config.seed), s.config.epochs, s.config.batchSize,
+                                     decimal(s.config.lr), decimal(s.config.sgd.weightDecay),
+                                     s.data.trainSubset, s.data.validationFraction, config, r.identity, now])
+                try db.execute(sql: "INSERT OR IGNORE INTO suite_runs (suite_id, run_key, position) VALUES (?, ?, ?)",
+                               arguments: [id, r.key, position])
+            }
+            return id
+        }
+    }
+
+    /// The status of every stored run, by key.
+    func statuses() throws -> [String: String] {
+        try db.read { db in
+            Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT key, status FROM runs").map { ($0["key"], $0["status"]) })
+        }
+    }
+
+    /// Runs left `running` by a runner that did not end cleanly (killed, machine down) become
+    /// `interrupted`: they resume from their checkpoint. Only the lock holder may call this.
+    @discardableResult
+    func recoverStaleRuns() throws -> Int {
+        try db.write { db in
+            try db.execute(sql: "UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+            return db.changesCount
+        }
+    }
+
+    func markRunning(_ key: String, provenance p: Provenance) throws {
+        try db.write { db in
+            try db.execute(sql: """
+                UPDATE runs SET status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, ?), error = NULL,
+                    host = ?, sambench_version = ?, git_revision = ?, threads = ? WHERE key = ?
+                """, arguments: [Store.now(), p.host, p.version, p.gitRevision, p.threads, key])
+        }
+    }
+
+    /// The realised noise: its rate, transition matrix and the labels themselves (uint8 each).
+    func recordNoise(_ key: String, _ n: NoiseRealisation, clean: [Int32]) throws {
+        let transition = String(decoding: try JSONEncoder().encode(n.transition), as: UTF8.self)
+        let corrupted = zip(n.labels, clean).filter { $0 != $1 }.count
+        let blob = Data(n.labels.map { UInt8(truncatingIfNeeded: $0) })
+        try db.write { db in
+            try db.execute(sql: """
+                INSERT OR REPLACE INTO noise (run_key, kind, selection, seed, target_rate, realised_rate, corrupted, classes, transition,
+                    labels_sha256, labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [key, n.spec.kind.rawValue, n.spec.selection.rawValue, Int64(n.spec.seed), n.spec.rate, n.realisedRate,
+                                 corrupted, n.transition.count, transition, n.labelsSHA256, blob])
+        }
+    }
+
+    /// One finished epoch (idempotent: the same epoch written twice is one row).
+    func recordEpoch(_ key: String, stage: String, _ m: EpochMetrics) throws {
+        try db.write { db in
+            try insertEpoch(db, key, stage, m)
+            try db.execute(sql: "UPDATE runs SET epochs_done = (SELECT count(*) FROM epochs WHERE run_key = ?) WHERE key = ?", arguments: [key, key])
+        }
+    }
+
+    /// The run's end: every epoch (again, idempotently), the final metrics and the status, in one
+    /// transaction.
+    func finish(_ key: String, result: RunResult) throws {
+        try db.write { db in
+            for stage in result.stages { for m in stage.epochs { try insertEpoch(db, key, stage.stage, m) } }
+            let last = result.stages.last!
+            var divergedStep: Int?, divergedEpoch: Int?
+            if case let .diverged(step, epoch, _) = last.status { (divergedStep, divergedEpoch) = (step, epoch) }
+            let seconds = result.stages.flatMap(\.epochs).map(\.seconds).reduce(0, +)
+            try db.execute(sql: """
+                UPDATE runs SET status = ?, finished_at = ?, train_seconds = ?, diverged_step = ?, diverged_epoch = ?, error = NULL,
+                    epochs_done = (SELECT count(*) FROM epochs WHERE run_key = ?) WHERE key = ?
+                """, arguments: [last.status.name, Store.now(), seconds, divergedStep, divergedEpoch, key, key])
+            try db.execute(sql: "DELETE FROM metrics WHERE run_key = ?", arguments: [key])
+            guard let final = last.epochs.last else { return }
+            let best = last.epochs.max { $0.testAccuracy < $1.testAccuracy }!
+            let val = last.epochs.filter { $0.validationAccuracy != nil }.max { $0.validationAccuracy! < $1.validationAccuracy! }
+            try db.execute(sql: """
+                INSERT INTO metrics (run_key, stage, last_epoch, last_test_accuracy, last_test_loss, last_train_accuracy, last_memorised,
+                    last_corrupted_clean, best_epoch, best_test_accuracy, val_epoch, val_accuracy, val_test_accuracy, m_sharpness,
+                    hessian_top, relabelled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [key, last.stage, final.epoch, final.testAccuracy, final.testLoss, final.trainAccuracy,
+                                 final.corruptedNoisyAccuracy, final.corruptedCleanAccuracy, best.epoch, best.testAccuracy,
+                                 val?.epoch, val?.validationAccuracy, val?.testAccuracy, last.sharpness?.mSharpness,
+                                 last.sharpness?.topHessianEigenvalue, last.relabelled])
+        }
+    }
+
+    func markFailed(_ key: String, error: String) throws {
+        try db.write { db in
+            try db.execute(sql: "UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE key = ?", arguments: [error, Store.now(), key])
+        }
+    }
+
+    func markInterrupted(_ key: String) throws {
+        try db.write { db in
+            try db.execute(sql: "UPDATE runs SET status = 'interrupted' WHERE key = ? AND status = 'running'", arguments: [key])
+        }
+    }
+
+    /// Runs with their status and results, optionally of one status, in suite order.
+    func runs(status: String? = nil) throws -> [RunRow] {
+        try db.read { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT r.key, r.label, r.status, r.epochs, r.epochs_done, r.attempts, r.train_seconds, r.error,
+                       m.last_test_accuracy, m.best_test_accuracy, m.val_test_accuracy, m.last_memorised
+                FROM runs r LEFT JOIN metrics m ON m.run_key = r.key
+                WHERE ?1 IS NULL OR r.status = ?1
+                ORDER BY (SELECT min(suite_id * 1000000 + position) FROM suite_runs s WHERE s.run_key = r.key), r.created_at, r.key
+                """, arguments: [status])
+            return rows.map { r in
+                RunRow(key: r["key"], label: r["label"], status: r["status"], epochs: r["epochs"], epochsDone: r["epochs_done"],
+                       attempts: r["attempts"], lastTestAccuracy: r["last_test_accuracy"], bestTestAccuracy: r["best_test_accuracy"],
+                       valTestAccuracy: r["val_test_accuracy"], lastMemorised: r["last_memorised"], trainSeconds: r["train_seconds"],
+                       error: r["error"])
+            }
+        }
+    }
+
+    /// A Float as the Double of its shortest decimal (0.05, not 0.0500000007450581), so that
+    /// `rho = 0.05` in SQL finds it.
+    private func decimal(_ f: Float) -> Double { Double("\(f)") ?? Double(f) }
+
+    private func insertEpoch(_ db: Database, _ key: String, _ stage: String, _ m: EpochMetrics) throws {
+        try db.execute(sql: """
+            INSERT OR REPLACE INTO epochs (run_key, stage, epoch, lr, train_loss, train_accuracy, perturbed_loss, corrupted_noisy_accuracy,
+                corrupted_clean_accuracy, validation_loss, validation_accuracy, test_loss, test_accuracy, seconds, images_per_second)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [key, stage, m.epoch, decimal(m.lr), m.trainLoss, m.trainAccuracy, m.perturbedLoss, m.corruptedNoisyAccuracy,
+                             m.corruptedCleanAccuracy, m.validationLoss, m.validationAccuracy, m.testLoss, m.testAccuracy, m.seconds,
+                             m.imagesPerSecond])
+    }
+}

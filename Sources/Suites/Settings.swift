@@ -1,0 +1,165 @@
+import Datasets
+import Engine
+import Foundation
+import Optim
+import Training
+
+/// A value of a suite setting, after type checking.
+enum SettingValue: Equatable, Sendable, CustomStringConvertible {
+    case int(Int)
+    case double(Double)
+    case bool(Bool)
+    case string(String)
+    case ints([Int])
+
+    var description: String {
+        switch self {
+        case let .int(v): return String(v)
+        case let .double(v): return Self.format(v)
+        case let .bool(v): return String(v)
+        case let .string(v): return v
+        case let .ints(v): return "[" + v.map(String.init).joined(separator: ",") + "]"
+        }
+    }
+
+    /// The shortest decimal that reads back to the same Float (what the run sees).
+    static func format(_ v: Double) -> String { "\(Float(v))" }
+
+    var int: Int { if case let .int(v) = self { v } else { 0 } }
+    var double: Double { if case let .double(v) = self { v } else if case let .int(v) = self { Double(v) } else { 0 } }
+    var bool: Bool { if case let .bool(v) = self { v } else { false } }
+    var string: String { if case let .string(v) = self { v } else { "" } }
+    var ints: [Int] { if case let .ints(v) = self { v } else { [] } }
+}
+
+enum SettingType: Sendable {
+    case int, double, bool, ints
+    case string([String])
+
+    var name: String {
+        switch self {
+        case .int: return "an integer"
+        case .double: return "a number"
+        case .bool: return "true or false"
+        case .ints: return "a list of integers"
+        case let .string(choices): return choices.isEmpty ? "a string" : "one of " + choices.map { "\"\($0)\"" }.joined(separator: ", ")
+        }
+    }
+}
+
+/// One setting of a run, as written in `[defaults]` and `[grid]`: its type, its range, and
+/// where it goes in the resolved configuration.
+struct Setting: Sendable {
+    let name: String
+    let type: SettingType
+    let help: String
+    /// nil when the value is acceptable, else what is wrong with it.
+    let check: @Sendable (SettingValue) -> String?
+    let apply: @Sendable (inout RunSpec, SettingValue) -> Void
+
+    init(_ name: String, _ type: SettingType, _ help: String, check: @escaping @Sendable (SettingValue) -> String? = { _ in nil },
+         apply: @escaping @Sendable (inout RunSpec, SettingValue) -> Void) {
+        self.name = name
+        self.type = type
+        self.help = help
+        self.check = check
+        self.apply = apply
+    }
+}
+
+private func atLeast(_ low: Int) -> @Sendable (SettingValue) -> String? { { $0.int >= low ? nil : "must be >= \(low), got \($0.int)" } }
+private func inRange(_ r: ClosedRange<Double>, openTop: Bool = false, openBottom: Bool = false) -> @Sendable (SettingValue) -> String? {
+    { v in
+        let x = v.double
+        let ok = x.isFinite && (openBottom ? x > r.lowerBound : x >= r.lowerBound) && (openTop ? x < r.upperBound : x <= r.upperBound)
+        return ok ? nil : "must be in \(openBottom ? "(" : "[")\(r.lowerBound.formatted()), \(r.upperBound == .infinity ? "inf" : r.upperBound.formatted())\(openTop ? ")" : "]"), got \(SettingValue.format(x))"
+    }
+}
+
+private extension Double {
+    func formatted() -> String { self == rounded() && abs(self) < 1e15 ? String(Int(self)) : String(self) }
+}
+
+enum Settings {
+    static let modelCheck: @Sendable (SettingValue) -> String? = { v in
+        do { _ = try Architectures.make(v.string, numClasses: 10); return nil } catch { return "\(error)" }
+    }
+
+    /// Every setting, in the order docs/SUITES.md lists them.
+    static let all: [Setting] = [
+        Setting("dataset", .string(DataSpec.datasets), "synthetic (built in), cifar10 or cifar100") { $0.data.dataset = $1.string },
+        Setting("model", .string([]), "resnet8/20/32/44/56/110, wrnD_K, tiny", check: modelCheck) { $0.config.model = $1.string },
+        Setting("seed", .int, "initialisation, shuffling, augmentation and dropout; also the noise and split seeds unless set",
+                check: atLeast(0)) { $0.config.seed = UInt64($1.int) },
+        Setting("epochs", .int, "training epochs", check: atLeast(1)) { $0.config.epochs = $1.int },
+        Setting("batch_size", .int, "batch size", check: atLeast(1)) { $0.config.batchSize = $1.int },
+        Setting("lr", .double, "base learning rate", check: inRange(0...Double.infinity, openTop: true, openBottom: true)) { $0.config.lr = Float($1.double) },
+        Setting("schedule", .string(["constant", "cosine", "multistep"]), "learning-rate schedule, stepped per iteration") { $0.config.schedule = $1.string },
+        Setting("milestones", .ints, "epochs at which multistep multiplies the rate by gamma",
+                check: { $0.ints.allSatisfy { $0 >= 0 } ? nil : "epochs must be >= 0" }) { $0.config.milestones = $1.ints },
+        Setting("gamma", .double, "multistep factor", check: inRange(0...Double.infinity, openTop: true, openBottom: true)) { $0.config.gamma = Float($1.double) },
+        Setting("warmup_epochs", .int, "epochs of linear warmup", check: atLeast(0)) { $0.config.warmupEpochs = $1.int },
+        Setting("momentum", .double, "SGD momentum", check: inRange(0...1, openTop: true)) { $0.config.sgd.momentum = Float($1.double) },
+        Setting("weight_decay", .double, "weight decay (added to the gradient, as PyTorch)", check: inRange(0...Double.infinity, openTop: true)) {
+            $0.config.sgd.weightDecay = Float($1.double)
+        },
+        Setting("nesterov", .bool, "Nesterov momentum") { $0.config.sgd.nesterov = $1.bool },
+        Setting("label_smoothing", .double, "label smoothing of the cross-entropy", check: inRange(0...1, openTop: true)) { $0.config.labelSmoothing = Float($1.double) },
+        Setting("dropout", .double, "dropout inside Wide-ResNet blocks", check: inRange(0...1, openTop: true)) { $0.config.dropout = Float($1.double) },
+        Setting("crop_padding", .int, "random-crop padding (0: no crop)", check: atLeast(0)) { $0.config.augmentation.cropPadding = $1.int },
+        Setting("flip", .bool, "random horizontal flip") { $0.config.augmentation.flip = $1.bool },
+        Setting("cutout", .int, "cutout square size (0: none)", check: atLeast(0)) { $0.config.augmentation.cutout = $1.int },
+        Setting("validation", .double, "fraction of the training set held out (stratified) for validation", check: inRange(0...1, openTop: true)) {
+            $0.data.validationFraction = $1.double
+        },
+        Setting("validation_labels", .string(["noisy", "clean"]), "score validation against the noisy labels or the clean ones") {
+            $0.data.validationNoisy = $1.string == "noisy"
+        },
+        Setting("subset", .int, "train on this many images only (after the validation split)", check: atLeast(1)) { $0.data.trainSubset = $1.int },
+        Setting("subset_mode", .string(["stratified", "first"]), "a stratified subset or the first N images") { $0.data.subsetStratified = $1.string == "stratified" },
+        Setting("test_subset", .int, "evaluate on a fixed stratified subset of this many test images", check: atLeast(1)) { $0.data.testSubset = $1.int },
+        Setting("split_seed", .int, "seed of the validation split and subset (default: the run's seed)", check: atLeast(0)) {
+            $0.data.splitSeed = UInt64($1.int)
+            $0.splitSeedFollowsRun = false
+        },
+        Setting("bootstrap", .bool, "after training, relabel with the model's predictions and train again") { $0.config.bootstrap = $1.bool },
+        Setting("divergence_factor", .double, "a loss above this multiple of the first one ends the run as diverged",
+                check: inRange(1...Double.infinity, openTop: true, openBottom: true)) { $0.config.divergenceFactor = $1.double },
+        Setting("sharpness", .bool, "measure m-sharpness and the top Hessian eigenvalue at the end") {
+            $0.config.sharpness = $1.bool ? SharpnessConfig() : nil
+        },
+        Setting("synthetic_classes", .int, "classes of the synthetic dataset", check: atLeast(2)) { $0.data.syntheticClasses = $1.int },
+        Setting("synthetic_train", .int, "training images of the synthetic dataset", check: atLeast(1)) { $0.data.syntheticTrain = $1.int },
+        Setting("synthetic_test", .int, "test images of the synthetic dataset", check: atLeast(1)) { $0.data.syntheticTest = $1.int },
+        Setting("synthetic_seed", .int, "seed of the synthetic dataset", check: atLeast(0)) { $0.data.syntheticSeed = UInt64($1.int) },
+    ]
+
+    static let byName: [String: Setting] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
+
+    /// Keys of a `[[noise]]` entry.
+    static let noiseKeys = ["kind", "rate", "rates", "selection", "seed", "std", "labels"]
+    /// Keys of an `[[optimizer]]` entry.
+    static let optimizerKeys = ["name", "rho", "eta", "gradient", "bn_policy", "micro_batch", "look_interval", "look_alpha"]
+    static let topLevelKeys = ["name", "description", "task", "defaults", "grid", "noise", "optimizer", "finetune"]
+}
+
+/// The closest candidate within a small edit distance, for "did you mean" hints.
+func suggestion(for word: String, among candidates: [String]) -> String? {
+    func distance(_ a: [Character], _ b: [Character]) -> Int {
+        var row = Array(0...b.count)
+        for i in 1...max(a.count, 1) where !a.isEmpty {
+            var previous = row[0]
+            row[0] = i
+            for j in 1...max(b.count, 1) where !b.isEmpty {
+                let old = row[j]
+                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
+                previous = old
+            }
+        }
+        return row[b.count]
+    }
+    let w = Array(word.lowercased().replacingOccurrences(of: "-", with: "_"))
+    let scored = candidates.map { ($0, distance(w, Array($0))) }.sorted { $0.1 < $1.1 }
+    guard let best = scored.first, best.1 <= max(2, w.count / 3) else { return nil }
+    return best.0
+}

@@ -1,0 +1,482 @@
+import Datasets
+import Foundation
+import Optim
+import TOMLKit
+import Training
+
+/// A suite error, located: the file, the line and the key it concerns.
+public struct SuiteError: Error, CustomStringConvertible, Sendable {
+    public let file: String
+    public let line: Int?
+    public let key: String?
+    public let message: String
+
+    public var description: String {
+        var s = file
+        if let line { s += ":\(line)" }
+        s += ": "
+        if let key { s += "`\(key)`: " }
+        return s + message
+    }
+}
+
+/// One run of a suite, fully resolved: every default filled in.
+public struct RunSpec: Sendable, Codable, Equatable {
+    /// `train` (finetune is reserved).
+    public var task = "train"
+    public var config = TrainConfig()
+    public var data = DataSpec()
+    /// A short human-readable description ("cifar10 resnet20 symmetric-0.4 sam(rho=0.05) seed 1").
+    public var label = ""
+    /// The noise and split seeds follow the run's seed (not set explicitly in the suite).
+    public var noiseSeedFollowsRun = true
+    public var splitSeedFollowsRun = true
+
+    public init() {}
+
+    public var optimizerName: String {
+        switch config.optimizer { case .sgd: "sgd"; case let .sam(c): c.variant.rawValue }
+    }
+    public var rho: Double? { config.optimizer.sam.map { Double($0.rho) } }
+}
+
+/// A suite read from TOML: its grid expanded into runs, in a fixed order (seed outermost, so a
+/// half-finished suite has whole comparisons for its first seeds).
+public struct Suite: Sendable {
+    public var name: String
+    public var description: String
+    public var file: String
+    public var text: String
+    public var runs: [RunSpec]
+
+    /// Reads and expands a suite file. Every error names the file, the line and the key.
+    public static func load(_ path: String) throws -> Suite {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw SuiteError(file: path, line: nil, key: nil, message: FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file")
+        }
+        guard let text = String(data: data, encoding: .utf8) else { throw SuiteError(file: path, line: nil, key: nil, message: "not UTF-8 text") }
+        return try parse(text, file: path)
+    }
+
+    /// The names of the settings `[defaults]` and `[grid]` accept (documented in docs/SUITES.md).
+    public static var settingNames: [String] { Settings.all.map(\.name) }
+
+    public static func parse(_ text: String, file: String) throws -> Suite {
+        try SuiteParser(text: text, file: file).parse()
+    }
+}
+
+/// A `[[noise]]` entry: one noise model, possibly with several rates or label files.
+private struct NoiseEntry {
+    var kind: NoiseKind
+    var rates: [Double]
+    var selection: NoiseSelection = .exact
+    var seed: UInt64?
+    var std: Double = 0.1
+    var labels: [String?] = [nil]
+}
+
+/// An `[[optimizer]]` entry: one optimizer, possibly with several rho or micro-batch values.
+private struct OptimizerEntry {
+    var name: String
+    var rhos: [Double?] = [nil]
+    var eta: Double = 0.01
+    var gradient: PerturbationGradient = .loss
+    var bnPolicy: BNPolicy = .firstPass
+    var microBatches: [Int?] = [nil]
+    var lookIntervals: [Int] = [1]
+    var lookAlpha: Double = 0.7
+    var path: String
+}
+
+private struct SuiteParser {
+    let text: String
+    let file: String
+    let locator: Locator
+
+    init(text: String, file: String) {
+        self.text = text
+        self.file = file
+        locator = Locator(text: text)
+    }
+
+    /// An error at the line that sets `path` (or its table); what is missing is located at
+    /// the table it belongs in, or the first line.
+    func fail(_ path: String?, _ message: String) -> SuiteError {
+        SuiteError(file: file, line: path.flatMap { locator.line($0) } ?? 1, key: path, message: message)
+    }
+
+    func parse() throws -> Suite {
+        let root: TOMLTable
+        do {
+            root = try TOMLTable(string: text)
+        } catch let e as TOMLParseError {
+            throw SuiteError(file: file, line: e.source.begin.line, key: nil, message: "TOML syntax: \(e.description)")
+        }
+        try rejectUnknown(root, allowed: Settings.topLevelKeys, path: nil) { key in
+            if let s = Settings.byName[key] ?? suggestion(for: key, among: Settings.all.map(\.name)).flatMap({ Settings.byName[$0] }) {
+                return (s.name == key ? "" : "did you mean `\(s.name)`? ") + "settings go in [defaults] (one value) or [grid] (a list of values to sweep)"
+            }
+            if Settings.noiseKeys.contains(key) && key != "seed" { return "`\(key)` belongs in a [[noise]] entry" }
+            if Settings.optimizerKeys.contains(key) && key != "name" { return "`\(key)` belongs in an [[optimizer]] entry" }
+            return nil
+        }
+        guard let name = try string(root, "name", path: "name") else { throw fail(nil, "the suite needs a `name`") }
+        guard !name.trimmingCharacters(in: .whitespaces).isEmpty else { throw fail("name", "the name is empty") }
+        let description = try string(root, "description", path: "description") ?? ""
+        let task = try string(root, "task", path: "task") ?? "train"
+        switch task {
+        case "train": break
+        case "finetune": throw fail("task", "finetune suites are not available yet; this version runs `train` suites")
+        default: throw fail("task", "expected \"train\" or \"finetune\", got \"\(task)\"")
+        }
+        if root["finetune"] != nil { throw fail("finetune", "finetune suites are not available yet; this version runs `train` suites") }
+
+        // [defaults]: one value per setting. [grid]: a list per setting (a single value is a list of one).
+        var base = RunSpec()
+        var fixed: [String: String] = [:]  // setting -> path, to catch a setting given twice
+        if let v = root["defaults"] {
+            guard let t = v.table else { throw fail("defaults", "expected a table ([defaults]), got \(kind(v))") }
+            try rejectUnknown(t, allowed: Settings.all.map(\.name), path: "defaults", hint: settingHint)
+            for key in t.keys.sorted() {
+                let setting = Settings.byName[key]!
+                let path = "defaults.\(key)"
+                if case .ints = setting.type {} else if t[key]!.array != nil {
+                    throw fail(path, "a list in [defaults]; put the values to sweep in [grid]")
+                }
+                setting.apply(&base, try value(t[key]!, setting, path: path))
+                fixed[key] = path
+            }
+        }
+        var axes: [(setting: Setting, values: [SettingValue], path: String)] = []
+        if let v = root["grid"] {
+            guard let t = v.table else { throw fail("grid", "expected a table ([grid]), got \(kind(v))") }
+            try rejectUnknown(t, allowed: Settings.all.map(\.name), path: "grid", hint: settingHint)
+            for key in t.keys {
+                let setting = Settings.byName[key]!
+                let path = "grid.\(key)"
+                if let other = fixed[key] {
+                    throw fail(path, "set in both [defaults] (line \(locator.line(other) ?? 0)) and [grid]; keep one")
+                }
+                let raw = t[key]!
+                var elements: [TOMLValueConvertible] = [raw]
+                if let a = raw.array {
+                    // A list of lists for list-valued settings; a list of values otherwise.
+                    if case .ints = setting.type, a.isEmpty || a[0].array == nil { elements = [raw] } else { elements = Array(a) }
+                }
+                guard !elements.isEmpty else { throw fail(path, "an empty list: the grid would have no runs") }
+                let values = try elements.map { try value($0, setting, path: path) }
+                if let dup = duplicate(values) { throw fail(path, "\(dup) appears twice; each value of an axis once") }
+                axes.append((setting, values, path))
+            }
+        }
+        if fixed["dataset"] == nil && !axes.contains(where: { $0.setting.name == "dataset" }) {
+            throw fail(root["defaults"] != nil ? "defaults" : root["grid"] != nil ? "grid" : nil,
+                       "the suite needs a `dataset` (synthetic, cifar10 or cifar100) in [defaults] or [grid]")
+        }
+        // Seed outermost, then dataset and model, then the other axes by name.
+        let order = ["seed", "dataset", "model"]
+        axes.sort { a, b in
+            let ia = order.firstIndex(of: a.setting.name) ?? order.count, ib = order.firstIndex(of: b.setting.name) ?? order.count
+            return ia != ib ? ia < ib : a.setting.name < b.setting.name
+        }
+        let noise = try entries(root, "noise").map(noiseEntry)
+        let optimizers = try entries(root, "optimizer").map(optimizerEntry)
+
+        var runs: [RunSpec] = []
+        func expand(_ i: Int, _ spec: RunSpec, _ label: [String]) throws {
+            if i < axes.count {
+                for v in axes[i].values {
+                    var s = spec
+                    axes[i].setting.apply(&s, v)
+                    let shown = ["seed", "dataset", "model"].contains(axes[i].setting.name) ? [] : ["\(axes[i].setting.name)=\(v)"]
+                    try expand(i + 1, s, label + shown)
+                }
+                return
+            }
+            for n in noise.isEmpty ? [nil] : noise.map(Optional.some) {
+                for (noiseSpec, noiseLabel) in variants(of: n) {
+                    for o in optimizers.isEmpty ? [nil] : optimizers.map(Optional.some) {
+                        for (optimizer, optimizerLabel) in try variants(of: o, batchSize: spec.config.batchSize) {
+                            var s = spec
+                            s.data.noise = noiseSpec
+                            s.noiseSeedFollowsRun = n?.seed == nil
+                            if s.noiseSeedFollowsRun { s.data.noise.seed = s.config.seed }
+                            if s.splitSeedFollowsRun { s.data.splitSeed = s.config.seed }
+                            s.config.optimizer = optimizer
+                            s.label = ([s.data.dataset, s.config.model, noiseLabel, optimizerLabel] + label + ["seed \(s.config.seed)"]).joined(separator: " ")
+                            try check(s, optimizerPath: o?.path)
+                            runs.append(s)
+                        }
+                    }
+                }
+            }
+        }
+        try expand(0, base, [])
+        return Suite(name: name, description: description, file: file, text: text, runs: runs)
+    }
+
+    /// What the engine would refuse, found now and located.
+    func check(_ s: RunSpec, optimizerPath: String?) throws {
+        func where_(_ setting: String) -> String { locator.line("grid.\(setting)") != nil ? "grid.\(setting)" : "defaults.\(setting)" }
+        do { try s.data.validate() } catch { throw fail(where_("dataset"), "\(s.label): \(error)") }
+        do { try s.config.validate() } catch {
+            throw fail(s.config.optimizer.sam != nil ? optimizerPath : where_("epochs"), "\(s.label): \(error)")
+        }
+        do { _ = try s.config.lrSchedule(iterationsPerEpoch: 1) } catch { throw fail(where_("lr"), "\(s.label): \(error)") }
+        // The training images a run will have, where the dataset's size is known now.
+        let total = s.data.dataset == "synthetic" ? s.data.syntheticTrain : 50_000
+        let afterSplit = total - Int((Double(total) * s.data.validationFraction).rounded())
+        let images = min(afterSplit, s.data.trainSubset ?? afterSplit)
+        if images < s.config.batchSize {
+            throw fail(locator.line("grid.subset") != nil || locator.line("defaults.subset") != nil ? where_("subset") : where_("batch_size"),
+                       "\(s.label): \(images) training images, fewer than one batch of \(s.config.batchSize)")
+        }
+    }
+
+    private func variants(of n: NoiseEntry?) -> [(NoiseSpec, String)] {
+        guard let n else { return [(NoiseSpec(kind: .none), "clean")] }
+        var out: [(NoiseSpec, String)] = []
+        for rate in n.rates {
+            for labels in n.labels {
+                let spec = NoiseSpec(kind: n.kind, rate: rate, selection: n.selection, seed: n.seed ?? 0, instanceStd: n.std, labelsFile: labels)
+                let label: String
+                switch n.kind {
+                case .none: label = "clean"
+                case .human: label = "human:" + ((labels ?? "").split(separator: ":").last.map(String.init) ?? "")
+                default: label = "\(n.kind.rawValue)-\(SettingValue.format(rate))"
+                }
+                out.append((spec, label))
+            }
+        }
+        return out
+    }
+
+    private func variants(of o: OptimizerEntry?, batchSize: Int) throws -> [(OptimizerConfig, String)] {
+        guard let o, o.name != "sgd" else { return [(.sgd, "sgd")] }
+        let variant = SAMVariant(rawValue: o.name)!
+        var out: [(OptimizerConfig, String)] = []
+        for rho in o.rhos {
+            for m in o.microBatches {
+                for k in o.lookIntervals {
+                    let c = SAMConfig(variant: variant, rho: rho.map(Float.init), eta: Float(o.eta), perturbationGradient: o.gradient,
+                                      bnPolicy: o.bnPolicy, microBatch: m, lookInterval: k, lookAlpha: Float(o.lookAlpha))
+                    var label = "\(o.name)(rho=\(c.rho)"
+                    if let m { label += ",m=\(m)" }
+                    if k > 1 { label += ",k=\(k)" }
+                    out.append((.sam(c), label + ")"))
+                }
+            }
+        }
+        return out
+    }
+
+    private func entries(_ root: TOMLTable, _ key: String) throws -> [(TOMLTable, String)] {
+        guard let v = root[key] else { return [] }
+        if let t = v.table { return [(t, "\(key)[0]")] }
+        guard let a = v.array else { throw fail(key, "expected [[\(key)]] entries, got \(kind(v))") }
+        guard !a.isEmpty else { throw fail(key, "an empty list: the grid would have no runs") }
+        return try a.enumerated().map { i, e in
+            guard let t = e.table else { throw fail("\(key)[\(i)]", "expected a table like { kind = \"symmetric\", rate = 0.4 }, got \(kind(e))") }
+            return (t, "\(key)[\(i)]")
+        }
+    }
+
+    private func noiseEntry(_ entry: (TOMLTable, String)) throws -> NoiseEntry {
+        let (t, p) = entry
+        try rejectUnknown(t, allowed: Settings.noiseKeys, path: p) { key in
+            Settings.optimizerKeys.contains(key) ? "`\(key)` belongs in an [[optimizer]] entry" : nil
+        }
+        let kinds = NoiseKind.allCases.map(\.rawValue)
+        guard let kindName = try string(t, "kind", path: "\(p).kind") else { throw fail(p, "a noise entry needs a `kind` (\(kinds.joined(separator: ", ")))") }
+        guard let noiseKind = NoiseKind(rawValue: kindName) else {
+            throw fail("\(p).kind", "unknown noise kind \"\(kindName)\"" + (suggestion(for: kindName, among: kinds).map { "; did you mean \"\($0)\"?" } ?? " (\(kinds.joined(separator: ", ")))"))
+        }
+        var e = NoiseEntry(kind: noiseKind, rates: [])
+        let rateCheck = inUnit
+        if t["rate"] != nil && t["rates"] != nil { throw fail("\(p).rates", "give `rate` or `rates`, not both") }
+        if let r = t["rate"] {
+            if r.array != nil { throw fail("\(p).rate", "a list: name it `rates`") }
+            e.rates = [try number(r, path: "\(p).rate", check: rateCheck)]
+        } else if let r = t["rates"] {
+            guard let a = r.array else { throw fail("\(p).rates", "expected a list of rates, got \(kind(r))") }
+            guard !a.isEmpty else { throw fail("\(p).rates", "an empty list: the grid would have no runs") }
+            e.rates = try a.map { try number($0, path: "\(p).rates", check: rateCheck) }
+            if let dup = duplicate(e.rates.map { SettingValue.double($0) }) { throw fail("\(p).rates", "\(dup) appears twice") }
+        }
+        switch noiseKind {
+        case .none, .human:
+            if !e.rates.isEmpty { throw fail("\(p).\(t["rate"] != nil ? "rate" : "rates")", "\(kindName) noise has no rate") }
+            e.rates = [0]
+        default:
+            if e.rates.isEmpty { throw fail(p, "\(kindName) noise needs a `rate` (or `rates`) in [0, 1]") }
+        }
+        if let s = try string(t, "selection", path: "\(p).selection") {
+            guard let sel = NoiseSelection(rawValue: s) else {
+                throw fail("\(p).selection", "expected one of \(NoiseSelection.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")), got \"\(s)\"")
+            }
+            e.selection = sel
+        }
+        if let s = t["seed"] {
+            guard s.type == .int, let v = s.int, v >= 0 else { throw fail("\(p).seed", "expected an integer >= 0 (leave it out to follow the run's seed), got \(describe(s))") }
+            e.seed = UInt64(v)
+        }
+        if let s = t["std"] {
+            guard noiseKind == .instance else { throw fail("\(p).std", "`std` is for instance noise only") }
+            e.std = try number(s, path: "\(p).std") { $0 > 0 ? nil : "must be > 0" }
+        }
+        if let l = t["labels"] {
+            guard noiseKind == .human else { throw fail("\(p).labels", "`labels` is for human noise only") }
+            let files = try (l.array.map(Array.init) ?? [l]).map { v -> String? in
+                guard let s = v.string, !s.isEmpty else { throw fail("\(p).labels", "expected a label file (FILE.npy or FILE.pt:KEY), got \(describe(v))") }
+                return s
+            }
+            guard !files.isEmpty else { throw fail("\(p).labels", "an empty list: the grid would have no runs") }
+            e.labels = files
+        } else if noiseKind == .human {
+            throw fail(p, "human noise needs `labels` (FILE.npy or FILE.pt:KEY, relative to the data directory)")
+        }
+        return e
+    }
+
+    private func optimizerEntry(_ entry: (TOMLTable, String)) throws -> OptimizerEntry {
+        let (t, p) = entry
+        try rejectUnknown(t, allowed: Settings.optimizerKeys, path: p) { key in
+            if Settings.noiseKeys.contains(key) { return "`\(key)` belongs in a [[noise]] entry" }
+            if Settings.byName[key] != nil { return "settings go in [defaults] or [grid], for every optimizer" }
+            return nil
+        }
+        let names = ["sgd", "sam", "asam"]
+        guard let name = try string(t, "name", path: "\(p).name") else { throw fail(p, "an optimizer entry needs a `name` (sgd, sam or asam)") }
+        guard names.contains(name) else {
+            throw fail("\(p).name", "unknown optimizer \"\(name)\"" + (suggestion(for: name, among: names).map { "; did you mean \"\($0)\"?" } ?? " (sgd, sam, asam)"))
+        }
+        var e = OptimizerEntry(name: name, path: p)
+        if name == "sgd" {
+            if let extra = t.keys.sorted().first(where: { $0 != "name" }) { throw fail("\(p).\(extra)", "`\(extra)` is not used by sgd") }
+            return e
+        }
+        func list<T>(_ key: String, _ convert: (TOMLValueConvertible) throws -> T) throws -> [T]? {
+            guard let v = t[key] else { return nil }
+            let items = v.array.map(Array.init) ?? [v]
+            guard !items.isEmpty else { throw fail("\(p).\(key)", "an empty list: the grid would have no runs") }
+            return try items.map(convert)
+        }
+        if let r = try list("rho", { try number($0, path: "\(p).rho") { $0 > 0 ? nil : "must be > 0" } }) {
+            if let dup = duplicate(r.map { SettingValue.double($0) }) { throw fail("\(p).rho", "\(dup) appears twice") }
+            e.rhos = r
+        }
+        if let v = t["eta"] { e.eta = try number(v, path: "\(p).eta") { $0 >= 0 ? nil : "must be >= 0" } }
+        if let s = try string(t, "gradient", path: "\(p).gradient") {
+            guard let g = PerturbationGradient(rawValue: s) else { throw fail("\(p).gradient", "expected \"loss\" or \"loss+wd\", got \"\(s)\"") }
+            e.gradient = g
+        }
+        if let s = try string(t, "bn_policy", path: "\(p).bn_policy") {
+            guard let b = BNPolicy(rawValue: s) else { throw fail("\(p).bn_policy", "expected \"first-pass\" or \"both-passes\", got \"\(s)\"") }
+            e.bnPolicy = b
+        }
+        if let m = try list("micro_batch", { try integer($0, path: "\(p).micro_batch", min: 1) }) { e.microBatches = m }
+        if let k = try list("look_interval", { try integer($0, path: "\(p).look_interval", min: 1) }) { e.lookIntervals = k }
+        if let v = t["look_alpha"] { e.lookAlpha = try number(v, path: "\(p).look_alpha") }
+        return e
+    }
+
+    // MARK: values
+
+    private var inUnit: (Double) -> String? { { (0...1).contains($0) ? nil : "a rate must be in [0, 1], got \(SettingValue.format($0))" } }
+
+    private func value(_ v: TOMLValueConvertible, _ setting: Setting, path: String) throws -> SettingValue {
+        let result: SettingValue
+        switch setting.type {
+        case .int: result = .int(try integer(v, path: path))
+        case .double: result = .double(try number(v, path: path))
+        case .bool:
+            guard v.type == .bool, let b = v.bool else { throw fail(path, "expected true or false, got \(describe(v))") }
+            result = .bool(b)
+        case .ints:
+            guard let a = v.array else { throw fail(path, "expected a list of integers, got \(describe(v))") }
+            result = .ints(try a.map { try integer($0, path: path) })
+        case let .string(choices):
+            guard v.type == .string, let s = v.string else { throw fail(path, "expected \(setting.type.name), got \(describe(v))") }
+            if !choices.isEmpty && !choices.contains(s) {
+                throw fail(path, "expected \(setting.type.name), got \"\(s)\"" + (suggestion(for: s, among: choices).map { "; did you mean \"\($0)\"?" } ?? ""))
+            }
+            result = .string(s)
+        }
+        if let problem = setting.check(result) { throw fail(path, problem) }
+        return result
+    }
+
+    /// A float; integers are accepted (`lr = 1`).
+    private func number(_ v: TOMLValueConvertible, path: String, check: (Double) -> String? = { _ in nil }) throws -> Double {
+        let x: Double
+        switch v.type {
+        case .double: x = v.double!
+        case .int: x = Double(v.int!)
+        default: throw fail(path, "expected a number, got \(describe(v))")
+        }
+        guard x.isFinite else { throw fail(path, "expected a finite number, got \(x)") }
+        if let problem = check(x) { throw fail(path, problem) }
+        return x
+    }
+
+    private func integer(_ v: TOMLValueConvertible, path: String, min: Int? = nil) throws -> Int {
+        guard v.type == .int, let i = v.int else { throw fail(path, "expected an integer, got \(describe(v))") }
+        if let min, i < min { throw fail(path, "must be >= \(min), got \(i)") }
+        return i
+    }
+
+    private func string(_ t: TOMLTable, _ key: String, path: String) throws -> String? {
+        guard let v = t[key] else { return nil }
+        guard v.type == .string, let s = v.string else { throw fail(path, "expected a string, got \(describe(v))") }
+        return s
+    }
+
+    private func describe(_ v: TOMLValueConvertible) -> String {
+        switch v.type {
+        case .string: return "the string \"\(v.string ?? "")\""
+        case .table: return "a table"
+        case .array: return "a list"
+        default: return "\(kind(v)) \(v.debugDescription)"
+        }
+    }
+
+    private func kind(_ v: TOMLValueConvertible) -> String {
+        switch v.type {
+        case .int: return "an integer"
+        case .double: return "a float"
+        case .bool: return "a boolean"
+        case .string: return "a string"
+        case .table: return "a table"
+        case .array: return "a list"
+        default: return "a date or time"
+        }
+    }
+
+    private func duplicate(_ values: [SettingValue]) -> String? {
+        var seen: [String] = []
+        for v in values {
+            if seen.contains(v.description) { return v.description }
+            seen.append(v.description)
+        }
+        return nil
+    }
+
+    private var settingHint: (String) -> String? {
+        { key in
+            if Settings.noiseKeys.contains(key) && key != "seed" { return "`\(key)` belongs in a [[noise]] entry" }
+            if Settings.optimizerKeys.contains(key) { return "`\(key)` belongs in an [[optimizer]] entry" }
+            return nil
+        }
+    }
+
+    /// Unknown keys are errors, with the closest known key as a suggestion.
+    private func rejectUnknown(_ t: TOMLTable, allowed: [String], path: String?, hint: (String) -> String? = { _ in nil }) throws {
+        for key in t.keys.sorted() where !allowed.contains(key) {
+            let p = path.map { "\($0).\(key)" } ?? key
+            if let h = hint(key) { throw fail(p, "unknown key here: \(h)") }
+            if let s = suggestion(for: key, among: allowed) { throw fail(p, "unknown key; did you mean `\(s)`?") }
+            throw fail(p, "unknown key; expected one of \(allowed.map { "`\($0)`" }.joined(separator: ", "))")
+        }
+    }
+}

@@ -1,0 +1,249 @@
+import Engine
+import Foundation
+import GRDB
+import Store
+import TestSupport
+import XCTest
+
+/// `sambench run` as a user runs it: killed, raced, sharded, merged.
+final class RunnerTests: XCTestCase {
+    var binary: URL!
+    var dir: URL!
+
+    static let suite = """
+        name = "kill"
+        description = "four small runs"
+
+        [defaults]
+        dataset = "synthetic"
+        synthetic_train = 512
+        synthetic_test = 256
+        model = "tiny"
+        epochs = 3
+        batch_size = 64
+        validation = 0.125
+        sharpness = false
+
+        [grid]
+        seed = [0, 1]
+
+        [[noise]]
+        kind = "symmetric"
+        rate = 0.4
+
+        [[optimizer]]
+        name = "sgd"
+
+        [[optimizer]]
+        name = "sam"
+        rho = 0.05
+        """
+
+    override func setUpWithError() throws {
+        binary = try sambenchExecutable()
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("runner-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try Self.suite.write(to: dir.appendingPathComponent("s.toml"), atomically: true, encoding: .utf8)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+    func args(_ db: String, _ extra: [String] = []) -> [String] {
+        ["run", path("s.toml"), "--db", path(db), "--checkpoints", path("ck-" + db), "--threads", "1", "--quiet"] + extra
+    }
+
+    func start(_ arguments: [String]) throws -> Process {
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = arguments
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
+    /// Every epoch row of a database, by (key, stage, epoch), with the values that must match.
+    func epochs(_ db: String) throws -> [String: [Double]] {
+        let q = try DatabaseQueue(path: path(db))
+        return try q.read { db in
+            var out: [String: [Double]] = [:]
+            for r in try Row.fetchAll(db, sql: "SELECT * FROM epochs") {
+                let k = "\(r["run_key"] as String) \(r["stage"] as String) \(r["epoch"] as Int)"
+                XCTAssertNil(out[k], "duplicate epoch row \(k)")
+                out[k] = [r["lr"], r["train_loss"], r["train_accuracy"], r["perturbed_loss"] ?? -1, r["corrupted_noisy_accuracy"],
+                          r["validation_accuracy"], r["test_loss"], r["test_accuracy"]]
+            }
+            return out
+        }
+    }
+
+    func statuses(_ db: String) throws -> [String: String] {
+        try DatabaseQueue(path: path(db)).read { db in
+            Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT key, status FROM runs").map { ($0["key"], $0["status"]) })
+        }
+    }
+
+    func integrity(_ db: String) throws -> String {
+        try DatabaseQueue(path: path(db)).read { try String.fetchOne($0, sql: "PRAGMA integrity_check")! }
+    }
+
+    /// SIGKILL at random moments, again and again, until a run of the command completes: every
+    /// run done exactly once, no duplicate rows, no finished epoch lost, and every number equal
+    /// to an uninterrupted run's (resumption is exact).
+    func testKilledAtRandomMomentsLosesNothing() throws {
+        let reference = try runSeparated(binary, args("ref.sqlite"))
+        XCTAssertEqual(reference.status, 0, reference.err)
+        let expected = try epochs("ref.sqlite")
+        XCTAssertEqual(expected.count, 4 * 3)
+
+        var rng = Xoshiro256(seed: 2026)
+        var kills = 0, completed = false
+        for _ in 0..<200 {
+            let p = try start(args("kill.sqlite"))
+            let delay = 0.03 + rng.nextUniform() * 0.6
+            let deadline = Date().addingTimeInterval(delay)
+            while p.isRunning && Date() < deadline { usleep(5000) }
+            if !p.isRunning {
+                p.waitUntilExit()
+                XCTAssertEqual(p.terminationStatus, 0)
+                completed = true
+                break
+            }
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            kills += 1
+        }
+        XCTAssertTrue(completed, "never completed after \(kills) kills")
+        print("RunnerTests: sambench run killed \(kills) times before it completed")
+        XCTAssertGreaterThanOrEqual(kills, 5, "the kills should land in the middle of the work")
+        // Orphaned workers die with their runner: none may be left writing checkpoints.
+        usleep(200_000)
+        let ps = try runCommand("/bin/ps", ["-eo", "args"])
+        XCTAssertFalse(ps.output.contains(path("ck-kill.sqlite")), "a worker outlived its runner")
+
+        XCTAssertEqual(try integrity("kill.sqlite"), "ok")
+        let status = try statuses("kill.sqlite")
+        XCTAssertEqual(status.count, 4)
+        XCTAssertTrue(status.values.allSatisfy { $0 == "done" }, "\(status)")
+        let got = try epochs("kill.sqlite")
+        XCTAssertEqual(Set(got.keys), Set(expected.keys))
+        for (k, v) in expected { XCTAssertEqual(got[k], v, "epoch \(k) differs from the uninterrupted run") }
+        // Runs were resumed (some started more than once) and never trained again once done.
+        let attempts = try DatabaseQueue(path: path("kill.sqlite")).read { try Int.fetchAll($0, sql: "SELECT attempts FROM runs") }
+        XCTAssertTrue(attempts.contains { $0 > 1 }, "no run was ever interrupted: \(attempts)")
+        // Checkpoints of finished runs are gone; running again does nothing.
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: path("ck-kill.sqlite"))) ?? []
+        XCTAssertTrue(left.isEmpty, "\(left)")
+        let again = try runSeparated(binary, args("kill.sqlite").filter { $0 != "--quiet" })
+        XCTAssertEqual(again.status, 0, again.err)
+        XCTAssertTrue(again.out.contains("4 already finished"), again.out)
+        XCTAssertEqual(try epochs("kill.sqlite").count, expected.count)
+    }
+
+    /// A second runner on the same database is refused while the first runs; the database stays sound.
+    func testSecondRunnerIsRefused() throws {
+        let first = try start(args("one.sqlite"))
+        defer { if first.isRunning { kill(first.processIdentifier, SIGKILL) }; first.waitUntilExit() }
+        // Wait until the first holds the database.
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, !WriterLock.isHeld(database: path("one.sqlite")) { usleep(10_000) }
+        XCTAssertTrue(WriterLock.isHeld(database: path("one.sqlite")))
+        // Reached through another spelling of the same path, too.
+        let other = dir.path + "/./one.sqlite"
+        for db in [path("one.sqlite"), other] {
+            let second = try runSeparated(binary, ["run", path("s.toml"), "--db", db, "--threads", "1"])
+            XCTAssertEqual(second.status, 2, second.out + second.err)
+            XCTAssertTrue(second.err.contains("in use by another sambench process") && second.err.contains("pid \(first.processIdentifier)"), second.err)
+        }
+        first.waitUntilExit()
+        XCTAssertEqual(first.terminationStatus, 0)
+        XCTAssertEqual(try integrity("one.sqlite"), "ok")
+        XCTAssertTrue(try statuses("one.sqlite").values.allSatisfy { $0 == "done" })
+    }
+
+    /// SIGTERM (and Ctrl-C) end cleanly: the active run is marked interrupted, exit status 130,
+    /// and the next run resumes it.
+    func testTerminationMarksInterrupted() throws {
+        let p = try start(args("term.sqlite"))
+        let deadline = Date().addingTimeInterval(20)
+        // Wait for the first finished epoch, then stop the runner.
+        while Date() < deadline {
+            if FileManager.default.fileExists(atPath: path("term.sqlite")),
+               let n = try? DatabaseQueue(path: path("term.sqlite")).read({ try Int.fetchOne($0, sql: "SELECT count(*) FROM epochs") }), n > 0 { break }
+            usleep(20_000)
+        }
+        kill(p.processIdentifier, SIGTERM)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 130)
+        let s = try statuses("term.sqlite")
+        XCTAssertTrue(s.values.contains("interrupted"), "\(s)")
+        XCTAssertFalse(s.values.contains("running"), "\(s)")
+        let again = try runSeparated(binary, args("term.sqlite"))
+        XCTAssertEqual(again.status, 0, again.err)
+        XCTAssertTrue(try statuses("term.sqlite").values.allSatisfy { $0 == "done" })
+    }
+
+    /// Shards on "other machines" merge into the whole, without duplicates, idempotently.
+    func testShardsMergeIntoTheWhole() throws {
+        for k in 1...2 {
+            let r = try runSeparated(binary, args("shard\(k).sqlite", ["--shard", "\(k)/2"]))
+            XCTAssertEqual(r.status, 0, r.err)
+        }
+        let a = try statuses("shard1.sqlite"), b = try statuses("shard2.sqlite")
+        XCTAssertEqual(a.count, 2)
+        XCTAssertEqual(b.count, 2)
+        XCTAssertTrue(Set(a.keys).isDisjoint(with: b.keys))
+        for _ in 0..<2 {
+            let m = try runSeparated(binary, ["merge", path("shard1.sqlite"), path("shard2.sqlite"), "--into", path("all.sqlite")])
+            XCTAssertEqual(m.status, 0, m.err)
+        }
+        XCTAssertEqual(try statuses("all.sqlite").count, 4)
+        XCTAssertEqual(try epochs("all.sqlite").count, 12)
+        XCTAssertEqual(try integrity("all.sqlite"), "ok")
+        let suites = try DatabaseQueue(path: path("all.sqlite")).read { try Int.fetchOne($0, sql: "SELECT count(*) FROM suites")! }
+        XCTAssertEqual(suites, 1)
+        // The merged database is complete: running the whole suite against it does nothing.
+        let r = try runSeparated(binary, args("all.sqlite").filter { $0 != "--quiet" })
+        XCTAssertTrue(r.out.contains("4 already finished"), r.out)
+    }
+
+    /// A failed run (here a damaged checkpoint) and a diverged run never stop the suite.
+    func testFailuresDoNotStopTheSuite() throws {
+        let text = Self.suite.replacingOccurrences(of: "sharpness = false", with: "sharpness = false\nlr = 0.05")
+            .replacingOccurrences(of: "rho = 0.05", with: "rho = 0.05\n\n[[optimizer]]\nname = \"asam\"\nrho = 1e6")
+        try text.write(to: dir.appendingPathComponent("s.toml"), atomically: true, encoding: .utf8)
+        let plan = try runSeparated(binary, ["run", path("s.toml"), "--dry-run", "--db", path("f.sqlite")])
+        XCTAssertEqual(plan.status, 0, plan.err)
+        let firstKey = String(plan.out.split(separator: "\n").first { $0.contains("sgd seed 0") }!.prefix(20))
+        try FileManager.default.createDirectory(atPath: path("ck-f.sqlite/\(firstKey)"), withIntermediateDirectories: true)
+        try Data("not a checkpoint".utf8).write(to: URL(fileURLWithPath: path("ck-f.sqlite/\(firstKey)/checkpoint.safetensors")))
+        let r = try runSeparated(binary, args("f.sqlite"))
+        XCTAssertEqual(r.status, 1, r.out + r.err)
+        XCTAssertTrue(r.out.contains("FAILED") && r.out.contains("checkpoint.safetensors"), r.out)
+        let s = try statuses("f.sqlite")
+        XCTAssertEqual(s[firstKey], "failed")
+        XCTAssertEqual(s.values.filter { $0 == "diverged" }.count, 2, "\(s)")
+        XCTAssertEqual(s.values.filter { $0 == "done" }.count, 3, "\(s)")
+        let runs = try runSeparated(binary, ["runs", "--db", path("f.sqlite"), "--status", "failed"])
+        XCTAssertTrue(runs.out.contains("error:") && runs.out.contains("not safetensors"), runs.out)
+    }
+
+    func testForeignDatabaseIsRefused() throws {
+        let q = try DatabaseQueue(path: path("other.sqlite"))
+        try q.write { try $0.execute(sql: "CREATE TABLE t (x)") }
+        let r = try runSeparated(binary, args("other.sqlite"))
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.err.contains("not a sambench results database"), r.err)
+        try Data("garbage".utf8).write(to: URL(fileURLWithPath: path("garbage.sqlite")))
+        let g = try runSeparated(binary, ["runs", "--db", path("garbage.sqlite")])
+        XCTAssertEqual(g.status, 2)
+        XCTAssertTrue(g.err.contains("garbage.sqlite"), g.err)
+        let missing = try runSeparated(binary, ["runs", "--db", path("none.sqlite")])
+        XCTAssertEqual(missing.status, 2)
+        XCTAssertTrue(missing.err.contains("no results database"), missing.err)
+    }
+}
