@@ -187,6 +187,18 @@ final class RunnerTests: XCTestCase {
         XCTAssertTrue(try statuses("term.sqlite").values.allSatisfy { $0 == "done" })
     }
 
+    /// Two workers at once store the same numbers as one at a time (one thread each: the
+    /// results do not depend on scheduling).
+    func testJobsDoNotChangeResults() throws {
+        let one = try runSeparated(binary, args("one.sqlite"))
+        XCTAssertEqual(one.status, 0, one.err)
+        let two = try runSeparated(binary, args("two.sqlite", ["--jobs", "2"]))
+        XCTAssertEqual(two.status, 0, two.err)
+        XCTAssertEqual(try epochs("two.sqlite"), try epochs("one.sqlite"))
+        XCTAssertEqual(try statuses("two.sqlite"), try statuses("one.sqlite"))
+        XCTAssertEqual(try integrity("two.sqlite"), "ok")
+    }
+
     /// Shards on "other machines" merge into the whole, without duplicates, idempotently.
     func testShardsMergeIntoTheWhole() throws {
         for k in 1...2 {
