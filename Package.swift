@@ -20,6 +20,8 @@ let package = Package(
         .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
         .systemLibrary(name: "CBLAS", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CCairo", providers: [.apt(["libcairo2-dev"])]),
+        .systemLibrary(name: "CPNG", providers: [.apt(["libpng-dev"])]),
         .target(name: "Engine", dependencies: ["CDNNL", "CBLAS"]),
         .target(name: "Optim", dependencies: ["Engine"]),
         .target(name: "Datasets", dependencies: ["Engine", "CZlib", .product(name: "Crypto", package: "swift-crypto")]),
@@ -29,8 +31,11 @@ let package = Package(
         .target(name: "Store", dependencies: ["Suites", "Training", "Datasets", .product(name: "GRDB", package: "GRDB.swift")]),
         .target(name: "CProcess"),
         .target(name: "Runner", dependencies: ["Store", "Suites", "Training", "Datasets", "CProcess"]),
+        // Report: statistics over seeds from the store; Charts: cairo drawings written by libpng.
+        .target(name: "Report", dependencies: ["Store", "Suites", "Training"]),
+        .target(name: "Charts", dependencies: ["Report", "CCairo", "CPNG", "CZlib"]),
         .executableTarget(name: "sambench", dependencies: [
-            "Training", "Datasets", "Suites", "Store", "Runner",
+            "Training", "Datasets", "Suites", "Store", "Runner", "Report", "Charts",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Test-only: counts malloc calls so a test can prove the training step allocates nothing.
@@ -40,6 +45,7 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Optim", "AllocCounter", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Engine", "Optim", "TestSupport", "AllocCounter"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Engine", "TestSupport"]),
+        .testTarget(name: "ReportTests", dependencies: ["Report", "Charts", "Store", "Suites", "Training", "TestSupport"]),
         .testTarget(name: "SuitesTests", dependencies: ["Suites", "Store", "Runner", "Training", "Datasets", "TestSupport",
                                                         .product(name: "GRDB", package: "GRDB.swift")],
                     exclude: ["Malformed"]),

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Charts
 import Datasets
 import Foundation
 import Runner
@@ -9,7 +10,7 @@ import Training
 /// Errors a user fixes (a bad suite, a locked or foreign database, missing data): printed as
 /// they are, exit status 2.
 func usageFailure<T>(_ body: () throws -> T) throws -> T {
-    do { return try body() } catch let e where e is SuiteError || e is StoreError || e is RunnerError || e is DataError {
+    do { return try body() } catch let e where e is SuiteError || e is StoreError || e is RunnerError || e is DataError || e is ChartError {
         FileHandle.standardError.write(Data("error: \(e)\n".utf8))
         throw ExitCode(2)
     }

@@ -1,0 +1,136 @@
+import Foundation
+
+/// The report as text (fits 100 columns), markdown, CSV or JSON. Text and markdown show
+/// percentages; CSV and JSON carry accuracies as fractions in [0, 1].
+public enum ReportFormat: String, Sendable, CaseIterable {
+    case text, markdown, csv, json
+
+    public func render(_ r: Report) throws -> String {
+        switch self {
+        case .text: return ReportText.text(r)
+        case .markdown: return ReportText.markdown(r)
+        case .csv: return ReportText.csv(r)
+        case .json:
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            return String(decoding: try encoder.encode(r), as: UTF8.self) + "\n"
+        }
+    }
+}
+
+enum ReportText {
+    static func pct(_ v: Double?, _ width: Int = 6, sign: Bool = false) -> String {
+        guard let v else { return String(repeating: " ", count: width - 1) + "-" }
+        return String(format: sign ? "%+\(width).2f" : "%\(width).2f", 100 * v)
+    }
+
+    static func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s : s + String(repeating: " ", count: width - s.count) }
+
+    static func interval(_ mean: Double, _ half: Double?, sign: Bool = false) -> String {
+        guard let half else { return "-" }
+        let f = sign ? "%+.1f" : "%.1f"
+        return "[" + String(format: f, 100 * (mean - half)) + ", " + String(format: f, 100 * (mean + half)) + "]"
+    }
+
+    static func header(_ r: Report) -> [String] {
+        let statuses = r.statuses.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        var lines = ["sambench report: \(r.suites.isEmpty ? "no suite" : "suite " + r.suites.joined(separator: ", ")); \(r.runs) runs (\(statuses.isEmpty ? "none" : statuses))"]
+        if r.runs == 0 {
+            lines.append("The database has no runs yet: `sambench run SUITE` trains and stores them.")
+        } else if !r.complete {
+            lines.append("Partial results: \(r.runs - (r.statuses["done"] ?? 0) - (r.statuses["diverged"] ?? 0)) runs are not finished; the numbers below are over the finished ones.")
+        }
+        lines.append("metric: \(r.metric.title), % (mean over seeds, 95% CI by Student t)")
+        return lines
+    }
+
+    static func settings(_ r: Report) -> [String] {
+        var seen: [String] = []
+        for g in r.groups where !seen.contains(g.setting) { seen.append(g.setting) }
+        return seen
+    }
+
+    static func text(_ r: Report) -> String {
+        var lines = header(r)
+        for setting in settings(r) {
+            lines.append("")
+            lines.append(setting)
+            lines.append("  optimizer             n    mean    std  95% CI          valid.  memorised  flags")
+            for g in r.groups where g.setting == setting {
+                let a = g.accuracy
+                var line = "  " + pad(g.optimizerLabel, 20) + String(format: "%3d  ", a?.n ?? 0) + pct(a?.mean) + " " + pct(a?.std, 6) + "  "
+                line += pad(a.map { interval($0.mean, $0.ci95) } ?? "-", 14) + "  " + pct(g.validation?.mean) + "     " + pct(g.memorised?.mean)
+                if !g.flags.isEmpty { line += "  " + g.flags.joined(separator: "; ") }
+                lines.append(line)
+            }
+            let comparisons = r.comparisons.filter { $0.setting == setting }
+            if !comparisons.isEmpty {
+                lines.append("  minus SGD, paired by seed and noise realisation:")
+                for c in comparisons {
+                    let d = c.difference
+                    var line = "  " + pad(c.optimizerLabel + (c.selected ? " *" : ""), 20) + String(format: "%3d  ", d?.pairs ?? 0)
+                    line += pct(d?.meanDifference, sign: true) + "         " + pad(d.map { interval($0.meanDifference, $0.ci95, sign: true) } ?? "-", 14)
+                    line += "  " + (d?.pValue.map { String(format: "p %.3g", $0) } ?? "p -")
+                    if c.unpaired > 0 { line += "  (\(c.unpaired) unpaired)" }
+                    lines.append(line)
+                }
+            }
+        }
+        if r.comparisons.contains(where: \.selected) {
+            lines.append("")
+            lines.append("* rho chosen on the validation split (the best mean validation accuracy), not on the test set.")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    static func markdown(_ r: Report) -> String {
+        var lines = header(r).map { $0 + "  " }
+        lines.append("")
+        lines.append("| setting | optimizer | n | accuracy (95% CI) | std | validation | memorised | flags |")
+        lines.append("|---|---|--:|---|--:|--:|--:|---|")
+        for g in r.groups {
+            let a = g.accuracy
+            let acc = a.map { plusMinus($0.mean, $0.ci95) } ?? "-"
+            lines.append("| \(g.setting) | \(g.optimizerLabel) | \(a?.n ?? 0) | \(acc) | \(trim(pct(a?.std))) | \(trim(pct(g.validation?.mean))) | \(trim(pct(g.memorised?.mean))) | \(g.flags.joined(separator: "; ")) |")
+        }
+        if !r.comparisons.isEmpty {
+            lines.append("")
+            lines.append("| setting | versus SGD | pairs | difference (95% CI) | p |")
+            lines.append("|---|---|--:|---|--:|")
+            for c in r.comparisons {
+                let d = c.difference
+                let diff = d.map { plusMinus($0.meanDifference, $0.ci95, sign: true) } ?? "-"
+                let name = c.optimizerLabel + (c.selected ? " (rho chosen on validation)" : "")
+                lines.append("| \(c.setting) | \(name) | \(d?.pairs ?? 0) | \(diff) | \(d?.pValue.map { String(format: "%.3g", $0) } ?? "-") |")
+            }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// "72.31 ± 1.20" in percent.
+    static func plusMinus(_ mean: Double, _ half: Double?, sign: Bool = false) -> String {
+        String(format: sign ? "%+.2f" : "%.2f", 100 * mean) + (half.map { String(format: " ± %.2f", 100 * $0) } ?? "")
+    }
+
+    static func trim(_ s: String) -> String { s.trimmingCharacters(in: .whitespaces) }
+
+    static func csv(_ r: Report) -> String {
+        func field(_ s: String) -> String { s.contains(",") || s.contains("\"") ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s }
+        func num(_ v: Double?) -> String { v.map { String($0) } ?? "" }
+        var lines = ["kind,setting,optimizer,rho,selected,n,mean,std,ci95_low,ci95_high,p_value,validation,memorised,flags"]
+        for g in r.groups {
+            let a = g.accuracy
+            lines.append(["group", field(g.setting), field(g.optimizerLabel), num(g.rho), "", String(a?.n ?? 0), num(a?.mean), num(a?.std),
+                          num(a.flatMap { s in s.ci95.map { s.mean - $0 } }), num(a.flatMap { s in s.ci95.map { s.mean + $0 } }), "",
+                          num(g.validation?.mean), num(g.memorised?.mean), field(g.flags.joined(separator: "; "))].joined(separator: ","))
+        }
+        for c in r.comparisons {
+            let d = c.difference
+            lines.append(["sam_minus_sgd", field(c.setting), field(c.optimizerLabel), num(c.rho), c.selected ? "true" : "false", String(d?.pairs ?? 0),
+                          num(d?.meanDifference), "", num(d.flatMap { s in s.ci95.map { s.meanDifference - $0 } }),
+                          num(d.flatMap { s in s.ci95.map { s.meanDifference + $0 } }), num(d?.pValue), "", "",
+                          c.unpaired > 0 ? "\(c.unpaired) unpaired" : ""].joined(separator: ","))
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+import GRDB
+import Suites
+
+/// A run as stored, with what a report needs: its configuration, status, final metrics, noise
+/// realisation and per-epoch curve.
+public struct StoredRun: Sendable {
+    public var key: String
+    public var group: String
+    public var label: String
+    public var status: String
+    public var spec: RunSpec
+    public var identity: String
+    public var epochsDone: Int
+    public var error: String?
+    public var metrics: Metrics?
+    /// SHA-256 of the noisy labels (nil without noise, or before the run started).
+    public var noiseLabels: String?
+    public var realisedRate: Double?
+    /// The last stage's epochs, in order.
+    public var curve: [EpochPoint]
+
+    public init(key: String, group: String, label: String, status: String, spec: RunSpec, identity: String, epochsDone: Int,
+                error: String?, metrics: Metrics?, noiseLabels: String?, realisedRate: Double?, curve: [EpochPoint]) {
+        (self.key, self.group, self.label, self.status, self.spec, self.identity) = (key, group, label, status, spec, identity)
+        (self.epochsDone, self.error, self.metrics, self.noiseLabels, self.realisedRate, self.curve) = (epochsDone, error, metrics, noiseLabels, realisedRate, curve)
+    }
+
+    public struct Metrics: Sendable {
+        public var lastTestAccuracy: Double
+        public var bestTestAccuracy: Double
+        public var valTestAccuracy: Double?
+        public var valAccuracy: Double?
+        public var lastMemorised: Double?
+        public var lastValidationAccuracy: Double?
+
+        public init(lastTestAccuracy: Double, bestTestAccuracy: Double, valTestAccuracy: Double?, valAccuracy: Double?,
+                    lastMemorised: Double?, lastValidationAccuracy: Double?) {
+            (self.lastTestAccuracy, self.bestTestAccuracy, self.valTestAccuracy) = (lastTestAccuracy, bestTestAccuracy, valTestAccuracy)
+            (self.valAccuracy, self.lastMemorised, self.lastValidationAccuracy) = (valAccuracy, lastMemorised, lastValidationAccuracy)
+        }
+    }
+
+    public struct EpochPoint: Sendable, Codable, Equatable {
+        public var epoch: Int
+        public var testAccuracy: Double
+        public var memorised: Double?
+        public var validationAccuracy: Double?
+
+        public init(epoch: Int, testAccuracy: Double, memorised: Double?, validationAccuracy: Double?) {
+            (self.epoch, self.testAccuracy, self.memorised, self.validationAccuracy) = (epoch, testAccuracy, memorised, validationAccuracy)
+        }
+    }
+}
+
+public extension Store {
+    /// The names of the stored suites, oldest first.
+    func suiteNames() throws -> [String] {
+        try db.read { try String.fetchAll($0, sql: "SELECT name FROM suites GROUP BY name ORDER BY min(id)") }
+    }
+
+    /// The runs of the suites called `suite` (every run when nil), in suite order.
+    func storedRuns(suite: String? = nil) throws -> [StoredRun] {
+        try db.read { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT r.*, m.last_test_accuracy, m.best_test_accuracy, m.val_test_accuracy, m.val_accuracy, m.last_memorised,
+                       m.stage AS metric_stage, m.last_epoch, n.labels_sha256, n.realised_rate,
+                       (SELECT min(s.suite_id * 1000000 + s.position) FROM suite_runs s JOIN suites t ON t.id = s.suite_id
+                        WHERE s.run_key = r.key AND (?1 IS NULL OR t.name = ?1)) AS position
+                FROM runs r LEFT JOIN metrics m ON m.run_key = r.key LEFT JOIN noise n ON n.run_key = r.key
+                WHERE position IS NOT NULL
+                ORDER BY position
+                """, arguments: [suite])
+            let decoder = JSONDecoder()
+            return try rows.map { r in
+                let key: String = r["key"]
+                guard let spec = try? decoder.decode(RunSpec.self, from: Data((r["config"] as String).utf8)) else {
+                    throw StoreError("\(path): run \(key) has a configuration this sambench cannot read")
+                }
+                let epochRows = try Row.fetchAll(db, sql: """
+                    SELECT epoch, test_accuracy, corrupted_noisy_accuracy, validation_accuracy FROM epochs
+                    WHERE run_key = ? AND stage = (SELECT stage FROM epochs WHERE run_key = ?1 ORDER BY stage = 'train' LIMIT 1)
+                    ORDER BY epoch
+                    """, arguments: [key])
+                let curve = epochRows.map {
+                    StoredRun.EpochPoint(epoch: $0["epoch"], testAccuracy: $0["test_accuracy"], memorised: $0["corrupted_noisy_accuracy"],
+                                         validationAccuracy: $0["validation_accuracy"])
+                }
+                var metrics: StoredRun.Metrics?
+                if let last = r["last_test_accuracy"] as Double? {
+                    metrics = .init(lastTestAccuracy: last, bestTestAccuracy: r["best_test_accuracy"], valTestAccuracy: r["val_test_accuracy"],
+                                    valAccuracy: r["val_accuracy"], lastMemorised: r["last_memorised"],
+                                    lastValidationAccuracy: curve.last?.validationAccuracy)
+                }
+                return StoredRun(key: key, group: r["group_key"], label: r["label"], status: r["status"], spec: spec,
+                                 identity: r["data_identity"], epochsDone: r["epochs_done"], error: r["error"], metrics: metrics,
+                                 noiseLabels: r["labels_sha256"], realisedRate: r["realised_rate"], curve: curve)
+            }
+        }
+    }
+}
