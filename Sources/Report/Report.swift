@@ -31,6 +31,8 @@ public struct Group: Sendable, Codable, Equatable {
     public var dataset: String
     public var model: String
     public var noise: String
+    /// The noise model: none, symmetric, asymmetric, ...
+    public var noiseKind: String
     public var noiseRate: Double?
     public var optimizer: String
     /// The optimizer with its parameters, e.g. `sam(rho=0.05)`.
@@ -134,7 +136,7 @@ public enum ReportBuilder {
         let finished = runs.filter { $0.status == "done" }
         let n = first.spec.data.noise
         var g = Group(group: first.group, label: withoutSeed.joined(separator: " "), setting: setting, dataset: first.spec.data.dataset,
-                      model: first.spec.config.model, noise: withoutSeed.count > 2 ? withoutSeed[2] : n.kind.rawValue,
+                      model: first.spec.config.model, noise: withoutSeed.count > 2 ? withoutSeed[2] : n.kind.rawValue, noiseKind: n.kind.rawValue,
                       noiseRate: [.none, .human].contains(n.kind) ? nil : n.rate, optimizer: first.spec.optimizerName,
                       optimizerLabel: optimizerLabel, rho: first.spec.rho.map { Double("\(Float($0))")! },
                       runs: runs.count, done: finished.count, diverged: runs.filter { $0.status == "diverged" }.count,

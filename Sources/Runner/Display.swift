@@ -87,7 +87,9 @@ public final class ConsoleDisplay: RunnerDisplay {
         var parts = ["\(summary.done) done"]
         if summary.diverged > 0 { parts.append("\(summary.diverged) diverged") }
         if summary.failed > 0 { parts.append("\(summary.failed) failed") }
-        if summary.interrupted > 0 { parts.append("\(summary.interrupted) interrupted (run the same command again to resume)") }
+        if summary.interrupted > 0 { parts.append("\(summary.interrupted) interrupted") }
+        if summary.notStarted > 0 { parts.append("\(summary.notStarted) not started") }
+        if summary.interrupted + summary.notStarted > 0 { parts.append("run the same command again to go on") }
         if summary.skipped > 0 { parts.append("\(summary.skipped) already finished") }
         write(parts.joined(separator: ", ") + "\n")
     }

@@ -33,6 +33,8 @@ public struct RunSummary: Sendable {
     public var failed = 0
     public var interrupted = 0
     public var skipped = 0
+    /// Left in the queue when the runner was stopped.
+    public var notStarted = 0
     public var stopped = false
 }
 
@@ -247,7 +249,7 @@ public final class Runner {
             }
             display.refresh(progress)
         }
-        summary.interrupted += stopping ? queue.count : 0
+        summary.notStarted = stopping ? queue.count : 0
         display.end(summary)
         return summary
     }

@@ -2,34 +2,15 @@ import Foundation
 import Store
 import Suites
 
-/// `--filter`: comma-separated conditions, all of which a run must meet, e.g.
-/// `optimizer=sam,rho<=0.05,noise_rate>=0.4` or `label~seed 0`. Fields: dataset, model,
-/// optimizer, rho, noise, noise_rate, seed, epochs, batch_size, lr, key, label. Operators:
-/// = != < <= > >= (numbers compare as numbers) and ~ (contains).
+/// `--filter`: comma-separated conditions (see `Conditions`), all of which a run must meet,
+/// e.g. `optimizer=sam,rho<=0.05,noise_rate>=0.4` or `label~seed 0`.
 public struct RunFilter: Sendable {
-    struct Condition: Sendable {
-        var field: String
-        var op: String
-        var value: String
-    }
-    var conditions: [Condition] = []
+    let conditions: Conditions
 
     public static let fields = ["dataset", "model", "optimizer", "rho", "noise", "noise_rate", "seed", "epochs", "batch_size", "lr", "key", "label"]
 
     public init(_ expression: String) throws {
-        for part in expression.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !part.isEmpty {
-            guard let op = ["<=", ">=", "!=", "=", "<", ">", "~"].first(where: { part.contains($0) }),
-                  let r = part.range(of: op) else {
-                throw RunnerError("--filter: '\(part)' is not FIELD OP VALUE (operators = != < <= > >= ~)")
-            }
-            let field = part[..<r.lowerBound].trimmingCharacters(in: .whitespaces)
-            let value = part[r.upperBound...].trimmingCharacters(in: .whitespaces)
-            guard RunFilter.fields.contains(field) else {
-                throw RunnerError("--filter: unknown field '\(field)'; fields: \(RunFilter.fields.joined(separator: ", "))")
-            }
-            conditions.append(Condition(field: field, op: op, value: value))
-        }
-        guard !conditions.isEmpty else { throw RunnerError("--filter: empty expression") }
+        do { conditions = try Conditions(expression, fields: RunFilter.fields) } catch { throw RunnerError("--filter: \(error)") }
     }
 
     static func field(_ name: String, of run: KeyedRun) -> String? {
@@ -50,30 +31,7 @@ public struct RunFilter: Sendable {
         }
     }
 
-    public func matches(_ run: KeyedRun) -> Bool {
-        conditions.allSatisfy { c in
-            guard let v = RunFilter.field(c.field, of: run) else { return c.op == "!=" }
-            if c.op == "~" { return v.contains(c.value) }
-            if let a = Double(v), let b = Double(c.value) {
-                switch c.op {
-                case "=": return Float(a) == Float(b)
-                case "!=": return Float(a) != Float(b)
-                case "<": return a < b
-                case "<=": return a <= b || Float(a) == Float(b)
-                case ">": return a > b
-                default: return a >= b || Float(a) == Float(b)
-                }
-            }
-            switch c.op {
-            case "=": return v == c.value
-            case "!=": return v != c.value
-            case "<": return v < c.value
-            case "<=": return v <= c.value
-            case ">": return v > c.value
-            default: return v >= c.value
-            }
-        }
-    }
+    public func matches(_ run: KeyedRun) -> Bool { conditions.matches { RunFilter.field($0, of: run) } }
 }
 
 /// `--shard K/N`: the runs whose position among the sorted keys is K-1 modulo N. Keys, not grid

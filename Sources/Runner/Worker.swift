@@ -47,7 +47,8 @@ public enum Worker {
         do {
             let dir = (job.checkpoint as NSString).deletingLastPathComponent
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            let data = try DataPreparation.prepare(job.spec.data, dataDir: job.dataDir)
+            var data = try DataPreparation.prepare(job.spec.data, dataDir: job.dataDir)
+            plantFault(&data)
             let trainer = try Trainer(config: job.spec.config, data: data)
             var resumed: [WorkerMessage.ResumedEpoch] = []
             if FileManager.default.fileExists(atPath: job.checkpoint) {
@@ -68,6 +69,15 @@ public enum Worker {
             send(.failed("\(error)"))
             return 1
         }
+    }
+
+    /// Fault injection for the regression gate's own tests (docs/CI.md): with
+    /// SAMBENCH_FAULT=noise-to-one-class, every corrupted training label becomes class 0, as a
+    /// broken noise model would make it. The run's key and stored noise realisation are
+    /// unchanged, as they would be for a real bug.
+    static func plantFault(_ data: inout PreparedData) {
+        guard ProcessInfo.processInfo.environment["SAMBENCH_FAULT"] == "noise-to-one-class" else { return }
+        for i in data.trainLabels.indices where data.trainLabels[i] != data.cleanTrainLabels[i] { data.trainLabels[i] = 0 }
     }
 
     static func send(_ message: WorkerMessage) {

@@ -140,7 +140,7 @@ enum Settings {
     static let noiseKeys = ["kind", "rate", "rates", "selection", "seed", "std", "labels"]
     /// Keys of an `[[optimizer]]` entry.
     static let optimizerKeys = ["name", "rho", "eta", "gradient", "bn_policy", "micro_batch", "look_interval", "look_alpha"]
-    static let topLevelKeys = ["name", "description", "task", "defaults", "grid", "noise", "optimizer", "finetune"]
+    static let topLevelKeys = ["name", "description", "task", "defaults", "grid", "noise", "optimizer", "expect", "finetune"]
 }
 
 /// The closest candidate within a small edit distance, for "did you mean" hints.
@@ -158,8 +158,10 @@ func suggestion(for word: String, among candidates: [String]) -> String? {
         }
         return row[b.count]
     }
-    let w = Array(word.lowercased().replacingOccurrences(of: "-", with: "_"))
-    let scored = candidates.map { ($0, distance(w, Array($0))) }.sorted { $0.1 < $1.1 }
+    // `weight-decay` and `weight_decay` are the same word here.
+    func normal(_ s: String) -> [Character] { Array(s.lowercased().replacingOccurrences(of: "-", with: "_")) }
+    let w = normal(word)
+    let scored = candidates.map { ($0, distance(w, normal($0))) }.sorted { $0.1 < $1.1 }
     guard let best = scored.first, best.1 <= max(2, w.count / 3) else { return nil }
     return best.0
 }

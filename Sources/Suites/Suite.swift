@@ -48,6 +48,8 @@ public struct Suite: Sendable {
     public var file: String
     public var text: String
     public var runs: [RunSpec]
+    /// What the suite asserts about its results (`[[expect]]`); not part of any run.
+    public var expectations: [Expectation] = []
 
     /// Reads and expands a suite file. Every error names the file, the line and the key.
     public static func load(_ path: String) throws -> Suite {
@@ -213,7 +215,8 @@ private struct SuiteParser {
             }
         }
         try expand(0, base, [])
-        return Suite(name: name, description: description, file: file, text: text, runs: runs)
+        let expectations = try entries(root, "expect").map(expectation)
+        return Suite(name: name, description: description, file: file, text: text, runs: runs, expectations: expectations)
     }
 
     /// What the engine would refuse, found now and located.
@@ -378,6 +381,39 @@ private struct SuiteParser {
         if let m = try list("micro_batch", { try integer($0, path: "\(p).micro_batch", min: 1) }) { e.microBatches = m }
         if let k = try list("look_interval", { try integer($0, path: "\(p).look_interval", min: 1) }) { e.lookIntervals = k }
         if let v = t["look_alpha"] { e.lookAlpha = try number(v, path: "\(p).look_alpha") }
+        return e
+    }
+
+    private func expectation(_ entry: (TOMLTable, String)) throws -> Expectation {
+        let (t, p) = entry
+        try rejectUnknown(t, allowed: Expectation.keys, path: p)
+        let kinds = Expectation.Kind.allCases.map(\.rawValue)
+        guard let what = try string(t, "what", path: "\(p).what") else { throw fail(p, "an expectation needs `what` (\(kinds.joined(separator: ", ")))") }
+        guard let kind = Expectation.Kind(rawValue: what) else {
+            throw fail("\(p).what", "unknown expectation \"\(what)\"" + (suggestion(for: what, among: kinds).map { "; did you mean \"\($0)\"?" } ?? " (\(kinds.joined(separator: ", ")))"))
+        }
+        var e = Expectation(kind: kind, min: nil, filter: nil, metric: "last", optimizer: "sam", rho: nil, line: locator.line(p) ?? 1)
+        if let v = t["min"] {
+            guard kind == .accuracy || kind == .samGain else { throw fail("\(p).min", "`min` is for accuracy and sam-gain") }
+            e.min = try number(v, path: "\(p).min") { kind == .accuracy && !(0...100).contains($0) ? "an accuracy in percent, in [0, 100]" : nil }
+        } else if kind == .accuracy || kind == .samGain {
+            throw fail(p, "\(what) needs `min` (in percentage points)")
+        }
+        if let w = try string(t, "where", path: "\(p).where") {
+            do { e.filter = try Conditions(w, fields: Expectation.fields) } catch { throw fail("\(p).where", "\(error)") }
+        }
+        if let m = try string(t, "metric", path: "\(p).metric") {
+            guard ["last", "best", "val"].contains(m) else { throw fail("\(p).metric", "expected \"last\", \"best\" or \"val\", got \"\(m)\"") }
+            e.metric = m
+        }
+        if let o = try string(t, "optimizer", path: "\(p).optimizer") {
+            guard kind == .samGain, ["sam", "asam"].contains(o) else { throw fail("\(p).optimizer", "for sam-gain only: \"sam\" or \"asam\"") }
+            e.optimizer = o
+        }
+        if let r = t["rho"] {
+            guard kind == .samGain else { throw fail("\(p).rho", "`rho` is for sam-gain only") }
+            e.rho = try number(r, path: "\(p).rho") { $0 > 0 ? nil : "must be > 0" }
+        }
         return e
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Charts
 import Datasets
+import Report
 import Foundation
 import Runner
 import Store
@@ -10,7 +11,7 @@ import Training
 /// Errors a user fixes (a bad suite, a locked or foreign database, missing data): printed as
 /// they are, exit status 2.
 func usageFailure<T>(_ body: () throws -> T) throws -> T {
-    do { return try body() } catch let e where e is SuiteError || e is StoreError || e is RunnerError || e is DataError || e is ChartError {
+    do { return try body() } catch let e where e is SuiteError || e is StoreError || e is RunnerError || e is DataError || e is ChartError || e is CheckError {
         FileHandle.standardError.write(Data("error: \(e)\n".utf8))
         throw ExitCode(2)
     }
@@ -126,7 +127,7 @@ struct RunCommand: ParsableCommand {
             }
         }
         let finished = runs.filter { ["done", "diverged"].contains(statuses[$0.key] ?? "") }.count
-        emit("\(finished) finished, \(runs.count - finished) to run: about \(Int(units / 1e6 * 10) / 10 == 0 ? "<0.1" : String(format: "%.1f", units / 1e6)) million " +
+        emit("\(finished) finished, \(runs.count - finished) to run: about \(units < 1e5 ? "<0.1" : String(format: "%.1f", units / 1e6)) million " +
              "training images (a SAM step counts twice)")
     }
 

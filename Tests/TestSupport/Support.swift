@@ -69,10 +69,12 @@ public func sambenchExecutable() throws -> URL {
 }
 
 /// Runs a command to completion with separate stdout and stderr.
-public func runSeparated(_ executable: URL, _ arguments: [String], currentDirectory: URL? = nil) throws -> (status: Int32, out: String, err: String) {
+public func runSeparated(_ executable: URL, _ arguments: [String], currentDirectory: URL? = nil,
+                         environment: [String: String] = [:]) throws -> (status: Int32, out: String, err: String) {
     let p = Process()
     p.executableURL = executable
     p.arguments = arguments
+    if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
     if let currentDirectory { p.currentDirectoryURL = currentDirectory }
     let out = Pipe(), err = Pipe()
     p.standardOutput = out

@@ -1,0 +1,235 @@
+import Foundation
+import Suites
+
+/// How large a drop counts as a regression: more than max(floor, k x the standard error of the
+/// difference of the two means).
+public struct Tolerance: Sendable, Equatable, Codable {
+    /// In accuracy (0..1): 0.01 is one point.
+    public var floor = 0.01
+    public var k = 3.0
+
+    public init() {}
+
+    /// `floor=0.5,k=2.5` (floor in percentage points); either part may be left out.
+    public init(_ spec: String) throws {
+        for part in spec.split(separator: ",") {
+            let kv = part.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard kv.count == 2, let v = Double(kv[1]), v.isFinite, v >= 0 else {
+                throw CheckError("--tolerance: '\(part)' is not floor=POINTS or k=NUMBER")
+            }
+            switch kv[0] {
+            case "floor": floor = v / 100
+            case "k": k = v
+            default: throw CheckError("--tolerance: unknown part '\(kv[0])' (floor, k)")
+            }
+        }
+    }
+
+    public var summary: String { String(format: "a drop counts when larger than max(%.2f points, %.3g x the standard error of the difference)", 100 * floor, k) }
+}
+
+public struct CheckError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// One group of the baseline or the current results, compared.
+public struct GroupVerdict: Sendable, Codable, Equatable {
+    public enum Verdict: String, Sendable, Codable { case ok, regression, missing, new }
+    public var label: String
+    public var baseline: Summary?
+    public var current: Summary?
+    /// current - baseline (accuracy).
+    public var change: Double?
+    /// The drop allowed: max(floor, k x SE).
+    public var allowed: Double?
+    public var verdict: Verdict
+    /// The configuration changed: the group's key differs from the baseline's.
+    public var keyChanged: Bool
+    /// Diverged or failed runs the current results have beyond the baseline's.
+    public var newFailures: Int
+}
+
+public struct ExpectationVerdict: Sendable, Codable, Equatable {
+    public var expectation: Expectation
+    public var passed: Bool
+    /// What was measured, one line per group or setting it concerns.
+    public var details: [String]
+}
+
+public struct CheckOutcome: Sendable, Codable, Equatable {
+    public var tolerance: Tolerance
+    public var groups: [GroupVerdict]
+    public var expectations: [ExpectationVerdict]
+
+    public init(tolerance: Tolerance, groups: [GroupVerdict], expectations: [ExpectationVerdict]) {
+        self.tolerance = tolerance
+        self.groups = groups
+        self.expectations = expectations
+    }
+
+    public var regressions: [GroupVerdict] { groups.filter { $0.verdict == .regression } }
+    public var missing: [GroupVerdict] { groups.filter { $0.verdict == .missing } }
+    public var passed: Bool { regressions.isEmpty && missing.isEmpty && expectations.allSatisfy(\.passed) }
+}
+
+public enum Checker {
+    /// Compares the current report with a baseline report, group by group (matched by label).
+    /// The standard error of a group's difference uses the seed variance measured: each side's
+    /// standard deviation, but never less than the pooled within-group standard deviation of
+    /// both reports (few seeds estimate a spread poorly).
+    public static func compare(current: Report, baseline: Report, tolerance: Tolerance) -> [GroupVerdict] {
+        var pooledNumerator = 0.0, pooledDF = 0.0
+        for g in baseline.groups + current.groups {
+            if let s = g.accuracy, let sd = s.std { pooledNumerator += Double(s.n - 1) * sd * sd; pooledDF += Double(s.n - 1) }
+        }
+        let pooled = pooledDF > 0 ? (pooledNumerator / pooledDF).squareRoot() : 0
+        var out: [GroupVerdict] = []
+        for b in baseline.groups {
+            guard let c = current.groups.first(where: { $0.label == b.label }), let ca = c.accuracy else {
+                out.append(GroupVerdict(label: b.label, baseline: b.accuracy, current: nil, change: nil, allowed: nil, verdict: .missing,
+                                        keyChanged: false, newFailures: 0))
+                continue
+            }
+            let failures = max(0, (c.diverged + c.failed) - (b.diverged + b.failed))
+            guard let ba = b.accuracy else {
+                out.append(GroupVerdict(label: b.label, baseline: nil, current: ca, change: nil, allowed: nil,
+                                        verdict: failures > 0 ? .regression : .ok, keyChanged: b.group != c.group, newFailures: failures))
+                continue
+            }
+            let sb = max(ba.std ?? pooled, pooled), sc = max(ca.std ?? pooled, pooled)
+            let se = (sb * sb / Double(ba.n) + sc * sc / Double(ca.n)).squareRoot()
+            let allowed = max(tolerance.floor, tolerance.k * se)
+            let change = ca.mean - ba.mean
+            out.append(GroupVerdict(label: b.label, baseline: ba, current: ca, change: change, allowed: allowed,
+                                    verdict: change < -allowed || failures > 0 ? .regression : .ok, keyChanged: b.group != c.group,
+                                    newFailures: failures))
+        }
+        for c in current.groups where !baseline.groups.contains(where: { $0.label == c.label }) {
+            out.append(GroupVerdict(label: c.label, baseline: nil, current: c.accuracy, change: nil, allowed: nil, verdict: .new,
+                                    keyChanged: false, newFailures: 0))
+        }
+        return out
+    }
+
+    static func fields(_ g: Group) -> (String) -> String? {
+        { name in
+            switch name {
+            case "dataset": return g.dataset
+            case "model": return g.model
+            case "optimizer": return g.optimizer
+            case "rho": return g.rho.map { "\(Float($0))" }
+            case "noise": return g.noiseKind
+            case "noise_rate": return g.noiseRate.map { "\($0)" }
+            default: return g.label
+            }
+        }
+    }
+
+    /// Evaluates a suite's expectations on reports of its results (one per metric asked for).
+    public static func evaluate(_ expectations: [Expectation], reports: (Metric) -> Report) -> [ExpectationVerdict] {
+        expectations.map { e in
+            let report = reports(Metric(rawValue: e.metric) ?? .last)
+            let groups = report.groups.filter { g in e.filter?.matches(fields(g)) ?? true }
+            var details: [String] = []
+            var passed = true
+            switch e.kind {
+            case .accuracy:
+                let min = (e.min ?? 0) / 100
+                for g in groups {
+                    guard let a = g.accuracy else { details.append("\(g.label): no finished run"); passed = false; continue }
+                    let ok = a.mean >= min
+                    passed = passed && ok
+                    details.append(String(format: "%@: %.2f%@", g.label, 100 * a.mean, ok ? "" : " (below)"))
+                }
+            case .samGain:
+                let min = (e.min ?? 0) / 100
+                let settings = Set(groups.map(\.setting))
+                var comparisons = report.comparisons.filter { c in
+                    settings.contains(c.setting) && groups.contains { $0.group == c.samGroup && $0.optimizer == e.optimizer }
+                }
+                if let rho = e.rho {
+                    comparisons = comparisons.filter { $0.rho.map { Float($0) } == Float(rho) }
+                } else {
+                    // The rho chosen on validation where there is a choice; the only one otherwise.
+                    comparisons = comparisons.filter { c in c.selected || comparisons.filter { $0.setting == c.setting }.count == 1 }
+                }
+                for c in comparisons {
+                    guard let d = c.difference else { details.append("\(c.setting) \(c.optimizerLabel): no pair finished"); passed = false; continue }
+                    let ok = d.meanDifference >= min
+                    passed = passed && ok
+                    details.append(String(format: "%@ %@: %+.2f points over %d seeds%@", c.setting, c.optimizerLabel, 100 * d.meanDifference,
+                                          d.pairs, ok ? "" : " (below)"))
+                }
+                if comparisons.isEmpty { details.append("no setting has both SGD and \(e.optimizer) results"); passed = false }
+            case .noDivergence:
+                for g in groups where g.diverged + g.failed > 0 {
+                    passed = false
+                    details.append("\(g.label): \(g.diverged) diverged, \(g.failed) failed")
+                }
+            case .allDone:
+                for g in groups where g.done + g.diverged < g.runs {
+                    passed = false
+                    details.append("\(g.label): \(g.runs - g.done - g.diverged) of \(g.runs) runs not finished")
+                }
+            }
+            if groups.isEmpty { details.append("no group matches"); passed = false }
+            return ExpectationVerdict(expectation: e, passed: passed, details: details)
+        }
+    }
+}
+
+public extension CheckOutcome {
+    /// A table of what moved and by how much (fits 100 columns), then the verdict.
+    func text(baseline: String?, suite: String?) -> String {
+        func pct(_ s: Summary?) -> String { s.map { String(format: "%6.2f (n=%d)", 100 * $0.mean, $0.n) } ?? "           -" }
+        func cut(_ s: String, _ w: Int) -> String { s.count <= w ? s + String(repeating: " ", count: w - s.count) : String(s.prefix(w - 1)) + "~" }
+        var lines: [String] = []
+        if let baseline {
+            lines.append("baseline \(baseline): \(tolerance.summary)")
+            lines.append(cut("group", 46) + "     baseline       current   change  allowed  verdict")
+            for g in groups where g.verdict == .ok || g.verdict == .regression {
+                var line = cut(g.label, 46) + " " + pct(g.baseline) + " " + pct(g.current) + " "
+                line += g.change.map { String(format: "%+7.2f", 100 * $0) } ?? "      -"
+                line += g.allowed.map { String(format: "  %6.2f", -100 * $0) } ?? "       -"
+                line += "  " + (g.verdict == .regression ? "REGRESSION" : "ok")
+                if g.newFailures > 0 { line += " (\(g.newFailures) more diverged/failed)" }
+                lines.append(line)
+            }
+            let missing = groups.filter { $0.verdict == .missing }, new = groups.filter { $0.verdict == .new }
+            let changed = groups.filter(\.keyChanged)
+            if !missing.isEmpty {
+                lines.append("")
+                lines.append("MISSING from the current results (in the baseline): \(missing.count)")
+                for g in missing { lines.append("  " + g.label) }
+            }
+            if !new.isEmpty {
+                lines.append("")
+                lines.append("new (not in the baseline; not compared): \(new.count)")
+                for g in new { lines.append("  " + g.label) }
+            }
+            if !changed.isEmpty {
+                lines.append("")
+                lines.append("configuration changed (the run keys differ from the baseline's; compared by label): \(changed.count)")
+                for g in changed { lines.append("  " + g.label) }
+                lines.append("  if the change is intended, write a new baseline: sambench report --format json > BASELINE")
+            }
+        }
+        if !expectations.isEmpty {
+            if !lines.isEmpty { lines.append("") }
+            lines.append("expectations\(suite.map { " of " + $0 } ?? ""):")
+            for e in expectations {
+                lines.append("  line \(e.expectation.line): \(e.expectation.summary): \(e.passed ? "ok" : "FAILED")")
+                for d in e.details { lines.append("    " + d) }
+            }
+        }
+        lines.append("")
+        var problems: [String] = []
+        if !regressions.isEmpty { problems.append("\(regressions.count) regressions") }
+        if !missing.isEmpty { problems.append("\(missing.count) groups missing") }
+        let failed = expectations.filter { !$0.passed }.count
+        if failed > 0 { problems.append("\(failed) expectations failed") }
+        lines.append(passed ? "PASS" : "FAIL: " + problems.joined(separator: ", "))
+        return lines.joined(separator: "\n") + "\n"
+    }
+}

@@ -1,0 +1,46 @@
+import Foundation
+
+/// An assertion a suite makes about its own results (`[[expect]]`), checked by
+/// `sambench check --suite FILE`. Percentages are in points.
+public struct Expectation: Sendable, Codable, Equatable {
+    public enum Kind: String, Sendable, Codable, CaseIterable {
+        /// Every matching group's mean test accuracy is at least `min`.
+        case accuracy
+        /// In every matching setting, SAM (the rho chosen on validation, or `rho`) minus SGD,
+        /// paired by seed, is on average at least `min`.
+        case samGain = "sam-gain"
+        /// No matching run diverged or failed.
+        case noDivergence = "no-divergence"
+        /// Every matching run finished.
+        case allDone = "all-done"
+    }
+
+    public var kind: Kind
+    public var min: Double?
+    public var filter: Conditions?
+    /// last, best or val.
+    public var metric: String
+    /// For sam-gain: sam or asam.
+    public var optimizer: String
+    /// For sam-gain: this rho instead of the one chosen on validation.
+    public var rho: Double?
+    /// Where the suite says it.
+    public var line: Int
+
+    /// The fields `where` may name.
+    public static let fields = ["dataset", "model", "optimizer", "rho", "noise", "noise_rate", "label"]
+    public static let keys = ["what", "min", "where", "metric", "optimizer", "rho"]
+
+    public var summary: String {
+        var s: String
+        switch kind {
+        case .accuracy: s = "accuracy >= \(min.map { "\($0)" } ?? "?")"
+        case .samGain: s = "\(optimizer)\(rho.map { "(rho=\(Float($0)))" } ?? "") - sgd >= \(min.map { "\($0)" } ?? "?") points"
+        case .noDivergence: s = "no run diverged or failed"
+        case .allDone: s = "every run finished"
+        }
+        if let filter { s += " where \(filter.text)" }
+        if kind == .accuracy || kind == .samGain, metric != "last" { s += " (metric \(metric))" }
+        return s
+    }
+}
