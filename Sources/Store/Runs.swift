@@ -170,16 +170,15 @@ public extension Store {
         }
     }
 
-    /// Runs with their status and results, optionally of one status, in suite order.
-    func runs(status: String? = nil) throws -> [RunRow] {
+    /// Runs with their status and results, in suite order.
+    func runs() throws -> [RunRow] {
         try db.read { db in
             let rows = try Row.fetchAll(db, sql: """
                 SELECT r.key, r.label, r.status, r.epochs, r.epochs_done, r.attempts, r.train_seconds, r.error,
                        m.last_test_accuracy, m.best_test_accuracy, m.val_test_accuracy, m.last_memorised
                 FROM runs r LEFT JOIN metrics m ON m.run_key = r.key
-                WHERE ?1 IS NULL OR r.status = ?1
                 ORDER BY (SELECT min(suite_id * 1000000 + position) FROM suite_runs s WHERE s.run_key = r.key), r.created_at, r.key
-                """, arguments: [status])
+                """)
             return rows.map { r in
                 RunRow(key: r["key"], label: r["label"], status: r["status"], epochs: r["epochs"], epochsDone: r["epochs_done"],
                        attempts: r["attempts"], lastTestAccuracy: r["last_test_accuracy"], bestTestAccuracy: r["best_test_accuracy"],
