@@ -96,13 +96,8 @@ public enum Charts {
     /// The setting without its noise rate: "cifar10 resnet20 symmetric" (extra axes kept).
     static func family(_ g: Group) -> String {
         var t = g.setting.split(separator: " ").map(String.init)
-        if t.count > 2 { t[2] = noiseKind(t[2]) }
+        if t.count > 2, g.noiseRate != nil { t[2] = g.noiseKind }
         return t.joined(separator: " ")
-    }
-
-    static func noiseKind(_ token: String) -> String {
-        if let dash = token.lastIndex(of: "-"), Double(token[token.index(after: dash)...]) != nil { return String(token[..<dash]) }
-        return token
     }
 
     static func isClean(_ g: Group) -> Bool { g.noise == "clean" }
