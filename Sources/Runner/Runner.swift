@@ -90,8 +90,8 @@ public final class Runner {
         self.display = display
     }
 
-    /// Relative cost of an epoch: a SAM step is two passes.
-    static func cost(_ run: KeyedRun) -> Double {
+    /// Relative cost of an epoch: a SAM step is two passes (LookSAM's one in k).
+    public static func cost(_ run: KeyedRun) -> Double {
         guard let sam = run.spec.config.optimizer.sam else { return 1 }
         return 1 + 1 / Double(sam.lookInterval)
     }

@@ -123,12 +123,12 @@ struct RunCommand: ParsableCommand {
             emit("\(r.key)  \(pad(statuses[r.key] ?? "new", 11)) \(r.spec.label)")
             if !["done", "diverged"].contains(statuses[r.key] ?? "") {
                 units += Double(r.spec.config.epochs * (r.spec.data.trainSubset ?? (r.spec.data.dataset == "synthetic" ? r.spec.data.syntheticTrain : 50_000)))
-                    * (r.spec.config.optimizer.sam == nil ? 1 : 2)
+                    * Runner.cost(r)
             }
         }
         let finished = runs.filter { ["done", "diverged"].contains(statuses[$0.key] ?? "") }.count
         emit("\(finished) finished, \(runs.count - finished) to run: about \(units < 1e5 ? "<0.1" : String(format: "%.1f", units / 1e6)) million " +
-             "training images (a SAM step counts twice)")
+             "training images (a SAM step counts as its two passes)")
     }
 
     /// This executable, for the workers.
