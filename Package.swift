@@ -32,8 +32,8 @@ let package = Package(
         .target(name: "CProcess"),
         .target(name: "Runner", dependencies: ["Store", "Suites", "Training", "Datasets", "CProcess"]),
         // Report: statistics over seeds from the store; Charts: cairo drawings written by libpng.
-        .target(name: "Report", dependencies: ["Store", "Suites", "Training"]),
-        .target(name: "Charts", dependencies: ["Report", "CCairo", "CPNG", "CZlib"]),
+        .target(name: "Report", dependencies: ["Store", "Suites", "Training", "Datasets"]),
+        .target(name: "Charts", dependencies: ["Report", "Suites", "Training", "Datasets", "CCairo", "CPNG", "CZlib"]),
         .executableTarget(name: "sambench", dependencies: [
             "Training", "Datasets", "Suites", "Store", "Runner", "Report", "Charts",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -45,7 +45,8 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Optim", "AllocCounter", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Engine", "Optim", "TestSupport", "AllocCounter"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Engine", "TestSupport"]),
-        .testTarget(name: "ReportTests", dependencies: ["Report", "Charts", "Store", "Suites", "Training", "TestSupport"]),
+        .testTarget(name: "ReportTests", dependencies: ["Report", "Charts", "Store", "Suites", "Training", "TestSupport",
+                                                        .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "SuitesTests", dependencies: ["Suites", "Store", "Runner", "Training", "Datasets", "TestSupport",
                                                         .product(name: "GRDB", package: "GRDB.swift")],
                     exclude: ["Malformed"]),

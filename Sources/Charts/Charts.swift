@@ -1,5 +1,7 @@
 import Foundation
 import Report
+import Suites
+import Training
 
 /// A published number to draw beside the measured ones (e.g. a paper's table), from
 /// `--reference FILE` (CSV: label,noise_rate,accuracy with accuracy in percent).
@@ -46,27 +48,38 @@ public struct ChartOptions: Sendable {
 public enum Charts {
     static let size = (w: 1600.0, h: 1000.0)
 
-    /// Draws every chart the report has data for; returns the files written.
+    /// Draws every chart the report has data for; returns the files written. Groups are put
+    /// together by their keys: a chart of accuracy against noise per family (the setting but for
+    /// its noise rate; a clean group joins the families of its base setting at rate 0), curves
+    /// per setting. File names come from the (unique) labels, made unique again if two slugs meet.
     public static func render(_ report: Report, options: ChartOptions) throws -> [String] {
         try FileManager.default.createDirectory(atPath: options.directory, withIntermediateDirectories: true)
         let finished = report.groups.filter { $0.accuracy != nil }
         var written: [String] = []
+        var names = Set<String>()
+        func name(_ prefix: String, _ label: String, _ key: String) -> String {
+            var n = "\(prefix)_\(slug(label))"
+            if !names.insert(n).inserted { n += "_\(key.prefix(8))"; names.insert(n) }
+            return n
+        }
         var families: [String] = []
-        for g in finished where !families.contains(family(g)) { families.append(family(g)) }
+        for g in finished where g.noiseRate != nil && !families.contains(familyKey(g)) { families.append(familyKey(g)) }
         for f in families {
-            let groups = finished.filter { family($0) == f || (isClean($0) && sameBase($0, f)) }
-            guard groups.contains(where: { $0.noiseRate != nil }) else { continue }
-            written += try draw("accuracy-vs-noise_\(slug(f))", report, options) { try accuracyVsNoise($0, groups, report, f, options) }
-            if groups.contains(where: { $0.optimizer != "sgd" }) {
-                written += try draw("rho-heatmap_\(slug(f))", report, options) { try heatmap($0, groups, f) }
+            let members = finished.filter { $0.noiseRate != nil && familyKey($0) == f }
+            let base = members[0].baseKey
+            let groups = members + finished.filter { $0.noiseKind == .none && base != nil && $0.baseKey == base }
+            let label = members[0].family ?? members[0].setting
+            written += try draw(name("accuracy-vs-noise", label, f), report, options) { try accuracyVsNoise($0, groups, report, label, options) }
+            if groups.contains(where: { $0.optimizer != .sgd }) {
+                written += try draw(name("rho-heatmap", label, f), report, options) { try heatmap($0, groups, label) }
             }
         }
         var settings: [String] = []
-        for g in finished where !settings.contains(g.setting) { settings.append(g.setting) }
+        for g in finished where !settings.contains(g.settingIdentity) { settings.append(g.settingIdentity) }
         for s in settings {
-            let groups = finished.filter { $0.setting == s && !$0.curve.isEmpty }
-            guard !groups.isEmpty else { continue }
-            written += try draw("curves_\(slug(s))", report, options) { try curves($0, groups, s) }
+            let groups = finished.filter { $0.settingIdentity == s && !$0.curve.isEmpty }
+            guard let label = groups.first?.setting else { continue }
+            written += try draw(name("curves", label, s), report, options) { try curves($0, groups, label) }
         }
         return written
     }
@@ -93,23 +106,10 @@ public enum Charts {
 
     // MARK: grouping
 
-    /// The setting without its noise rate: "cifar10 resnet20 symmetric" (extra axes kept).
-    static func family(_ g: Group) -> String {
-        var t = g.setting.split(separator: " ").map(String.init)
-        if t.count > 2, g.noiseRate != nil { t[2] = g.noiseKind }
-        return t.joined(separator: " ")
-    }
+    /// The family's identity: its key, or (reports made before family keys) its label.
+    static func familyKey(_ g: Group) -> String { g.familyKey ?? g.family ?? g.setting }
 
-    static func isClean(_ g: Group) -> Bool { g.noise == "clean" }
-
-    /// A clean group joins a noisy family of the same dataset, model and extra axes (at rate 0).
-    static func sameBase(_ g: Group, _ family: String) -> Bool {
-        var a = g.setting.split(separator: " ").map(String.init), b = family.split(separator: " ").map(String.init)
-        guard a.count == b.count, a.count > 2 else { return false }
-        a.remove(at: 2)
-        b.remove(at: 2)
-        return a == b
-    }
+    static func isClean(_ g: Group) -> Bool { g.noiseKind == .none }
 
     static func slug(_ s: String) -> String {
         let mapped = s.lowercased().map { $0.isLetter || $0.isNumber || $0 == "." ? $0 : "-" }
@@ -118,7 +118,14 @@ public enum Charts {
 
     static func rate(_ g: Group) -> Double { isClean(g) ? 0 : g.noiseRate ?? 0 }
 
-    static func optimizerTitle(_ name: String) -> String { name == "sgd" ? "SGD" : name.uppercased() }
+    /// `SGD`, `SAM ρ=0.05`, `ASAM ρ=0.5 m=32`, `SAM ρ=0.05 k=5`.
+    static func optimizerTitle(_ g: Group) -> String {
+        var parts = [g.optimizer.title]
+        if let rho = g.rho { parts.append("ρ=\(Float(rho))") }
+        if let m = g.axes?["micro_batch"] { parts.append("m=\(m)") }
+        if let k = g.axes?["look_interval"], k != "1" { parts.append("k=\(k)") }
+        return parts.joined(separator: " ")
+    }
 
     // MARK: plotting helpers
 
@@ -188,24 +195,24 @@ public enum Charts {
     static func accuracyVsNoise(_ c: Canvas, _ groups: [Group], _ report: Report, _ family: String, _ options: ChartOptions) throws -> String {
         struct Series { var name: String; var colour: Colour; var points: [(rate: Double, mean: Double, ci: Double?, note: String?)] }
         var series: [Series] = []
-        let sgd = groups.filter { $0.optimizer == "sgd" }.sorted { rate($0) < rate($1) }
+        let sgd = groups.filter { $0.optimizer == .sgd }.sorted { rate($0) < rate($1) }
         if !sgd.isEmpty {
             series.append(Series(name: "SGD", colour: Colour.series[0], points: sgd.map { (rate($0), $0.accuracy!.mean, $0.accuracy!.ci95, nil) }))
         }
-        for optimizer in ["sam", "asam"] {
+        for optimizer in OptimizerFamily.sharpnessAware {
             let mine = groups.filter { $0.optimizer == optimizer }
             guard !mine.isEmpty else { continue }
-            let rhos = Set(mine.compactMap(\.rho)).sorted()
-            let settings = Set(mine.map(\.setting))
-            let selected = report.comparisons.filter { c in c.selected && settings.contains(c.setting) && mine.contains { $0.group == c.samGroup } }
-            if rhos.count > 1 && selected.count == settings.count {
+            let configurations = Set(mine.map(optimizerTitle))
+            let settings = Set(mine.map(\.settingIdentity))
+            let selected = report.comparisons.filter { c in c.selected && settings.contains(c.settingKey ?? c.setting) && mine.contains { $0.group == c.samGroup } }
+            if configurations.count > 1 && selected.count == settings.count {
                 let points = selected.compactMap { s in mine.first { $0.group == s.samGroup } }.sorted { rate($0) < rate($1) }
-                series.append(Series(name: "\(optimizerTitle(optimizer)), ρ chosen on validation", colour: Colour.series[series.count % Colour.series.count],
+                series.append(Series(name: "\(optimizer.title), ρ chosen on validation", colour: Colour.series[series.count % Colour.series.count],
                                      points: points.map { (rate($0), $0.accuracy!.mean, $0.accuracy!.ci95, "ρ=\($0.rho.map { "\(Float($0))" } ?? "")") }))
             } else {
-                for rho in rhos {
-                    let points = mine.filter { $0.rho == rho }.sorted { rate($0) < rate($1) }
-                    series.append(Series(name: "\(optimizerTitle(optimizer)) ρ=\(Float(rho))", colour: Colour.series[series.count % Colour.series.count],
+                for configuration in configurations.sorted() {
+                    let points = mine.filter { optimizerTitle($0) == configuration }.sorted { rate($0) < rate($1) }
+                    series.append(Series(name: configuration, colour: Colour.series[series.count % Colour.series.count],
                                          points: points.map { (rate($0), $0.accuracy!.mean, $0.accuracy!.ci95, nil) }))
                 }
             }
@@ -256,11 +263,15 @@ public enum Charts {
     static func heatmap(_ c: Canvas, _ groups: [Group], _ family: String) throws -> String {
         let rates = Set(groups.map(rate)).sorted()
         var columns: [(String, (Group) -> Bool)] = []
-        if groups.contains(where: { $0.optimizer == "sgd" }) { columns.append(("SGD", { $0.optimizer == "sgd" })) }
-        for optimizer in ["sam", "asam"] {
-            for rho in Set(groups.filter { $0.optimizer == optimizer }.compactMap(\.rho)).sorted() {
-                columns.append(("\(optimizerTitle(optimizer)) ρ=\(Float(rho))", { $0.optimizer == optimizer && $0.rho == rho }))
+        if groups.contains(where: { $0.optimizer == .sgd }) { columns.append(("SGD", { $0.optimizer == .sgd })) }
+        for optimizer in OptimizerFamily.sharpnessAware {
+            let configurations = Set(groups.filter { $0.optimizer == optimizer }.map(optimizerTitle))
+            // In rho order, then by the rest of the title.
+            let ordered = configurations.sorted { a, b in
+                let ra = groups.first { optimizerTitle($0) == a }?.rho ?? 0, rb = groups.first { optimizerTitle($0) == b }?.rho ?? 0
+                return ra != rb ? ra < rb : a < b
             }
+            for title in ordered { columns.append((title, { optimizerTitle($0) == title })) }
         }
         let means = groups.map { 100 * $0.accuracy!.mean }
         let lo = means.min()!, hi = means.max()!
@@ -329,13 +340,13 @@ public enum Charts {
             c.clip(x: x.p0, y: y.p1, w: x.p1 - x.p0, h: y.p0 - y.p1)
             for (i, g) in groups.enumerated() {
                 let pts = g.curve.compactMap { p in panel.1(p).map { (x.at(Double(p.epoch)), y.at(100 * $0)) } }
-                c.line(pts, Colour.series[i % Colour.series.count], width: 4, dash: g.optimizer == "sgd" ? [] : (i % 2 == 0 ? [] : [14, 7]))
+                c.line(pts, Colour.series[i % Colour.series.count], width: 4, dash: g.optimizer == .sgd ? [] : (i % 2 == 0 ? [] : [14, 7]))
             }
             c.unclip()
         }
         legend(c, groups.enumerated().map { i, g in
-            (optimizerTitle(g.optimizer) + (g.rho.map { " ρ=\(Float($0))" } ?? "") + " (n=\(g.done))", Colour.series[i % Colour.series.count],
-             g.optimizer == "sgd" || i % 2 == 0 ? Mark.line : Mark.dashed)
+            (optimizerTitle(g) + " (n=\(g.done))", Colour.series[i % Colour.series.count],
+             g.optimizer == .sgd || i % 2 == 0 ? Mark.line : Mark.dashed)
         }, x: 1290, y: 170)
         return title
     }

@@ -15,18 +15,17 @@ public final class DataIdentity {
     public func of(_ spec: DataSpec) throws -> String {
         var id: String
         switch spec.dataset {
-        case "cifar10":
+        case .cifar10:
             let dir = (DataDirectory.resolve(dataDir) as NSString).appendingPathComponent(CIFAR.cifar10Directory)
             id = "cifar10:sha256:" + (try digest((CIFAR.cifar10TrainFiles + [CIFAR.cifar10TestFile]).map { (dir as NSString).appendingPathComponent($0) }))
-        case "cifar100":
+        case .cifar100:
             let dir = (DataDirectory.resolve(dataDir) as NSString).appendingPathComponent(CIFAR.cifar100Directory)
             id = "cifar100:sha256:" + (try digest(["train.bin", "test.bin"].map { (dir as NSString).appendingPathComponent($0) }))
-        default:
+        case .synthetic:
             id = "synthetic"
         }
         if let labels = spec.noise.labelsFile {
-            let file = labels.range(of: ".pt:", options: .backwards).map { String(labels[..<$0.lowerBound]) + ".pt" } ?? labels
-            id += ";labels:sha256:" + (try digest([resolveLabelPath(file)]))
+            id += ";labels:sha256:" + (try digest([resolveLabelPath(labels.path)]))
         }
         return id
     }

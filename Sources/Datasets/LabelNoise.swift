@@ -42,10 +42,10 @@ public struct NoiseSpec: Sendable, Codable, Equatable {
     /// `instance`: standard deviation of the truncated normal of per-sample flip rates.
     public var instanceStd: Double
     /// `human`: the label file (`FILE.npy`, or `FILE.pt:KEY` for the official CIFAR-N files).
-    public var labelsFile: String?
+    public var labelsFile: LabelSpec?
 
     public init(kind: NoiseKind, rate: Double = 0, selection: NoiseSelection = .exact, seed: UInt64 = 0,
-                instanceStd: Double = 0.1, labelsFile: String? = nil) {
+                instanceStd: Double = 0.1, labelsFile: LabelSpec? = nil) {
         self.kind = kind
         self.rate = rate
         self.selection = selection
@@ -126,9 +126,9 @@ public enum LabelNoise {
                                       rate: spec.rate, std: spec.instanceStd, rng: &rng)
         case .human:
             guard let h = humanLabels else { throw DataError("human noise: no label vector given") }
-            guard h.count == n else { throw DataError("\(spec.labelsFile ?? "labels"): \(h.count) labels, the training set has \(n)") }
+            guard h.count == n else { throw DataError("\(spec.labelsFile?.description ?? "labels"): \(h.count) labels, the training set has \(n)") }
             if let bad = h.firstIndex(where: { $0 < 0 || Int($0) >= classes }) {
-                throw DataError("\(spec.labelsFile ?? "labels"): label \(h[bad]) at index \(bad) outside 0..<\(classes)")
+                throw DataError("\(spec.labelsFile?.description ?? "labels"): label \(h[bad]) at index \(bad) outside 0..<\(classes)")
             }
             noisy = h
         }

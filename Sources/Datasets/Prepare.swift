@@ -15,8 +15,7 @@ public enum DataDirectory {
 
 /// What data a run trains on: the dataset, its noise, validation split and training subset.
 public struct DataSpec: Sendable, Codable, Equatable {
-    /// synthetic, cifar10 or cifar100.
-    public var dataset: String = "synthetic"
+    public var dataset: Dataset = .synthetic
     public var syntheticClasses: Int = 10
     public var syntheticTrain: Int = 5000
     public var syntheticTest: Int = 1000
@@ -38,14 +37,11 @@ public struct DataSpec: Sendable, Codable, Equatable {
 
     public init() {}
 
-    public static let datasets = ["synthetic", "cifar10", "cifar100"]
-
     public func validate() throws {
-        guard DataSpec.datasets.contains(dataset) else { throw DataError("unknown dataset '\(dataset)' (\(DataSpec.datasets.joined(separator: ", ")))") }
         guard (0..<1).contains(validationFraction) else { throw DataError("validation fraction must be in [0, 1), got \(validationFraction)") }
         if let n = trainSubset, n < 1 { throw DataError("training subset must be >= 1, got \(n)") }
         if let n = testSubset, n < 1 { throw DataError("test subset must be >= 1, got \(n)") }
-        if dataset == "synthetic" {
+        if dataset == .synthetic {
             guard syntheticClasses >= 2, syntheticTrain >= 1, syntheticTest >= 1 else { throw DataError("synthetic data: classes >= 2 and sizes >= 1") }
         }
         try noise.validate()
@@ -60,13 +56,13 @@ public enum DataPreparation {
         let train: RawImages, classes: Int, normalization: Normalization
         var test: RawImages
         switch spec.dataset {
-        case "cifar10":
+        case .cifar10:
             let d = try CIFAR.loadCIFAR10(root: DataDirectory.resolve(dataDir))
             (train, test, classes, normalization) = (d.train, d.test, 10, .cifar10)
-        case "cifar100":
+        case .cifar100:
             let d = try CIFAR.loadCIFAR100(root: DataDirectory.resolve(dataDir))
             (train, test, classes, normalization) = (d.train, d.test, 100, .cifar100)
-        default:
+        case .synthetic:
             train = SyntheticData.make(count: spec.syntheticTrain, classes: spec.syntheticClasses, seed: spec.syntheticSeed, stream: 0)
             test = SyntheticData.make(count: spec.syntheticTest, classes: spec.syntheticClasses, seed: spec.syntheticSeed, stream: 1)
             (classes, normalization) = (spec.syntheticClasses, .synthetic)
@@ -89,7 +85,7 @@ public enum DataPreparation {
             trainIndices = Splits.subset(labels: train.labels, among: trainIndices, count: n, stratified: spec.subsetStratified,
                                          classes: classes, seed: spec.splitSeed)
         }
-        return PreparedData(name: spec.dataset, classes: classes, normalization: normalization, trainImages: train.pixels,
+        return PreparedData(name: spec.dataset.rawValue, classes: classes, normalization: normalization, trainImages: train.pixels,
                             trainLabels: noise?.labels ?? train.labels, cleanTrainLabels: train.labels,
                             testImages: test.pixels, testLabels: test.labels, trainIndices: trainIndices,
                             validationIndices: validation, validationUsesNoisyLabels: spec.validationNoisy, noise: noise)
@@ -115,12 +111,8 @@ public enum DataPreparation {
     }
 
     /// `FILE.npy`, or `FILE.pt:KEY` for the official CIFAR-N files.
-    public static func readLabelFile(_ spec: String) throws -> [Int32] {
-        if let r = spec.range(of: ".pt:", options: .backwards) {
-            let path = String(spec[..<r.lowerBound]) + ".pt", key = String(spec[r.upperBound...])
-            return try TorchLabels.read(path, key: key)
-        }
-        if spec.hasSuffix(".pt") { throw DataError("\(spec): name the array, e.g. \(spec):worse_label") }
-        return try NPY.readLabels(spec)
+    public static func readLabelFile(_ spec: LabelSpec) throws -> [Int32] {
+        if let key = spec.key { return try TorchLabels.read(spec.path, key: key) }
+        return try NPY.readLabels(spec.path)
     }
 }

@@ -141,6 +141,44 @@ public final class SharpnessAwarePerturbation {
     }
 }
 
+/// A SAM-family optimizer in davda54/sam's shape, over a base SGD that it owns:
+///
+///     sam.firstStep(params, grads)        // save w exactly, climb to w + e(g)
+///     (gradient at w + e into grads)
+///     sam.secondStep(params, grads, lr)   // restore w exactly, the base step with that gradient
+///
+/// m-sharpness takes a `firstStep`, a gradient and a `restore` per micro-batch, then one
+/// `baseStep` with the averaged gradient; LookSAM takes the full sequence every k-th step. The
+/// sequence is written here once; `TrainStep` only calls it. Allocates nothing after construction.
+public final class SAM {
+    public let config: SAMConfig
+    public let base: SGD
+    public let perturbation: SharpnessAwarePerturbation
+
+    public init(model: Model, config: SAMConfig, base: SGD) {
+        self.config = config
+        self.base = base
+        perturbation = SharpnessAwarePerturbation(model: model, config: config)
+    }
+
+    /// w <- w + e(g), keeping an exact copy of w; `grads` holds the loss gradient at w.
+    public func firstStep(params: FloatBuffer, grads: FloatBuffer) {
+        perturbation.ascend(params: params, grads: grads, weightDecay: base.config.weightDecay)
+    }
+
+    /// w <- the exact copy `firstStep` took.
+    public func restore(params: FloatBuffer) { perturbation.restore(params: params) }
+
+    /// The base optimizer's step with `grads` (the gradient at the perturbed point).
+    public func baseStep(params: FloatBuffer, grads: FloatBuffer, lr: Float) { base.step(params: params, grads: grads, lr: lr) }
+
+    /// `restore`, then `baseStep`: the second half of a SAM step.
+    public func secondStep(params: FloatBuffer, grads: FloatBuffer, lr: Float) {
+        restore(params: params)
+        baseStep(params: params, grads: grads, lr: lr)
+    }
+}
+
 /// LookSAM (Liu et al. 2022): every k steps the full SAM gradient g_s is computed and its
 /// component orthogonal to the plain gradient g kept, g_v = g_s - (g . g_s / ||g||^2) g; in the
 /// steps between, the update uses g + alpha * (||g|| / ||g_v||) * g_v from the plain gradient alone.

@@ -74,26 +74,30 @@ public struct CheckOutcome: Sendable, Codable, Equatable {
 }
 
 public enum Checker {
-    /// Compares the current report with a baseline report, group by group (matched by label).
-    /// The standard error of a group's difference uses the seed variance measured: each side's
-    /// standard deviation, but never less than the pooled within-group standard deviation of
-    /// both reports (few seeds estimate a spread poorly).
+    /// Compares the current report with a baseline report, group by group. Groups are matched by
+    /// their group key; a baseline group whose key is not among the current ones is matched with
+    /// the one current group (if exactly one) that has the same dataset, model, noise and optimizer
+    /// and is itself unmatched: its configuration changed, and it is compared and listed as such.
+    /// Labels never decide a match. The standard error of a group's difference uses the seed
+    /// variance measured: each side's standard deviation, but never less than the pooled
+    /// within-group standard deviation of both reports (few seeds estimate a spread poorly).
     public static func compare(current: Report, baseline: Report, tolerance: Tolerance) -> [GroupVerdict] {
         var pooledNumerator = 0.0, pooledDF = 0.0
         for g in baseline.groups + current.groups {
             if let s = g.accuracy, let sd = s.std { pooledNumerator += Double(s.n - 1) * sd * sd; pooledDF += Double(s.n - 1) }
         }
         let pooled = pooledDF > 0 ? (pooledNumerator / pooledDF).squareRoot() : 0
+        let matches = match(current: current.groups, baseline: baseline.groups)
         var out: [GroupVerdict] = []
-        for b in baseline.groups {
-            guard let c = current.groups.first(where: { $0.label == b.label }), let ca = c.accuracy else {
+        for (i, b) in baseline.groups.enumerated() {
+            guard let j = matches[i], case let c = current.groups[j], let ca = c.accuracy else {
                 out.append(GroupVerdict(label: b.label, baseline: b.accuracy, current: nil, change: nil, allowed: nil, verdict: .missing,
                                         keyChanged: false, newFailures: 0))
                 continue
             }
             let failures = max(0, (c.diverged + c.failed) - (b.diverged + b.failed))
             guard let ba = b.accuracy else {
-                out.append(GroupVerdict(label: b.label, baseline: nil, current: ca, change: nil, allowed: nil,
+                out.append(GroupVerdict(label: c.label, baseline: nil, current: ca, change: nil, allowed: nil,
                                         verdict: failures > 0 ? .regression : .ok, keyChanged: b.group != c.group, newFailures: failures))
                 continue
             }
@@ -101,27 +105,52 @@ public enum Checker {
             let se = (sb * sb / Double(ba.n) + sc * sc / Double(ca.n)).squareRoot()
             let allowed = max(tolerance.floor, tolerance.k * se)
             let change = ca.mean - ba.mean
-            out.append(GroupVerdict(label: b.label, baseline: ba, current: ca, change: change, allowed: allowed,
+            out.append(GroupVerdict(label: c.label, baseline: ba, current: ca, change: change, allowed: allowed,
                                     verdict: change < -allowed || failures > 0 ? .regression : .ok, keyChanged: b.group != c.group,
                                     newFailures: failures))
         }
-        for c in current.groups where !baseline.groups.contains(where: { $0.label == c.label }) {
+        let matched = Set(matches.compactMap { $0 })
+        for (j, c) in current.groups.enumerated() where !matched.contains(j) {
             out.append(GroupVerdict(label: c.label, baseline: nil, current: c.accuracy, change: nil, allowed: nil, verdict: .new,
                                     keyChanged: false, newFailures: 0))
         }
         return out
     }
 
+    /// For each baseline group, the index of its current group: by key, else by coordinates when
+    /// exactly one unmatched group on each side has them.
+    static func match(current: [Group], baseline: [Group]) -> [Int?] {
+        var byKey: [String: Int] = [:]
+        for (j, c) in current.enumerated() { byKey[c.group] = j }
+        var out = baseline.map { byKey[$0.group] }
+        let taken = Set(out.compactMap { $0 })
+        let openCurrent = current.indices.filter { !taken.contains($0) }
+        let openBaseline = baseline.indices.filter { out[$0] == nil }
+        for i in openBaseline {
+            let same = openCurrent.filter { coordinates(current[$0]) == coordinates(baseline[i]) }
+            let rivals = openBaseline.filter { coordinates(baseline[$0]) == coordinates(baseline[i]) }
+            if same.count == 1 && rivals.count == 1 { out[i] = same[0] }
+        }
+        return out
+    }
+
+    /// What a group is about, in typed fields: dataset, model, noise, optimizer and its m and k.
+    static func coordinates(_ g: Group) -> [String] {
+        [g.dataset.rawValue, g.model, g.noiseKind.rawValue, g.noiseRate.map { "\(Float($0))" } ?? "-", g.optimizer.rawValue,
+         g.rho.map { "\(Float($0))" } ?? "-", g.axes?["micro_batch"] ?? "-", g.axes?["look_interval"] ?? "-"]
+    }
+
     static func fields(_ g: Group) -> (String) -> String? {
         { name in
             switch name {
-            case "dataset": return g.dataset
+            case "dataset": return g.dataset.rawValue
             case "model": return g.model
-            case "optimizer": return g.optimizer
+            case "optimizer": return g.optimizer.rawValue
             case "rho": return g.rho.map { "\(Float($0))" }
-            case "noise": return g.noiseKind
+            case "noise": return g.noiseKind.rawValue
             case "noise_rate": return g.noiseRate.map { "\($0)" }
-            default: return g.label
+            case "label": return g.label
+            default: return g.axes?[name]
             }
         }
     }
@@ -129,7 +158,7 @@ public enum Checker {
     /// Evaluates a suite's expectations on reports of its results (one per metric asked for).
     public static func evaluate(_ expectations: [Expectation], reports: (Metric) -> Report) -> [ExpectationVerdict] {
         expectations.map { e in
-            let report = reports(Metric(rawValue: e.metric) ?? .last)
+            let report = reports(e.metric)
             let groups = report.groups.filter { g in e.filter?.matches(fields(g)) ?? true }
             var details: [String] = []
             var passed = true
@@ -144,15 +173,15 @@ public enum Checker {
                 }
             case .samGain:
                 let min = (e.min ?? 0) / 100
-                let settings = Set(groups.map(\.setting))
+                let settings = Set(groups.map(\.settingIdentity))
                 var comparisons = report.comparisons.filter { c in
-                    settings.contains(c.setting) && groups.contains { $0.group == c.samGroup && $0.optimizer == e.optimizer }
+                    settings.contains(c.settingKey ?? c.setting) && groups.contains { $0.group == c.samGroup && $0.optimizer == e.optimizer }
                 }
                 if let rho = e.rho {
                     comparisons = comparisons.filter { $0.rho.map { Float($0) } == Float(rho) }
                 } else {
                     // The rho chosen on validation where there is a choice; the only one otherwise.
-                    comparisons = comparisons.filter { c in c.selected || comparisons.filter { $0.setting == c.setting }.count == 1 }
+                    comparisons = comparisons.filter { c in c.selected || comparisons.filter { $0.settingKey == c.settingKey && $0.setting == c.setting }.count == 1 }
                 }
                 for c in comparisons {
                     guard let d = c.difference else { details.append("\(c.setting) \(c.optimizerLabel): no pair finished"); passed = false; continue }

@@ -1,4 +1,5 @@
 import Foundation
+import Suites
 
 /// The report as text (fits 100 columns), markdown, CSV or JSON. Text and markdown show
 /// percentages; CSV and JSON carry accuracies as fractions in [0, 1].
@@ -33,20 +34,22 @@ enum ReportText {
     }
 
     static func header(_ r: Report) -> [String] {
-        let statuses = r.statuses.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        let statuses = r.statuses.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
         var lines = ["sambench report: \(r.suites.isEmpty ? "no suite" : "suite " + r.suites.joined(separator: ", ")); \(r.runs) runs (\(statuses.isEmpty ? "none" : statuses))"]
         if r.runs == 0 {
             lines.append("The database has no runs yet: `sambench run SUITE` trains and stores them.")
         } else if !r.complete {
-            lines.append("Partial results: \(r.runs - (r.statuses["done"] ?? 0) - (r.statuses["diverged"] ?? 0)) runs are not finished; the numbers below are over the finished ones.")
+            lines.append("Partial results: \(r.statuses.filter { !$0.key.finished }.values.reduce(0, +)) runs are not finished; the numbers below are over the finished ones.")
         }
         lines.append("metric: \(r.metric.title), % (mean over seeds, 95% CI by Student t)")
         return lines
     }
 
-    static func settings(_ r: Report) -> [String] {
-        var seen: [String] = []
-        for g in r.groups where !seen.contains(g.setting) { seen.append(g.setting) }
+    /// The settings of the report, by identity (key), in the order of their first group, with
+    /// their labels.
+    static func settings(_ r: Report) -> [(identity: String, label: String)] {
+        var seen: [(identity: String, label: String)] = []
+        for g in r.groups where !seen.contains(where: { $0.identity == g.settingIdentity }) { seen.append((g.settingIdentity, g.setting)) }
         return seen
     }
 
@@ -54,16 +57,16 @@ enum ReportText {
         var lines = header(r)
         for setting in settings(r) {
             lines.append("")
-            lines.append(setting)
+            lines.append(setting.label)
             lines.append("  optimizer             n    mean    std  95% CI          valid.  memorised  flags")
-            for g in r.groups where g.setting == setting {
+            for g in r.groups where g.settingIdentity == setting.identity {
                 let a = g.accuracy
                 var line = "  " + pad(g.optimizerLabel, 20) + String(format: "%3d  ", a?.n ?? 0) + pct(a?.mean) + " " + pct(a?.std, 6) + "  "
                 line += pad(a.map { interval($0.mean, $0.ci95) } ?? "-", 14) + "  " + pct(g.validation?.mean) + "     " + pct(g.memorised?.mean)
                 if !g.flags.isEmpty { line += "  " + g.flags.joined(separator: "; ") }
                 lines.append(line)
             }
-            let comparisons = r.comparisons.filter { $0.setting == setting }
+            let comparisons = r.comparisons.filter { ($0.settingKey ?? $0.setting) == setting.identity }
             if !comparisons.isEmpty {
                 lines.append("  minus SGD, paired by seed and noise realisation:")
                 for c in comparisons {
@@ -114,22 +117,44 @@ enum ReportText {
 
     static func trim(_ s: String) -> String { s.trimmingCharacters(in: .whitespaces) }
 
+    /// One row per group and per comparison, one column per axis: dataset, model, noise, noise
+    /// rate, optimizer, rho, then every other axis whose value differs among the groups (the
+    /// settings swept), named as in suites; then the numbers. A comparison row carries its SAM
+    /// group's axes.
     static func csv(_ r: Report) -> String {
-        func field(_ s: String) -> String { s.contains(",") || s.contains("\"") ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s }
+        func field(_ s: String) -> String { s.contains(",") || s.contains("\"") || s.contains("\n") ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s }
         func num(_ v: Double?) -> String { v.map { String($0) } ?? "" }
-        var lines = ["kind,setting,optimizer,rho,selected,n,mean,std,ci95_low,ci95_high,p_value,validation,memorised,flags"]
+        let fixed = ["dataset", "model", "noise", "noise_rate", "optimizer", "rho"]
+        let swept = Axes.names.filter { name in !fixed.contains(name) && Set(r.groups.map { $0.axes?[name] ?? "" }).count > 1 }
+        let axes = fixed + swept
+        func axisFields(_ g: Group) -> [String] {
+            axes.map { name in
+                switch name {
+                case "dataset": return g.dataset.rawValue
+                case "model": return field(g.model)
+                case "noise": return g.noiseKind.rawValue
+                case "noise_rate": return num(g.noiseRate)
+                case "optimizer": return g.optimizer.rawValue
+                case "rho": return num(g.rho)
+                default: return field(g.axes?[name] ?? "")
+                }
+            }
+        }
+        var lines = [(["kind", "group", "setting"] + axes + ["label", "selected", "n", "mean", "std", "ci95_low", "ci95_high", "p_value",
+                                                              "validation", "memorised", "flags"]).joined(separator: ",")]
         for g in r.groups {
             let a = g.accuracy
-            lines.append(["group", field(g.setting), field(g.optimizerLabel), num(g.rho), "", String(a?.n ?? 0), num(a?.mean), num(a?.std),
+            lines.append((["group", g.group, g.settingKey ?? ""] + axisFields(g) + [field(g.label), "", String(a?.n ?? 0), num(a?.mean), num(a?.std),
                           num(a.flatMap { s in s.ci95.map { s.mean - $0 } }), num(a.flatMap { s in s.ci95.map { s.mean + $0 } }), "",
-                          num(g.validation?.mean), num(g.memorised?.mean), field(g.flags.joined(separator: "; "))].joined(separator: ","))
+                          num(g.validation?.mean), num(g.memorised?.mean), field(g.flags.joined(separator: "; "))]).joined(separator: ","))
         }
         for c in r.comparisons {
+            guard let g = r.groups.first(where: { $0.group == c.samGroup }) else { continue }
             let d = c.difference
-            lines.append(["sam_minus_sgd", field(c.setting), field(c.optimizerLabel), num(c.rho), c.selected ? "true" : "false", String(d?.pairs ?? 0),
-                          num(d?.meanDifference), "", num(d.flatMap { s in s.ci95.map { s.meanDifference - $0 } }),
+            lines.append((["sam_minus_sgd", c.samGroup, c.settingKey ?? ""] + axisFields(g) + [field(g.label), c.selected ? "true" : "false",
+                          String(d?.pairs ?? 0), num(d?.meanDifference), "", num(d.flatMap { s in s.ci95.map { s.meanDifference - $0 } }),
                           num(d.flatMap { s in s.ci95.map { s.meanDifference + $0 } }), num(d?.pValue), "", "",
-                          c.unpaired > 0 ? "\(c.unpaired) unpaired" : ""].joined(separator: ","))
+                          c.unpaired > 0 ? "\(c.unpaired) unpaired" : ""]).joined(separator: ","))
         }
         return lines.joined(separator: "\n") + "\n"
     }

@@ -1,40 +1,34 @@
+import Datasets
 import Foundation
 import Store
 import Suites
 import Training
 
-/// Which test accuracy of a run the report compares.
-public enum Metric: String, Sendable, Codable, CaseIterable {
-    /// At the last epoch: what training to the end gives (the default).
-    case last
-    /// At the best epoch, chosen on the test set: optimistic, as many papers report.
-    case best
-    /// At the epoch with the best validation accuracy: chosen without the test set.
-    case val
-
-    public var title: String {
-        switch self {
-        case .last: "test accuracy at the last epoch"
-        case .best: "test accuracy at the best epoch (chosen on the test set: optimistic)"
-        case .val: "test accuracy at the epoch chosen on validation"
-        }
-    }
-}
-
-/// Runs that differ only in seed, summarised.
+/// Runs that differ only in seed, summarised. Its identity is its keys and typed fields; the
+/// labels are for display (unique per key among the groups of a report).
 public struct Group: Sendable, Codable, Equatable {
+    /// The group key.
     public var group: String
-    /// The runs' label without the seed.
+    /// The setting key: the group with SGD as its optimizer (nil in reports made before it).
+    public var settingKey: String?
+    /// The family key (the setting at noise rate 0) and the base key (the setting without noise).
+    public var familyKey: String?
+    public var baseKey: String?
+    /// The group's label: the setting's, then the optimizer's.
     public var label: String
-    /// What the comparison holds fixed: the label without the optimizer.
+    /// The setting's label: `dataset model noise`, then the settings that tell it apart.
     public var setting: String
-    public var dataset: String
+    /// The family's label: the setting's without the noise rate.
+    public var family: String?
+    /// The value of every axis the runs have (see `Axes`), by name.
+    public var axes: [String: String]?
+    public var dataset: Dataset
     public var model: String
+    /// The noise as labels show it: `clean`, `symmetric-0.4`, `human:worse_label`.
     public var noise: String
-    /// The noise model: none, symmetric, asymmetric, ...
-    public var noiseKind: String
+    public var noiseKind: NoiseKind
     public var noiseRate: Double?
-    public var optimizer: String
+    public var optimizer: OptimizerFamily
     /// The optimizer with its parameters, e.g. `sam(rho=0.05)`.
     public var optimizerLabel: String
     public var rho: Double?
@@ -54,6 +48,9 @@ public struct Group: Sendable, Codable, Equatable {
     /// Mean curves over the finished runs, by epoch.
     public var curve: [CurvePoint]
     public var flags: [String]
+
+    /// The setting's identity: its key, or (for reports made before setting keys) its label.
+    public var settingIdentity: String { settingKey ?? setting }
 }
 
 public struct CurvePoint: Sendable, Codable, Equatable {
@@ -65,7 +62,9 @@ public struct CurvePoint: Sendable, Codable, Equatable {
 /// A SAM-family group against the SGD group of the same setting, paired by seed and noise
 /// realisation.
 public struct Comparison: Sendable, Codable, Equatable {
+    /// The setting's label and key (nil in reports made before setting keys).
     public var setting: String
+    public var settingKey: String?
     public var optimizerLabel: String
     public var rho: Double?
     /// This rho is the one chosen on validation among the optimizer's rho values for the setting.
@@ -84,11 +83,11 @@ public struct Report: Sendable, Codable, Equatable {
     public var metric: Metric
     public var runs: Int
     /// Runs by status.
-    public var statuses: [String: Int]
+    public var statuses: [RunStatus: Int]
     public var groups: [Group]
     public var comparisons: [Comparison]
 
-    public var complete: Bool { statuses.keys.allSatisfy { $0 == "done" || $0 == "diverged" } }
+    public var complete: Bool { statuses.keys.allSatisfy(\.finished) }
 }
 
 public enum ReportBuilder {
@@ -96,7 +95,7 @@ public enum ReportBuilder {
     public static let disagreementFactor = 3.0
 
     public static func build(_ runs: [StoredRun], suites: [String], metric: Metric) -> Report {
-        var statuses: [String: Int] = [:]
+        var statuses: [RunStatus: Int] = [:]
         for r in runs { statuses[r.status, default: 0] += 1 }
         // Groups, in the order of their first run.
         var order: [String] = []
@@ -105,7 +104,8 @@ public enum ReportBuilder {
             if byGroup[r.group] == nil { order.append(r.group) }
             byGroup[r.group, default: []].append(r)
         }
-        var groups = order.map { makeGroup(byGroup[$0]!, metric: metric) }
+        let labels = GroupLabels.make(runs.map { GroupLabels.Item(spec: $0.spec, group: $0.group, setting: $0.setting, family: $0.family) })
+        var groups = order.map { makeGroup(byGroup[$0]!, labels: labels[$0]!, metric: metric) }
         flagDisagreement(&groups)
         let comparisons = compare(groups, byGroup: byGroup, metric: metric)
         return Report(sambenchVersion: SambenchVersion.string, suites: suites, metric: metric, runs: runs.count, statuses: statuses,
@@ -113,7 +113,7 @@ public enum ReportBuilder {
     }
 
     static func value(_ r: StoredRun, _ metric: Metric) -> Double? {
-        guard r.status == "done", let m = r.metrics else { return nil }
+        guard r.status == .done, let m = r.metrics else { return nil }
         switch metric {
         case .last: return m.lastTestAccuracy
         case .best: return m.bestTestAccuracy
@@ -122,25 +122,21 @@ public enum ReportBuilder {
     }
 
     static func validation(_ r: StoredRun, _ metric: Metric) -> Double? {
-        guard r.status == "done", let m = r.metrics else { return nil }
+        guard r.status == .done, let m = r.metrics else { return nil }
         return metric == .last ? m.lastValidationAccuracy : m.valAccuracy
     }
 
-    static func makeGroup(_ runs: [StoredRun], metric: Metric) -> Group {
+    static func makeGroup(_ runs: [StoredRun], labels: GroupLabels, metric: Metric) -> Group {
         let first = runs[0]
-        let tokens = first.label.split(separator: " ").map(String.init)
-        // Labels are "dataset model noise optimizer [axes...] seed N".
-        let withoutSeed = tokens.count >= 2 && tokens[tokens.count - 2] == "seed" ? Array(tokens.dropLast(2)) : tokens
-        let optimizerLabel = withoutSeed.count > 3 ? withoutSeed[3] : first.spec.optimizerName
-        let setting = withoutSeed.enumerated().filter { $0.offset != 3 }.map(\.element).joined(separator: " ")
-        let finished = runs.filter { $0.status == "done" }
+        let finished = runs.filter { $0.status == .done }
         let n = first.spec.data.noise
-        var g = Group(group: first.group, label: withoutSeed.joined(separator: " "), setting: setting, dataset: first.spec.data.dataset,
-                      model: first.spec.config.model, noise: withoutSeed.count > 2 ? withoutSeed[2] : n.kind.rawValue, noiseKind: n.kind.rawValue,
-                      noiseRate: [.none, .human].contains(n.kind) ? nil : n.rate, optimizer: first.spec.optimizerName,
-                      optimizerLabel: optimizerLabel, rho: first.spec.rho.map { Double("\(Float($0))")! },
-                      runs: runs.count, done: finished.count, diverged: runs.filter { $0.status == "diverged" }.count,
-                      failed: runs.filter { $0.status == "failed" }.count, unfinished: 0,
+        func count(_ s: RunStatus) -> Int { runs.filter { $0.status == s }.count }
+        var g = Group(group: first.group, settingKey: first.setting, familyKey: first.family, baseKey: first.base,
+                      label: labels.group, setting: labels.setting, family: labels.family, axes: Axes.values(first.spec),
+                      dataset: first.spec.data.dataset, model: first.spec.config.model, noise: GroupLabels.noiseLabel(n), noiseKind: n.kind,
+                      noiseRate: n.kind.hasRate ? n.rate : nil, optimizer: first.spec.optimizer,
+                      optimizerLabel: labels.optimizer, rho: first.spec.rho.map { Double("\(Float($0))")! },
+                      runs: runs.count, done: finished.count, diverged: count(.diverged), failed: count(.failed), unfinished: 0,
                       seeds: finished.map(\.spec.config.seed).sorted(),
                       accuracy: Summary(finished.compactMap { value($0, metric) }),
                       memorised: Summary(finished.compactMap { $0.metrics?.lastMemorised }),
@@ -177,17 +173,18 @@ public enum ReportBuilder {
         }
     }
 
-    /// Each SAM-family group against its setting's SGD group, paired by seed; per setting and
-    /// optimizer, the rho with the best mean validation accuracy is marked selected.
+    /// Each SAM-family group against the SGD group of the same setting key, paired by seed; among
+    /// the groups of one optimizer configuration that differ only in rho, the rho with the best
+    /// mean validation accuracy is marked selected.
     static func compare(_ groups: [Group], byGroup: [String: [StoredRun]], metric: Metric) -> [Comparison] {
         var out: [Comparison] = []
-        for sgd in groups where sgd.optimizer == "sgd" {
+        for sgd in groups where sgd.optimizer == .sgd {
             let sgdRuns = byGroup[sgd.group]!
-            for optimizer in ["sam", "asam"] {
-                let candidates = groups.filter { $0.setting == sgd.setting && $0.optimizer == optimizer }
-                guard !candidates.isEmpty else { continue }
-                let best = candidates.filter { $0.validation != nil }.max { $0.validation!.mean < $1.validation!.mean }
-                for sam in candidates {
+            for optimizer in OptimizerFamily.sharpnessAware {
+                let mine = groups.filter { $0.settingIdentity == sgd.settingIdentity && $0.optimizer == optimizer }
+                for sam in mine {
+                    let candidates = mine.filter { rhoPeers($0, sam) }
+                    let best = candidates.filter { $0.validation != nil }.max { $0.validation!.mean < $1.validation!.mean }
                     let samRuns = byGroup[sam.group]!
                     var differences: [Double] = []
                     var unpaired = 0
@@ -198,12 +195,19 @@ public enum ReportBuilder {
                         guard let va = value(a, metric), let vb = value(b, metric) else { continue }
                         differences.append(va - vb)
                     }
-                    out.append(Comparison(setting: sgd.setting, optimizerLabel: sam.optimizerLabel, rho: sam.rho,
+                    out.append(Comparison(setting: sgd.setting, settingKey: sgd.settingKey, optimizerLabel: sam.optimizerLabel, rho: sam.rho,
                                           selected: candidates.count > 1 && best?.group == sam.group, samGroup: sam.group,
                                           sgdGroup: sgd.group, difference: PairedComparison(differences: differences), unpaired: unpaired))
                 }
             }
         }
         return out
+    }
+
+    /// Two groups of one setting and optimizer that differ at most in rho: the candidates among
+    /// which rho is chosen.
+    static func rhoPeers(_ a: Group, _ b: Group) -> Bool {
+        guard let x = a.axes, let y = b.axes else { return true }
+        return x.filter { $0.key != "rho" } == y.filter { $0.key != "rho" }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Store
 import Training
 #if canImport(Glibc)
 import Glibc
@@ -9,7 +10,7 @@ public protocol RunnerDisplay: AnyObject {
     func begin(total: Int, toRun: Int)
     func started(_ label: String, resumedAfter: Int)
     func epoch(_ label: String, stage: String, _ m: EpochMetrics, of epochs: Int)
-    func ended(_ label: String, status: String, detail: String)
+    func ended(_ label: String, status: RunStatus, detail: String)
     func stopping()
     func refresh(_ progress: Progress)
     func end(_ summary: RunSummary)
@@ -66,9 +67,9 @@ public final class ConsoleDisplay: RunnerDisplay {
         log(s)
     }
 
-    public func ended(_ label: String, status: String, detail: String) {
-        let tag = status == "done" ? "done   " : status.uppercased() + " "
-        log("\(tag)\(label)" + (detail.isEmpty ? "" : ": \(detail)"), always: status == "failed")
+    public func ended(_ label: String, status: RunStatus, detail: String) {
+        let tag = status == .done ? "done   " : status.rawValue.uppercased() + " "
+        log("\(tag)\(label)" + (detail.isEmpty ? "" : ": \(detail)"), always: status == .failed)
     }
 
     public func stopping() {

@@ -70,19 +70,6 @@ public final class Runner {
     let options: RunnerOptions
     let display: RunnerDisplay
 
-    private final class Slot {
-        let run: KeyedRun
-        let child: Child
-        var active: ActiveRun
-        var finished = false
-        var error: String?
-        init(run: KeyedRun, child: Child) {
-            self.run = run
-            self.child = child
-            active = ActiveRun(label: run.spec.label, epochs: run.spec.config.epochs)
-        }
-    }
-
     public init(store: Store, runs: [KeyedRun], options: RunnerOptions, display: RunnerDisplay) {
         self.store = store
         self.runs = runs
@@ -96,19 +83,20 @@ public final class Runner {
         return 1 + 1 / Double(sam.lookInterval)
     }
 
+    /// Skips the finished runs, then trains the others until the queue is empty or a signal
+    /// stops it.
     public func run() throws -> RunSummary {
-        var summary = RunSummary()
         let statuses = try store.statuses()
+        var summary = RunSummary()
         var queue: [KeyedRun] = []
         for r in runs {
-            if statuses[r.key] == "done" || statuses[r.key] == "diverged" {
+            if statuses[r.key]?.finished == true {
                 summary.skipped += 1
                 if !options.keepCheckpoints { try? FileManager.default.removeItem(atPath: checkpointDir(r.key)) }
             } else {
                 queue.append(r)
             }
         }
-        var progress = Progress(total: runs.count)
         display.begin(total: runs.count, toRun: queue.count)
         guard !queue.isEmpty else {
             display.end(summary)
@@ -116,137 +104,61 @@ public final class Runner {
         }
         var epochsDone: [String: Int] = [:]
         for r in queue { epochsDone[r.key] = 0 }
-        let stored = try store.runs()
-        for row in stored where epochsDone[row.key] != nil { epochsDone[row.key] = row.epochsDone }
-        var secondsPerUnit: (seconds: Double, units: Double) = (0, 0)
+        for row in try store.runs() where epochsDone[row.key] != nil { epochsDone[row.key] = row.epochsDone }
+        let loop = EventLoop(runner: self, queue: queue, summary: summary, epochsDone: epochsDone)
+        return try loop.run()
+    }
 
+    func checkpointDir(_ key: String) -> String { (options.checkpointRoot as NSString).appendingPathComponent(key) }
+}
+
+/// One `Runner.run`: the queue, the worker slots and what they report, driven by `poll` over
+/// the workers' pipes and the signal pipe.
+private final class EventLoop {
+    private final class Slot {
+        let run: KeyedRun
+        let child: Child
+        var active: ActiveRun
+        var finished = false
+        var error: String?
+        init(run: KeyedRun, child: Child) {
+            self.run = run
+            self.child = child
+            active = ActiveRun(label: run.spec.label, epochs: run.spec.config.epochs)
+        }
+    }
+
+    let runner: Runner
+    var store: Store { runner.store }
+    var options: RunnerOptions { runner.options }
+    var display: RunnerDisplay { runner.display }
+    var queue: [KeyedRun]
+    var summary: RunSummary
+    var epochsDone: [String: Int]
+    var progress: Progress
+    var secondsPerUnit: (seconds: Double, units: Double) = (0, 0)
+    private var slots: [Slot] = []
+    var stopping = false
+
+    init(runner: Runner, queue: [KeyedRun], summary: RunSummary, epochsDone: [String: Int]) {
+        self.runner = runner
+        self.queue = queue
+        self.summary = summary
+        self.epochsDone = epochsDone
+        progress = Progress(total: runner.runs.count)
+    }
+
+    func run() throws -> RunSummary {
         let signals = SignalPipe.install()
         defer { SignalPipe.uninstall() }
-        var slots: [Slot] = []
-        var stopping = false
         defer { for s in slots { s.child.signal(SIGKILL); _ = s.child.wait() } }
-
-        func start(_ run: KeyedRun) {
-            var job = WorkerJob(key: run.key, spec: run.spec, dataDir: options.dataDir,
-                                checkpoint: (checkpointDir(run.key) as NSString).appendingPathComponent("checkpoint.safetensors"),
-                                threads: options.threads, parent: getpid())
-            if let f = job.spec.data.noise.labelsFile {
-                // Relative label files are in the data directory.
-                let pt = f.range(of: ".pt:", options: .backwards)
-                let file = pt.map { String(f[..<$0.lowerBound]) + ".pt" } ?? f
-                let resolved = DataIdentity(dataDir: options.dataDir).resolveLabelPath(file)
-                job.spec.data.noise.labelsFile = resolved + (pt.map { ":" + f[$0.upperBound...] } ?? "")
-            }
-            do {
-                try store.markRunning(run.key, provenance: options.provenance)
-                let json = String(decoding: try JSONEncoder().encode(job), as: UTF8.self)
-                let slot = Slot(run: run, child: try Child(executable: options.executable, arguments: ["worker", "--job", json]))
-                slot.active.epoch = epochsDone[run.key] ?? 0
-                slots.append(slot)
-                display.started(run.spec.label, resumedAfter: epochsDone[run.key] ?? 0)
-            } catch {
-                try? store.markFailed(run.key, error: "\(error)")
-                summary.failed += 1
-                display.ended(run.spec.label, status: "failed", detail: "\(error)")
-            }
-        }
-
-        func handle(_ line: Data, _ slot: Slot) throws {
-            guard let message = try? JSONDecoder().decode(WorkerMessage.self, from: line) else {
-                slot.error = String(decoding: line.prefix(2000), as: UTF8.self)
-                return
-            }
-            let key = slot.run.key
-            switch message {
-            case let .started(noise, clean, resumed):
-                if let noise, let clean { try store.recordNoise(key, noise, clean: clean) }
-                for r in resumed { try store.recordEpoch(key, stage: r.stage, r.metrics) }
-            case let .epoch(stage, m):
-                try store.recordEpoch(key, stage: stage, m)
-                epochsDone[key, default: 0] += 1
-                secondsPerUnit.seconds += m.seconds
-                secondsPerUnit.units += Runner.cost(slot.run)
-                slot.active.stage = stage
-                slot.active.epoch = m.epoch
-                slot.active.batch = 0
-                slot.active.testAccuracy = m.testAccuracy
-                slot.active.memorised = m.corruptedNoisyAccuracy
-                display.epoch(slot.run.spec.label, stage: stage, m, of: slot.run.spec.config.epochs)
-            case let .batch(stage, epoch, done, total):
-                slot.active.stage = stage
-                slot.active.epoch = epoch - 1
-                slot.active.batch = done
-                slot.active.batches = total
-            case let .finished(result):
-                try store.finish(key, result: result)
-                slot.finished = true
-                if !options.keepCheckpoints { try? FileManager.default.removeItem(atPath: checkpointDir(key)) }
-                let final = result.epochs.last
-                var detail = final.map { String(format: "test %.2f%%", 100 * $0.testAccuracy) } ?? ""
-                if case .done = result.status {
-                    summary.done += 1
-                } else {
-                    summary.diverged += 1
-                    if case let .diverged(step, epoch, _) = result.status { detail = "at step \(step), epoch \(epoch)" }
-                }
-                display.ended(slot.run.spec.label, status: result.status.name, detail: detail)
-            case let .failed(message):
-                slot.error = message
-            }
-        }
-
-        func complete(_ slot: Slot) throws {
-            let exit = slot.child.wait()
-            if slot.finished { return }
-            if stopping {
-                try store.markInterrupted(slot.run.key)
-                summary.interrupted += 1
-                return
-            }
-            let tail = String(decoding: slot.child.stderrTail, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            let message = slot.error ?? ([exit ?? "worker ended without a result"] + (tail.isEmpty ? [] : [tail])).joined(separator: ": ")
-            try store.markFailed(slot.run.key, error: message)
-            summary.failed += 1
-            display.ended(slot.run.spec.label, status: "failed", detail: message)
-        }
-
         while true {
             if !stopping { while slots.count < options.jobs, !queue.isEmpty { start(queue.removeFirst()) } }
             if slots.isEmpty { break }
-            var fds = [pollfd(fd: signals, events: Int16(POLLIN), revents: 0)]
-            for s in slots {
-                if s.child.stdout >= 0 { fds.append(pollfd(fd: s.child.stdout, events: Int16(POLLIN), revents: 0)) }
-                if s.child.stderr >= 0 { fds.append(pollfd(fd: s.child.stderr, events: Int16(POLLIN), revents: 0)) }
-            }
-            _ = poll(&fds, nfds_t(fds.count), 500)
-            if fds[0].revents != 0 {
-                var b = [UInt8](repeating: 0, count: 16)
-                _ = Glibc.read(signals, &b, 16)
-                if stopping {
-                    for s in slots { s.child.signal(SIGKILL) }
-                } else {
-                    stopping = true
-                    summary.stopped = true
-                    display.stopping()
-                    for s in slots { s.child.signal(SIGTERM) }
-                }
-            }
-            for f in fds.dropFirst() where f.revents != 0 {
-                guard let slot = slots.first(where: { $0.child.stdout == f.fd || $0.child.stderr == f.fd }) else { continue }
-                for line in slot.child.read(f.fd) { try handle(line, slot) }
-            }
+            try pollOnce(signals: signals)
             for slot in slots where !slot.child.open { try complete(slot) }
             slots.removeAll { !$0.child.open }
-
-            progress.active = slots.map(\.active)
-            progress.finished = summary.skipped + summary.done + summary.diverged + summary.failed
-            progress.failed = summary.failed
-            if secondsPerUnit.units > 0 {
-                let remaining = (queue + slots.map(\.run)).map { r in
-                    Double(max(r.spec.config.epochs - (epochsDone[r.key] ?? 0), 0)) * Runner.cost(r)
-                }.reduce(0, +)
-                progress.eta = remaining * secondsPerUnit.seconds / secondsPerUnit.units / Double(max(1, min(options.jobs, queue.count + slots.count)))
-            }
+            updateProgress()
             display.refresh(progress)
         }
         summary.notStarted = stopping ? queue.count : 0
@@ -254,7 +166,130 @@ public final class Runner {
         return summary
     }
 
-    func checkpointDir(_ key: String) -> String { (options.checkpointRoot as NSString).appendingPathComponent(key) }
+    /// Waits up to half a second for a signal or a worker's output, and handles what came.
+    private func pollOnce(signals: Int32) throws {
+        var fds = [pollfd(fd: signals, events: Int16(POLLIN), revents: 0)]
+        for s in slots {
+            if s.child.stdout >= 0 { fds.append(pollfd(fd: s.child.stdout, events: Int16(POLLIN), revents: 0)) }
+            if s.child.stderr >= 0 { fds.append(pollfd(fd: s.child.stderr, events: Int16(POLLIN), revents: 0)) }
+        }
+        _ = poll(&fds, nfds_t(fds.count), 500)
+        if fds[0].revents != 0 {
+            var b = [UInt8](repeating: 0, count: 16)
+            _ = Glibc.read(signals, &b, 16)
+            stop()
+        }
+        for f in fds.dropFirst() where f.revents != 0 {
+            guard let slot = slots.first(where: { $0.child.stdout == f.fd || $0.child.stderr == f.fd }) else { continue }
+            for line in slot.child.read(f.fd) { try handle(line, slot) }
+        }
+    }
+
+    /// The first signal ends the workers gently (they save nothing half-done), a second kills them.
+    private func stop() {
+        if stopping {
+            for s in slots { s.child.signal(SIGKILL) }
+        } else {
+            stopping = true
+            summary.stopped = true
+            display.stopping()
+            for s in slots { s.child.signal(SIGTERM) }
+        }
+    }
+
+    private func start(_ run: KeyedRun) {
+        var job = WorkerJob(key: run.key, spec: run.spec, dataDir: options.dataDir,
+                            checkpoint: (runner.checkpointDir(run.key) as NSString).appendingPathComponent("checkpoint.safetensors"),
+                            threads: options.threads, parent: getpid())
+        if let f = job.spec.data.noise.labelsFile {
+            // Relative label files are in the data directory.
+            job.spec.data.noise.labelsFile = f.relocated(to: DataIdentity(dataDir: options.dataDir).resolveLabelPath(f.path))
+        }
+        do {
+            try store.markRunning(run.key, provenance: options.provenance)
+            let json = String(decoding: try JSONEncoder().encode(job), as: UTF8.self)
+            let slot = Slot(run: run, child: try Child(executable: options.executable, arguments: ["worker", "--job", json]))
+            slot.active.epoch = epochsDone[run.key] ?? 0
+            slots.append(slot)
+            display.started(run.spec.label, resumedAfter: epochsDone[run.key] ?? 0)
+        } catch {
+            try? store.markFailed(run.key, error: "\(error)")
+            summary.failed += 1
+            display.ended(run.spec.label, status: .failed, detail: "\(error)")
+        }
+    }
+
+    private func handle(_ line: Data, _ slot: Slot) throws {
+        guard let message = try? JSONDecoder().decode(WorkerMessage.self, from: line) else {
+            slot.error = String(decoding: line.prefix(2000), as: UTF8.self)
+            return
+        }
+        let key = slot.run.key
+        switch message {
+        case let .started(noise, clean, resumed):
+            if let noise, let clean { try store.recordNoise(key, noise, clean: clean) }
+            for r in resumed { try store.recordEpoch(key, stage: r.stage, r.metrics) }
+        case let .epoch(stage, m):
+            try store.recordEpoch(key, stage: stage, m)
+            epochsDone[key, default: 0] += 1
+            secondsPerUnit.seconds += m.seconds
+            secondsPerUnit.units += Runner.cost(slot.run)
+            slot.active.stage = stage
+            slot.active.epoch = m.epoch
+            slot.active.batch = 0
+            slot.active.testAccuracy = m.testAccuracy
+            slot.active.memorised = m.corruptedNoisyAccuracy
+            display.epoch(slot.run.spec.label, stage: stage, m, of: slot.run.spec.config.epochs)
+        case let .batch(stage, epoch, done, total):
+            slot.active.stage = stage
+            slot.active.epoch = epoch - 1
+            slot.active.batch = done
+            slot.active.batches = total
+        case let .finished(result):
+            try store.finish(key, result: result)
+            slot.finished = true
+            if !options.keepCheckpoints { try? FileManager.default.removeItem(atPath: runner.checkpointDir(key)) }
+            let final = result.epochs.last
+            var detail = final.map { String(format: "test %.2f%%", 100 * $0.testAccuracy) } ?? ""
+            if case .done = result.status {
+                summary.done += 1
+            } else {
+                summary.diverged += 1
+                if case let .diverged(step, epoch, _) = result.status { detail = "at step \(step), epoch \(epoch)" }
+            }
+            display.ended(slot.run.spec.label, status: RunStatus(result.status), detail: detail)
+        case let .failed(message):
+            slot.error = message
+        }
+    }
+
+    /// A worker's pipes closed: it finished (stored already), was stopped, or died.
+    private func complete(_ slot: Slot) throws {
+        let exit = slot.child.wait()
+        if slot.finished { return }
+        if stopping {
+            try store.markInterrupted(slot.run.key)
+            summary.interrupted += 1
+            return
+        }
+        let tail = String(decoding: slot.child.stderrTail, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let message = slot.error ?? ([exit ?? "worker ended without a result"] + (tail.isEmpty ? [] : [tail])).joined(separator: ": ")
+        try store.markFailed(slot.run.key, error: message)
+        summary.failed += 1
+        display.ended(slot.run.spec.label, status: .failed, detail: message)
+    }
+
+    private func updateProgress() {
+        progress.active = slots.map(\.active)
+        progress.finished = summary.skipped + summary.done + summary.diverged + summary.failed
+        progress.failed = summary.failed
+        if secondsPerUnit.units > 0 {
+            let remaining = (queue + slots.map(\.run)).map { r in
+                Double(max(r.spec.config.epochs - (epochsDone[r.key] ?? 0), 0)) * Runner.cost(r)
+            }.reduce(0, +)
+            progress.eta = remaining * secondsPerUnit.seconds / secondsPerUnit.units / Double(max(1, min(options.jobs, queue.count + slots.count)))
+        }
+    }
 }
 
 /// Signals delivered as bytes on a pipe the runner polls (the only async-signal-safe way).

@@ -7,7 +7,8 @@ import Suites
 public struct RunFilter: Sendable {
     let conditions: Conditions
 
-    public static let fields = ["dataset", "model", "optimizer", "rho", "noise", "noise_rate", "seed", "epochs", "batch_size", "lr", "key", "label"]
+    /// Every axis (see `Axes`), the seed, the key and the label.
+    public static var fields: [String] { Axes.names + ["seed", "key", "label"] }
 
     public init(_ expression: String) throws {
         do { conditions = try Conditions(expression, fields: RunFilter.fields) } catch { throw RunnerError("--filter: \(error)") }
@@ -16,18 +17,12 @@ public struct RunFilter: Sendable {
     static func field(_ name: String, of run: KeyedRun) -> String? {
         let s = run.spec
         switch name {
-        case "dataset": return s.data.dataset
-        case "model": return s.config.model
-        case "optimizer": return s.optimizerName
-        case "rho": return s.rho.map { "\(Float($0))" }
-        case "noise": return s.data.noise.kind.rawValue
+        // Clean runs have rate 0 here, so `noise_rate<0.4` includes them.
         case "noise_rate": return "\(s.data.noise.rate)"
         case "seed": return "\(s.config.seed)"
-        case "epochs": return "\(s.config.epochs)"
-        case "batch_size": return "\(s.config.batchSize)"
-        case "lr": return "\(s.config.lr)"
         case "key": return run.key
-        default: return s.label
+        case "label": return s.label
+        default: return Axes.values(s)[name]
         }
     }
 

@@ -54,22 +54,28 @@ public enum Worker {
             if FileManager.default.fileExists(atPath: job.checkpoint) {
                 resumed = try Trainer.history(inCheckpoint: job.checkpoint).map { .init(stage: $0.stage, metrics: $0.metrics) }
             }
-            send(.started(noise: data.noise, clean: data.noise == nil ? nil : data.cleanTrainLabels, resumed: resumed))
+            try send(.started(noise: data.noise, clean: data.noise == nil ? nil : data.cleanTrainLabels, resumed: resumed))
             var lastBatch = Date.distantPast
             let result = try trainer.run(checkpoint: job.checkpoint, onEpoch: { stage, m in
-                send(.epoch(stage: stage, metrics: m))
+                try send(.epoch(stage: stage, metrics: m))
             }, onBatch: { stage, epoch, done, total in
                 guard Date().timeIntervalSince(lastBatch) >= 0.5 else { return }
                 lastBatch = Date()
-                send(.batch(stage: stage, epoch: epoch, done: done, total: total))
+                // Progress only: a runner that is gone is found at the next epoch's report.
+                try? send(.batch(stage: stage, epoch: epoch, done: done, total: total))
             })
-            send(.finished(result))
+            try send(.finished(result))
             return 0
+        } catch is RunnerGone {
+            return 1
         } catch {
-            send(.failed("\(error)"))
+            try? send(.failed("\(error)"))
             return 1
         }
     }
+
+    /// The runner closed our standard output: nobody is left to store what we train.
+    struct RunnerGone: Error {}
 
     /// Fault injection for the regression gate's own tests (docs/CI.md): with
     /// SAMBENCH_FAULT=noise-to-one-class, every corrupted training label becomes class 0, as a
@@ -80,14 +86,14 @@ public enum Worker {
         for i in data.trainLabels.indices where data.trainLabels[i] != data.cleanTrainLabels[i] { data.trainLabels[i] = 0 }
     }
 
-    static func send(_ message: WorkerMessage) {
+    static func send(_ message: WorkerMessage) throws {
         var line = try! JSONEncoder().encode(message)
         line.append(0x0A)
-        line.withUnsafeBytes { raw in
+        try line.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
                 let n = write(STDOUT_FILENO, raw.baseAddress! + offset, raw.count - offset)
-                if n <= 0 { if errno == EINTR { continue }; exit(1) }  // the runner is gone
+                if n <= 0 { if errno == EINTR { continue }; throw RunnerGone() }
                 offset += n
             }
         }

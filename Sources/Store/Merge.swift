@@ -37,11 +37,10 @@ public extension Store {
                     """)
                 for row in keys {
                     let key: String = row["key"]
-                    let mine: String? = row["mine"], theirs: String = row["theirs"]
-                    let final = ["done", "diverged"]
+                    let mine: RunStatus? = row["mine"], theirs: RunStatus = row["theirs"]
                     if mine == nil {
                         c.added += 1
-                    } else if !final.contains(mine!) && final.contains(theirs) {
+                    } else if !mine!.finished && theirs.finished {
                         c.updated += 1
                     } else {
                         c.kept += 1
@@ -56,7 +55,8 @@ public extension Store {
                         try db.execute(sql: "INSERT INTO main.\(table) SELECT * FROM src.\(table) WHERE run_key = ?", arguments: [key])
                     }
                     // A run another process left running is resumable, not running, here.
-                    try db.execute(sql: "UPDATE main.runs SET status = 'interrupted' WHERE key = ? AND status = 'running'", arguments: [key])
+                    try db.execute(sql: "UPDATE main.runs SET status = ? WHERE key = ? AND status = ?",
+                                   arguments: [RunStatus.interrupted, key, RunStatus.running])
                 }
                 try db.execute(sql: """
                     INSERT OR IGNORE INTO main.suite_runs (suite_id, run_key, position)

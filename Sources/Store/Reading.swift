@@ -7,8 +7,13 @@ import Suites
 public struct StoredRun: Sendable {
     public var key: String
     public var group: String
+    /// The setting key (the group with SGD as its optimizer), and the family and base keys
+    /// computed from the stored configuration (see `RunKey.Keys`).
+    public var setting: String
+    public var family: String
+    public var base: String
     public var label: String
-    public var status: String
+    public var status: RunStatus
     public var spec: RunSpec
     public var identity: String
     public var epochsDone: Int
@@ -20,9 +25,11 @@ public struct StoredRun: Sendable {
     /// The last stage's epochs, in order.
     public var curve: [EpochPoint]
 
-    public init(key: String, group: String, label: String, status: String, spec: RunSpec, identity: String, epochsDone: Int,
+    /// A run whose stored keys are `keys` (the family and base keys come from it too).
+    public init(keys: RunKey.Keys, label: String, status: RunStatus, spec: RunSpec, identity: String, epochsDone: Int,
                 error: String?, metrics: Metrics?, noiseLabels: String?, realisedRate: Double?, curve: [EpochPoint]) {
-        (self.key, self.group, self.label, self.status, self.spec, self.identity) = (key, group, label, status, spec, identity)
+        (key, group, setting, family, base) = (keys.key, keys.group, keys.setting, keys.family, keys.base)
+        (self.label, self.status, self.spec, self.identity) = (label, status, spec, identity)
         (self.epochsDone, self.error, self.metrics, self.noiseLabels, self.realisedRate, self.curve) = (epochsDone, error, metrics, noiseLabels, realisedRate, curve)
     }
 
@@ -92,7 +99,10 @@ public extension Store {
                                     valAccuracy: r["val_accuracy"], lastMemorised: r["last_memorised"],
                                     lastValidationAccuracy: curve.last?.validationAccuracy)
                 }
-                return StoredRun(key: key, group: r["group_key"], label: r["label"], status: r["status"], spec: spec,
+                // Key, group and setting as stored; family and base from the configuration.
+                var keys = RunKey.keys(spec, identity: r["data_identity"])
+                (keys.key, keys.group, keys.setting) = (key, r["group_key"], r["setting_key"])
+                return StoredRun(keys: keys, label: r["label"], status: r["status"], spec: spec,
                                  identity: r["data_identity"], epochsDone: r["epochs_done"], error: r["error"], metrics: metrics,
                                  noiseLabels: r["labels_sha256"], realisedRate: r["realised_rate"], curve: curve)
             }

@@ -4,26 +4,48 @@ import GRDB
 import Suites
 import Training
 
-/// A run of a suite with its key: what `register` stores.
+/// Where a run stands. Stored as the raw value; `finished` is defined here and only here.
+public enum RunStatus: String, Sendable, Codable, CodingKeyRepresentable, CaseIterable, CustomStringConvertible, DatabaseValueConvertible {
+    case pending, running, done, failed, diverged, interrupted
+
+    /// Ended with a result: trained to the end (`done`) or stopped as diverged. Neither is run again.
+    public var finished: Bool { self == .done || self == .diverged }
+
+    public var description: String { rawValue }
+
+    public init(_ stage: StageStatus) {
+        switch stage { case .done: self = .done; case .diverged: self = .diverged }
+    }
+}
+
+/// A run of a suite with its keys (see `RunKey.Keys`): what `register` stores.
 public struct KeyedRun: Sendable {
     public var spec: RunSpec
-    public var key: String
-    public var group: String
     public var identity: String
+    public var keys: RunKey.Keys
 
-    public init(spec: RunSpec, key: String, group: String, identity: String) {
+    public var key: String { keys.key }
+    public var group: String { keys.group }
+    public var setting: String { keys.setting }
+
+    public init(spec: RunSpec, identity: String) {
         self.spec = spec
-        self.key = key
-        self.group = group
         self.identity = identity
+        keys = RunKey.keys(spec, identity: identity)
     }
 }
 
 /// Where a run stands, for `sambench runs` and the runner.
 public struct RunRow: Sendable, Codable, Equatable {
     public var key: String
+    public var group: String
+    public var setting: String
+    /// Its group's label (unique per group in the database, see `GroupLabels`) and its seed.
     public var label: String
-    public var status: String
+    public var seed: UInt64
+    /// Every axis of the run (see `Axes`), by name.
+    public var axes: [String: String]
+    public var status: RunStatus
     public var epochs: Int
     public var epochsDone: Int
     public var attempts: Int
@@ -67,12 +89,12 @@ public extension Store {
                 let s = r.spec
                 let config = String(decoding: try encoder.encode(s), as: UTF8.self)
                 try db.execute(sql: """
-                    INSERT OR IGNORE INTO runs (key, group_key, label, task, dataset, model, optimizer, rho, noise_kind, noise_rate,
+                    INSERT OR IGNORE INTO runs (key, group_key, setting_key, label, task, dataset, model, optimizer, rho, noise_kind, noise_rate,
                         noise_labels, seed, epochs, batch_size, lr, weight_decay, train_subset, validation, config, data_identity, created_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [r.key, r.group, s.label, s.task, s.data.dataset, s.config.model, s.optimizerName,
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [r.key, r.group, r.setting, s.label, s.task.rawValue, s.data.dataset.rawValue, s.config.model, s.optimizer.rawValue,
                                      s.config.optimizer.sam.map { decimal($0.rho) }, s.data.noise.kind.rawValue, s.data.noise.rate,
-                                     s.data.noise.labelsFile, Int64(s.config.seed), s.config.epochs, s.config.batchSize,
+                                     s.data.noise.labelsFile?.description, Int64(s.config.seed), s.config.epochs, s.config.batchSize,
                                      decimal(s.config.lr), decimal(s.config.sgd.weightDecay),
                                      s.data.trainSubset, s.data.validationFraction, config, r.identity, now])
                 try db.execute(sql: "INSERT OR IGNORE INTO suite_runs (suite_id, run_key, position) VALUES (?, ?, ?)",
@@ -83,7 +105,7 @@ public extension Store {
     }
 
     /// The status of every stored run, by key.
-    func statuses() throws -> [String: String] {
+    func statuses() throws -> [String: RunStatus] {
         try db.read { db in
             Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT key, status FROM runs").map { ($0["key"], $0["status"]) })
         }
@@ -94,7 +116,7 @@ public extension Store {
     @discardableResult
     func recoverStaleRuns() throws -> Int {
         try db.write { db in
-            try db.execute(sql: "UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+            try db.execute(sql: "UPDATE runs SET status = ? WHERE status = ?", arguments: [RunStatus.interrupted, RunStatus.running])
             return db.changesCount
         }
     }
@@ -102,9 +124,9 @@ public extension Store {
     func markRunning(_ key: String, provenance p: Provenance) throws {
         try db.write { db in
             try db.execute(sql: """
-                UPDATE runs SET status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, ?), error = NULL,
+                UPDATE runs SET status = ?, attempts = attempts + 1, started_at = coalesce(started_at, ?), error = NULL,
                     host = ?, sambench_version = ?, git_revision = ?, threads = ? WHERE key = ?
-                """, arguments: [Store.now(), p.host, p.version, p.gitRevision, p.threads, key])
+                """, arguments: [RunStatus.running, Store.now(), p.host, p.version, p.gitRevision, p.threads, key])
         }
     }
 
@@ -142,7 +164,7 @@ public extension Store {
             try db.execute(sql: """
                 UPDATE runs SET status = ?, finished_at = ?, train_seconds = ?, diverged_step = ?, diverged_epoch = ?, error = NULL,
                     epochs_done = (SELECT count(*) FROM epochs WHERE run_key = ?) WHERE key = ?
-                """, arguments: [last.status.name, Store.now(), seconds, divergedStep, divergedEpoch, key, key])
+                """, arguments: [RunStatus(last.status), Store.now(), seconds, divergedStep, divergedEpoch, key, key])
             try db.execute(sql: "DELETE FROM metrics WHERE run_key = ?", arguments: [key])
             guard let final = last.epochs.last else { return }
             let best = last.epochs.max { $0.testAccuracy < $1.testAccuracy }!
@@ -160,27 +182,41 @@ public extension Store {
 
     func markFailed(_ key: String, error: String) throws {
         try db.write { db in
-            try db.execute(sql: "UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE key = ?", arguments: [error, Store.now(), key])
+            try db.execute(sql: "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE key = ?",
+                           arguments: [RunStatus.failed, error, Store.now(), key])
         }
     }
 
     func markInterrupted(_ key: String) throws {
         try db.write { db in
-            try db.execute(sql: "UPDATE runs SET status = 'interrupted' WHERE key = ? AND status = 'running'", arguments: [key])
+            try db.execute(sql: "UPDATE runs SET status = ? WHERE key = ? AND status = ?", arguments: [RunStatus.interrupted, key, RunStatus.running])
         }
     }
 
-    /// Runs with their status and results, in suite order.
+    /// Runs with their status and results, in suite order, labelled from their configurations.
     func runs() throws -> [RunRow] {
         try db.read { db in
             let rows = try Row.fetchAll(db, sql: """
-                SELECT r.key, r.label, r.status, r.epochs, r.epochs_done, r.attempts, r.train_seconds, r.error,
+                SELECT r.key, r.group_key, r.setting_key, r.config, r.data_identity, r.status, r.epochs, r.epochs_done, r.attempts,
+                       r.train_seconds, r.error,
                        m.last_test_accuracy, m.best_test_accuracy, m.val_test_accuracy, m.last_memorised
                 FROM runs r LEFT JOIN metrics m ON m.run_key = r.key
                 ORDER BY (SELECT min(suite_id * 1000000 + position) FROM suite_runs s WHERE s.run_key = r.key), r.created_at, r.key
                 """)
-            return rows.map { r in
-                RunRow(key: r["key"], label: r["label"], status: r["status"], epochs: r["epochs"], epochsDone: r["epochs_done"],
+            let decoder = JSONDecoder()
+            let specs = try rows.map { r -> RunSpec in
+                guard let spec = try? decoder.decode(RunSpec.self, from: Data((r["config"] as String).utf8)) else {
+                    throw StoreError("\(path): run \(r["key"] as String) has a configuration this sambench cannot read")
+                }
+                return spec
+            }
+            let labels = GroupLabels.make(zip(rows, specs).map { r, spec in
+                GroupLabels.Item(spec: spec, group: r["group_key"], setting: r["setting_key"],
+                                 family: RunKey.keys(spec, identity: r["data_identity"]).family)
+            })
+            return zip(rows, specs).map { r, spec in
+                RunRow(key: r["key"], group: r["group_key"], setting: r["setting_key"], label: labels[r["group_key"]]!.group,
+                       seed: spec.config.seed, axes: Axes.values(spec), status: r["status"], epochs: r["epochs"], epochsDone: r["epochs_done"],
                        attempts: r["attempts"], lastTestAccuracy: r["last_test_accuracy"], bestTestAccuracy: r["best_test_accuracy"],
                        valTestAccuracy: r["val_test_accuracy"], lastMemorised: r["last_memorised"], trainSeconds: r["train_seconds"],
                        error: r["error"])

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Suites
 
 public struct StoreError: Error, CustomStringConvertible, Sendable {
     public let description: String
@@ -156,8 +157,80 @@ public final class Store: @unchecked Sendable {
                 );
                 """)
         }
+        m.registerMigration("v2: setting keys and the settings view") { db in
+            // What SAM and SGD are paired on, stored beside the group key; filled from each run's
+            // configuration for databases written before it.
+            try db.execute(sql: "ALTER TABLE runs ADD COLUMN setting_key TEXT NOT NULL DEFAULT ''")
+            let decoder = JSONDecoder()
+            for row in try Row.fetchAll(db, sql: "SELECT key, config, data_identity FROM runs") {
+                let key: String = row["key"]
+                guard let spec = try? decoder.decode(RunSpec.self, from: Data((row["config"] as String).utf8)) else {
+                    throw StoreError("run \(key) has a configuration this sambench cannot read")
+                }
+                try db.execute(sql: "UPDATE runs SET setting_key = ? WHERE key = ?",
+                               arguments: [RunKey.keys(spec, identity: row["data_identity"]).setting, key])
+            }
+            try db.execute(sql: "CREATE INDEX runs_setting ON runs(setting_key)")
+            try db.execute(sql: Store.settingsViewV2)
+        }
         return m
     }
+
+    /// `settings`: one row per run with every axis a suite can sweep as a column, named as in
+    /// suites (docs/STORE.md). A later migration that adds a setting replaces the view.
+    static let settingsViewV2 = """
+        CREATE VIEW settings AS SELECT
+            key AS run_key, group_key, setting_key, label, status, task, seed,
+            json_extract(config, '$.data.dataset') AS dataset,
+            json_extract(config, '$.config.model') AS model,
+            json_extract(config, '$.config.epochs') AS epochs,
+            json_extract(config, '$.config.batchSize') AS batch_size,
+            json_extract(config, '$.config.lr') AS lr,
+            json_extract(config, '$.config.schedule') AS schedule,
+            json_extract(config, '$.config.milestones') AS milestones,
+            json_extract(config, '$.config.gamma') AS gamma,
+            json_extract(config, '$.config.warmupEpochs') AS warmup_epochs,
+            json_extract(config, '$.config.sgd.momentum') AS momentum,
+            json_extract(config, '$.config.sgd.weightDecay') AS weight_decay,
+            json_extract(config, '$.config.sgd.nesterov') AS nesterov,
+            json_extract(config, '$.config.labelSmoothing') AS label_smoothing,
+            json_extract(config, '$.config.dropout') AS dropout,
+            json_extract(config, '$.config.augmentation.cropPadding') AS crop_padding,
+            json_extract(config, '$.config.augmentation.flip') AS flip,
+            json_extract(config, '$.config.augmentation.cutout') AS cutout,
+            json_extract(config, '$.data.validationFraction') AS validation,
+            CASE json_extract(config, '$.data.validationNoisy') WHEN 1 THEN 'noisy' ELSE 'clean' END AS validation_labels,
+            json_extract(config, '$.data.trainSubset') AS subset,
+            CASE json_extract(config, '$.data.subsetStratified') WHEN 1 THEN 'stratified' ELSE 'first' END AS subset_mode,
+            json_extract(config, '$.data.testSubset') AS test_subset,
+            CASE WHEN json_extract(config, '$.splitSeedFollowsRun') THEN NULL ELSE json_extract(config, '$.data.splitSeed') END AS split_seed,
+            json_extract(config, '$.config.bootstrap') AS bootstrap,
+            json_extract(config, '$.config.divergenceFactor') AS divergence_factor,
+            json_type(config, '$.config.sharpness') = 'object' AS sharpness,
+            json_extract(config, '$.data.syntheticClasses') AS synthetic_classes,
+            json_extract(config, '$.data.syntheticTrain') AS synthetic_train,
+            json_extract(config, '$.data.syntheticTest') AS synthetic_test,
+            json_extract(config, '$.data.syntheticSeed') AS synthetic_seed,
+            json_extract(config, '$.data.noise.kind') AS noise,
+            CASE WHEN json_extract(config, '$.data.noise.kind') IN ('none', 'human') THEN NULL
+                 ELSE json_extract(config, '$.data.noise.rate') END AS noise_rate,
+            CASE WHEN json_extract(config, '$.data.noise.kind') IN ('none', 'human') THEN NULL
+                 ELSE json_extract(config, '$.data.noise.selection') END AS noise_selection,
+            CASE WHEN json_extract(config, '$.data.noise.kind') = 'none' OR json_extract(config, '$.noiseSeedFollowsRun') THEN NULL
+                 ELSE json_extract(config, '$.data.noise.seed') END AS noise_seed,
+            CASE WHEN json_extract(config, '$.data.noise.kind') = 'instance' THEN json_extract(config, '$.data.noise.instanceStd') END AS noise_std,
+            json_extract(config, '$.data.noise.labelsFile') AS noise_labels,
+            coalesce(json_extract(config, '$.config.optimizer.sam._0.variant'), 'sgd') AS optimizer,
+            json_extract(config, '$.config.optimizer.sam._0.rho') AS rho,
+            CASE WHEN json_extract(config, '$.config.optimizer.sam._0.variant') = 'asam' THEN json_extract(config, '$.config.optimizer.sam._0.eta') END AS eta,
+            json_extract(config, '$.config.optimizer.sam._0.perturbationGradient') AS gradient,
+            json_extract(config, '$.config.optimizer.sam._0.bnPolicy') AS bn_policy,
+            json_extract(config, '$.config.optimizer.sam._0.microBatch') AS micro_batch,
+            json_extract(config, '$.config.optimizer.sam._0.lookInterval') AS look_interval,
+            CASE WHEN json_extract(config, '$.config.optimizer.sam._0.lookInterval') > 1
+                 THEN json_extract(config, '$.config.optimizer.sam._0.lookAlpha') END AS look_alpha
+        FROM runs
+        """
 
     /// `PRAGMA integrity_check` ("ok" when sound).
     public func integrityCheck() throws -> String {

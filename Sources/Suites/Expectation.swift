@@ -1,4 +1,5 @@
 import Foundation
+import Training
 
 /// An assertion a suite makes about its own results (`[[expect]]`), checked by
 /// `sambench check --suite FILE`. Percentages are in points.
@@ -18,17 +19,16 @@ public struct Expectation: Sendable, Codable, Equatable {
     public var kind: Kind
     public var min: Double?
     public var filter: Conditions?
-    /// last, best or val.
-    public var metric: String
+    public var metric: Metric
     /// For sam-gain: sam or asam.
-    public var optimizer: String
+    public var optimizer: OptimizerFamily
     /// For sam-gain: this rho instead of the one chosen on validation.
     public var rho: Double?
     /// Where the suite says it.
     public var line: Int
 
     /// The fields `where` may name.
-    public static let fields = ["dataset", "model", "optimizer", "rho", "noise", "noise_rate", "label"]
+    public static var fields: [String] { Axes.names + ["label"] }
     public static let keys = ["what", "min", "where", "metric", "optimizer", "rho"]
 
     public var summary: String {
@@ -40,7 +40,7 @@ public struct Expectation: Sendable, Codable, Equatable {
         case .allDone: s = "every run finished"
         }
         if let filter { s += " where \(filter.text)" }
-        if kind == .accuracy || kind == .samGain, metric != "last" { s += " (metric \(metric))" }
+        if kind == .accuracy || kind == .samGain, metric != .last { s += " (metric \(metric))" }
         return s
     }
 }

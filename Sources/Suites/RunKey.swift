@@ -12,28 +12,51 @@ public enum RunKey {
 
     private struct Canonical: Encodable {
         var version: Int
-        var task: String
+        var task: RunTask
         var config: TrainConfig
         var data: DataSpec
         var identity: String
     }
 
-    /// The run's key and its group's key (the same configuration with the seeds that follow the
-    /// run's seed set to zero: the runs of a group differ only in seed).
-    public static func compute(_ spec: RunSpec, identity: String) -> (key: String, group: String) {
+    /// The keys of a run: its own; its group's (the same configuration with the seeds that
+    /// follow the run's seed set to zero: the runs of a group differ only in seed); its
+    /// setting's (the group with SGD as its optimizer: what a SAM-family group is paired with
+    /// SGD on); its family's (the setting at noise rate 0: the groups an accuracy-against-noise
+    /// chart draws); and its base's (the setting without label noise: where a clean group joins
+    /// a family at rate 0).
+    public struct Keys: Sendable, Equatable {
+        public var key: String
+        public var group: String
+        public var setting: String
+        public var family: String
+        public var base: String
+    }
+
+    public static func keys(_ spec: RunSpec, identity: String) -> Keys {
         var group = spec
         group.config.seed = 0
         if spec.noiseSeedFollowsRun { group.data.noise.seed = 0 }
         if spec.splitSeedFollowsRun { group.data.splitSeed = 0 }
-        return (hash(spec, identity), hash(group, identity))
+        var setting = group
+        setting.config.optimizer = .sgd
+        var family = setting
+        family.data.noise.rate = 0
+        var base = setting
+        base.data.noise = NoiseSpec(kind: .none)
+        return Keys(key: hash(spec, identity), group: hash(group, identity), setting: hash(setting, identity),
+                    family: hash(family, identity), base: hash(base, identity))
+    }
+
+    /// The run's key and its group's key.
+    public static func compute(_ spec: RunSpec, identity: String) -> (key: String, group: String) {
+        let k = keys(spec, identity: identity)
+        return (k.key, k.group)
     }
 
     private static func hash(_ spec: RunSpec, _ identity: String) -> String {
         var data = spec.data
         // The label file's content is in the identity; of its path only the array name counts.
-        if let f = data.noise.labelsFile {
-            data.noise.labelsFile = f.range(of: ".pt:", options: .backwards).map { "pt:" + f[$0.upperBound...] } ?? "npy"
-        }
+        if let f = data.noise.labelsFile { data.noise.labelsFile = LabelSpec(path: f.identityPart == "npy" ? "npy" : "pt", key: f.key) }
         let c = Canonical(version: version, task: spec.task, config: spec.config, data: data, identity: identity)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]

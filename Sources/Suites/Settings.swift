@@ -55,14 +55,18 @@ struct Setting: Sendable {
     let help: String
     /// nil when the value is acceptable, else what is wrong with it.
     let check: @Sendable (SettingValue) -> String?
+    /// The setting's value in a resolved run (nil: not set, e.g. no subset, or a seed that
+    /// follows the run's seed).
+    let read: @Sendable (RunSpec) -> SettingValue?
     let apply: @Sendable (inout RunSpec, SettingValue) -> Void
 
     init(_ name: String, _ type: SettingType, _ help: String, check: @escaping @Sendable (SettingValue) -> String? = { _ in nil },
-         apply: @escaping @Sendable (inout RunSpec, SettingValue) -> Void) {
+         read: @escaping @Sendable (RunSpec) -> SettingValue?, apply: @escaping @Sendable (inout RunSpec, SettingValue) -> Void) {
         self.name = name
         self.type = type
         self.help = help
         self.check = check
+        self.read = read
         self.apply = apply
     }
 }
@@ -87,51 +91,51 @@ enum Settings {
 
     /// Every setting, in the order docs/SUITES.md lists them.
     static let all: [Setting] = [
-        Setting("dataset", .string(DataSpec.datasets), "synthetic (built in), cifar10 or cifar100") { $0.data.dataset = $1.string },
-        Setting("model", .string([]), "resnet8/20/32/44/56/110, wrnD_K, tiny", check: modelCheck) { $0.config.model = $1.string },
+        Setting("dataset", .string(Dataset.allCases.map(\.rawValue)), "synthetic (built in), cifar10 or cifar100", read: { .string($0.data.dataset.rawValue) }) { $0.data.dataset = Dataset(rawValue: $1.string)! },
+        Setting("model", .string([]), "resnet8/20/32/44/56/110, wrnD_K, tiny", check: modelCheck, read: { .string($0.config.model) }) { $0.config.model = $1.string },
         Setting("seed", .int, "initialisation, shuffling, augmentation and dropout; also the noise and split seeds unless set",
-                check: atLeast(0)) { $0.config.seed = UInt64($1.int) },
-        Setting("epochs", .int, "training epochs", check: atLeast(1)) { $0.config.epochs = $1.int },
-        Setting("batch_size", .int, "batch size", check: atLeast(1)) { $0.config.batchSize = $1.int },
-        Setting("lr", .double, "base learning rate", check: inRange(0...Double.infinity, openTop: true, openBottom: true)) { $0.config.lr = Float($1.double) },
-        Setting("schedule", .string(["constant", "cosine", "multistep"]), "learning-rate schedule, stepped per iteration") { $0.config.schedule = $1.string },
+                check: atLeast(0), read: { .int(Int($0.config.seed)) }) { $0.config.seed = UInt64($1.int) },
+        Setting("epochs", .int, "training epochs", check: atLeast(1), read: { .int($0.config.epochs) }) { $0.config.epochs = $1.int },
+        Setting("batch_size", .int, "batch size", check: atLeast(1), read: { .int($0.config.batchSize) }) { $0.config.batchSize = $1.int },
+        Setting("lr", .double, "base learning rate", check: inRange(0...Double.infinity, openTop: true, openBottom: true), read: { .double(Double($0.config.lr)) }) { $0.config.lr = Float($1.double) },
+        Setting("schedule", .string(Schedule.allCases.map(\.rawValue)), "learning-rate schedule, stepped per iteration", read: { .string($0.config.schedule.rawValue) }) { $0.config.schedule = Schedule(rawValue: $1.string)! },
         Setting("milestones", .ints, "epochs at which multistep multiplies the rate by gamma",
-                check: { $0.ints.allSatisfy { $0 >= 0 } ? nil : "epochs must be >= 0" }) { $0.config.milestones = $1.ints },
-        Setting("gamma", .double, "multistep factor", check: inRange(0...Double.infinity, openTop: true, openBottom: true)) { $0.config.gamma = Float($1.double) },
-        Setting("warmup_epochs", .int, "epochs of linear warmup", check: atLeast(0)) { $0.config.warmupEpochs = $1.int },
-        Setting("momentum", .double, "SGD momentum", check: inRange(0...1, openTop: true)) { $0.config.sgd.momentum = Float($1.double) },
-        Setting("weight_decay", .double, "weight decay (added to the gradient, as PyTorch)", check: inRange(0...Double.infinity, openTop: true)) {
+                check: { $0.ints.allSatisfy { $0 >= 0 } ? nil : "epochs must be >= 0" }, read: { .ints($0.config.milestones) }) { $0.config.milestones = $1.ints },
+        Setting("gamma", .double, "multistep factor", check: inRange(0...Double.infinity, openTop: true, openBottom: true), read: { .double(Double($0.config.gamma)) }) { $0.config.gamma = Float($1.double) },
+        Setting("warmup_epochs", .int, "epochs of linear warmup", check: atLeast(0), read: { .int($0.config.warmupEpochs) }) { $0.config.warmupEpochs = $1.int },
+        Setting("momentum", .double, "SGD momentum", check: inRange(0...1, openTop: true), read: { .double(Double($0.config.sgd.momentum)) }) { $0.config.sgd.momentum = Float($1.double) },
+        Setting("weight_decay", .double, "weight decay (added to the gradient, as PyTorch)", check: inRange(0...Double.infinity, openTop: true), read: { .double(Double($0.config.sgd.weightDecay)) }) {
             $0.config.sgd.weightDecay = Float($1.double)
         },
-        Setting("nesterov", .bool, "Nesterov momentum") { $0.config.sgd.nesterov = $1.bool },
-        Setting("label_smoothing", .double, "label smoothing of the cross-entropy", check: inRange(0...1, openTop: true)) { $0.config.labelSmoothing = Float($1.double) },
-        Setting("dropout", .double, "dropout inside Wide-ResNet blocks", check: inRange(0...1, openTop: true)) { $0.config.dropout = Float($1.double) },
-        Setting("crop_padding", .int, "random-crop padding (0: no crop)", check: atLeast(0)) { $0.config.augmentation.cropPadding = $1.int },
-        Setting("flip", .bool, "random horizontal flip") { $0.config.augmentation.flip = $1.bool },
-        Setting("cutout", .int, "cutout square size (0: none)", check: atLeast(0)) { $0.config.augmentation.cutout = $1.int },
-        Setting("validation", .double, "fraction of the training set held out (stratified) for validation", check: inRange(0...1, openTop: true)) {
+        Setting("nesterov", .bool, "Nesterov momentum", read: { .bool($0.config.sgd.nesterov) }) { $0.config.sgd.nesterov = $1.bool },
+        Setting("label_smoothing", .double, "label smoothing of the cross-entropy", check: inRange(0...1, openTop: true), read: { .double(Double($0.config.labelSmoothing)) }) { $0.config.labelSmoothing = Float($1.double) },
+        Setting("dropout", .double, "dropout inside Wide-ResNet blocks", check: inRange(0...1, openTop: true), read: { .double(Double($0.config.dropout)) }) { $0.config.dropout = Float($1.double) },
+        Setting("crop_padding", .int, "random-crop padding (0: no crop)", check: atLeast(0), read: { .int($0.config.augmentation.cropPadding) }) { $0.config.augmentation.cropPadding = $1.int },
+        Setting("flip", .bool, "random horizontal flip", read: { .bool($0.config.augmentation.flip) }) { $0.config.augmentation.flip = $1.bool },
+        Setting("cutout", .int, "cutout square size (0: none)", check: atLeast(0), read: { .int($0.config.augmentation.cutout) }) { $0.config.augmentation.cutout = $1.int },
+        Setting("validation", .double, "fraction of the training set held out (stratified) for validation", check: inRange(0...1, openTop: true), read: { .double($0.data.validationFraction) }) {
             $0.data.validationFraction = $1.double
         },
-        Setting("validation_labels", .string(["noisy", "clean"]), "score validation against the noisy labels or the clean ones") {
+        Setting("validation_labels", .string(["noisy", "clean"]), "score validation against the noisy labels or the clean ones", read: { .string($0.data.validationNoisy ? "noisy" : "clean") }) {
             $0.data.validationNoisy = $1.string == "noisy"
         },
-        Setting("subset", .int, "train on this many images only (after the validation split)", check: atLeast(1)) { $0.data.trainSubset = $1.int },
-        Setting("subset_mode", .string(["stratified", "first"]), "a stratified subset or the first N images") { $0.data.subsetStratified = $1.string == "stratified" },
-        Setting("test_subset", .int, "evaluate on a fixed stratified subset of this many test images", check: atLeast(1)) { $0.data.testSubset = $1.int },
-        Setting("split_seed", .int, "seed of the validation split and subset (default: the run's seed)", check: atLeast(0)) {
+        Setting("subset", .int, "train on this many images only (after the validation split)", check: atLeast(1), read: { $0.data.trainSubset.map { .int($0) } }) { $0.data.trainSubset = $1.int },
+        Setting("subset_mode", .string(["stratified", "first"]), "a stratified subset or the first N images", read: { .string($0.data.subsetStratified ? "stratified" : "first") }) { $0.data.subsetStratified = $1.string == "stratified" },
+        Setting("test_subset", .int, "evaluate on a fixed stratified subset of this many test images", check: atLeast(1), read: { $0.data.testSubset.map { .int($0) } }) { $0.data.testSubset = $1.int },
+        Setting("split_seed", .int, "seed of the validation split and subset (default: the run's seed)", check: atLeast(0), read: { $0.splitSeedFollowsRun ? nil : .int(Int($0.data.splitSeed)) }) {
             $0.data.splitSeed = UInt64($1.int)
             $0.splitSeedFollowsRun = false
         },
-        Setting("bootstrap", .bool, "after training, relabel with the model's predictions and train again") { $0.config.bootstrap = $1.bool },
+        Setting("bootstrap", .bool, "after training, relabel with the model's predictions and train again", read: { .bool($0.config.bootstrap) }) { $0.config.bootstrap = $1.bool },
         Setting("divergence_factor", .double, "a loss above this multiple of the first one ends the run as diverged",
-                check: inRange(1...Double.infinity, openTop: true, openBottom: true)) { $0.config.divergenceFactor = $1.double },
-        Setting("sharpness", .bool, "measure m-sharpness and the top Hessian eigenvalue at the end") {
+                check: inRange(1...Double.infinity, openTop: true, openBottom: true), read: { .double($0.config.divergenceFactor) }) { $0.config.divergenceFactor = $1.double },
+        Setting("sharpness", .bool, "measure m-sharpness and the top Hessian eigenvalue at the end", read: { .bool($0.config.sharpness != nil) }) {
             $0.config.sharpness = $1.bool ? SharpnessConfig() : nil
         },
-        Setting("synthetic_classes", .int, "classes of the synthetic dataset", check: atLeast(2)) { $0.data.syntheticClasses = $1.int },
-        Setting("synthetic_train", .int, "training images of the synthetic dataset", check: atLeast(1)) { $0.data.syntheticTrain = $1.int },
-        Setting("synthetic_test", .int, "test images of the synthetic dataset", check: atLeast(1)) { $0.data.syntheticTest = $1.int },
-        Setting("synthetic_seed", .int, "seed of the synthetic dataset", check: atLeast(0)) { $0.data.syntheticSeed = UInt64($1.int) },
+        Setting("synthetic_classes", .int, "classes of the synthetic dataset", check: atLeast(2), read: { .int($0.data.syntheticClasses) }) { $0.data.syntheticClasses = $1.int },
+        Setting("synthetic_train", .int, "training images of the synthetic dataset", check: atLeast(1), read: { .int($0.data.syntheticTrain) }) { $0.data.syntheticTrain = $1.int },
+        Setting("synthetic_test", .int, "test images of the synthetic dataset", check: atLeast(1), read: { .int($0.data.syntheticTest) }) { $0.data.syntheticTest = $1.int },
+        Setting("synthetic_seed", .int, "seed of the synthetic dataset", check: atLeast(0), read: { .int(Int($0.data.syntheticSeed)) }) { $0.data.syntheticSeed = UInt64($1.int) },
     ]
 
     static let byName: [String: Setting] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })

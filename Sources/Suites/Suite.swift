@@ -23,10 +23,11 @@ public struct SuiteError: Error, CustomStringConvertible, Sendable {
 /// One run of a suite, fully resolved: every default filled in.
 public struct RunSpec: Sendable, Codable, Equatable {
     /// `train` (finetune is reserved).
-    public var task = "train"
+    public var task: RunTask = .train
     public var config = TrainConfig()
     public var data = DataSpec()
-    /// A short human-readable description ("cifar10 resnet20 symmetric-0.4 sam(rho=0.05) seed 1").
+    /// A short human-readable description ("cifar10 resnet20 symmetric-0.4 sam(rho=0.05) seed 1"),
+    /// for display only: nothing reads a field back from it.
     public var label = ""
     /// The noise and split seeds follow the run's seed (not set explicitly in the suite).
     public var noiseSeedFollowsRun = true
@@ -34,9 +35,7 @@ public struct RunSpec: Sendable, Codable, Equatable {
 
     public init() {}
 
-    public var optimizerName: String {
-        switch config.optimizer { case .sgd: "sgd"; case let .sam(c): c.variant.rawValue }
-    }
+    public var optimizer: OptimizerFamily { config.optimizer.family }
     public var rho: Double? { config.optimizer.sam.map { Double($0.rho) } }
 }
 
@@ -75,12 +74,12 @@ private struct NoiseEntry {
     var selection: NoiseSelection = .exact
     var seed: UInt64?
     var std: Double = 0.1
-    var labels: [String?] = [nil]
+    var labels: [LabelSpec?] = [nil]
 }
 
 /// An `[[optimizer]]` entry: one optimizer, possibly with several rho or micro-batch values.
 private struct OptimizerEntry {
-    var name: String
+    var name: OptimizerFamily
     var rhos: [Double?] = [nil]
     var eta: Double = 0.01
     var gradient: PerturbationGradient = .loss
@@ -126,11 +125,11 @@ private struct SuiteParser {
         guard let name = try string(root, "name", path: "name") else { throw fail(nil, "the suite needs a `name`") }
         guard !name.trimmingCharacters(in: .whitespaces).isEmpty else { throw fail("name", "the name is empty") }
         let description = try string(root, "description", path: "description") ?? ""
-        let task = try string(root, "task", path: "task") ?? "train"
-        switch task {
-        case "train": break
-        case "finetune": throw fail("task", "finetune suites are not available yet; this version runs `train` suites")
-        default: throw fail("task", "expected \"train\" or \"finetune\", got \"\(task)\"")
+        let taskName = try string(root, "task", path: "task") ?? RunTask.train.rawValue
+        switch RunTask(rawValue: taskName) {
+        case .train: break
+        case .finetune: throw fail("task", "finetune suites are not available yet; this version runs `train` suites")
+        case nil: throw fail("task", "expected \"train\" or \"finetune\", got \"\(taskName)\"")
         }
         if root["finetune"] != nil { throw fail("finetune", "finetune suites are not available yet; this version runs `train` suites") }
 
@@ -206,7 +205,7 @@ private struct SuiteParser {
                             if s.noiseSeedFollowsRun { s.data.noise.seed = s.config.seed }
                             if s.splitSeedFollowsRun { s.data.splitSeed = s.config.seed }
                             s.config.optimizer = optimizer
-                            s.label = ([s.data.dataset, s.config.model, noiseLabel, optimizerLabel] + label + ["seed \(s.config.seed)"]).joined(separator: " ")
+                            s.label = ([s.data.dataset.rawValue, s.config.model, noiseLabel, optimizerLabel] + label + ["seed \(s.config.seed)"]).joined(separator: " ")
                             try check(s, optimizerPath: o?.path)
                             runs.append(s)
                         }
@@ -228,7 +227,7 @@ private struct SuiteParser {
         }
         do { _ = try s.config.lrSchedule(iterationsPerEpoch: 1) } catch { throw fail(where_("lr"), "\(s.label): \(error)") }
         // The training images a run will have, where the dataset's size is known now.
-        let total = s.data.dataset == "synthetic" ? s.data.syntheticTrain : 50_000
+        let total = s.data.dataset.trainImages ?? s.data.syntheticTrain
         let afterSplit = total - Int((Double(total) * s.data.validationFraction).rounded())
         let images = min(afterSplit, s.data.trainSubset ?? afterSplit)
         if images < s.config.batchSize {
@@ -243,31 +242,21 @@ private struct SuiteParser {
         for rate in n.rates {
             for labels in n.labels {
                 let spec = NoiseSpec(kind: n.kind, rate: rate, selection: n.selection, seed: n.seed ?? 0, instanceStd: n.std, labelsFile: labels)
-                let label: String
-                switch n.kind {
-                case .none: label = "clean"
-                case .human: label = "human:" + ((labels ?? "").split(separator: ":").last.map(String.init) ?? "")
-                default: label = "\(n.kind.rawValue)-\(SettingValue.format(rate))"
-                }
-                out.append((spec, label))
+                out.append((spec, GroupLabels.noiseLabel(spec)))
             }
         }
         return out
     }
 
     private func variants(of o: OptimizerEntry?, batchSize: Int) throws -> [(OptimizerConfig, String)] {
-        guard let o, o.name != "sgd" else { return [(.sgd, "sgd")] }
-        let variant = SAMVariant(rawValue: o.name)!
+        guard let o, let variant = o.name.variant else { return [(.sgd, GroupLabels.optimizerLabel(.sgd))] }
         var out: [(OptimizerConfig, String)] = []
         for rho in o.rhos {
             for m in o.microBatches {
                 for k in o.lookIntervals {
                     let c = SAMConfig(variant: variant, rho: rho.map(Float.init), eta: Float(o.eta), perturbationGradient: o.gradient,
                                       bnPolicy: o.bnPolicy, microBatch: m, lookInterval: k, lookAlpha: Float(o.lookAlpha))
-                    var label = "\(o.name)(rho=\(c.rho)"
-                    if let m { label += ",m=\(m)" }
-                    if k > 1 { label += ",k=\(k)" }
-                    out.append((.sam(c), label + ")"))
+                    out.append((.sam(c), GroupLabels.optimizerLabel(.sam(c))))
                 }
             }
         }
@@ -330,9 +319,9 @@ private struct SuiteParser {
         }
         if let l = t["labels"] {
             guard noiseKind == .human else { throw fail("\(p).labels", "`labels` is for human noise only") }
-            let files = try (l.array.map(Array.init) ?? [l]).map { v -> String? in
+            let files = try (l.array.map(Array.init) ?? [l]).map { v -> LabelSpec? in
                 guard let s = v.string, !s.isEmpty else { throw fail("\(p).labels", "expected a label file (FILE.npy or FILE.pt:KEY), got \(describe(v))") }
-                return s
+                do { return try LabelSpec(parsing: s) } catch { throw fail("\(p).labels", "\(error)") }
             }
             guard !files.isEmpty else { throw fail("\(p).labels", "an empty list: the grid would have no runs") }
             e.labels = files
@@ -349,13 +338,13 @@ private struct SuiteParser {
             if Settings.byName[key] != nil { return "settings go in [defaults] or [grid], for every optimizer" }
             return nil
         }
-        let names = ["sgd", "sam", "asam"]
-        guard let name = try string(t, "name", path: "\(p).name") else { throw fail(p, "an optimizer entry needs a `name` (sgd, sam or asam)") }
-        guard names.contains(name) else {
-            throw fail("\(p).name", "unknown optimizer \"\(name)\"" + (suggestion(for: name, among: names).map { "; did you mean \"\($0)\"?" } ?? " (sgd, sam, asam)"))
+        let names = OptimizerFamily.allCases.map(\.rawValue)
+        guard let text = try string(t, "name", path: "\(p).name") else { throw fail(p, "an optimizer entry needs a `name` (\(names.joined(separator: ", ")))") }
+        guard let name = OptimizerFamily(rawValue: text) else {
+            throw fail("\(p).name", "unknown optimizer \"\(text)\"" + (suggestion(for: text, among: names).map { "; did you mean \"\($0)\"?" } ?? " (\(names.joined(separator: ", ")))"))
         }
         var e = OptimizerEntry(name: name, path: p)
-        if name == "sgd" {
+        if name == .sgd {
             if let extra = t.keys.sorted().first(where: { $0 != "name" }) { throw fail("\(p).\(extra)", "`\(extra)` is not used by sgd") }
             return e
         }
@@ -392,7 +381,7 @@ private struct SuiteParser {
         guard let kind = Expectation.Kind(rawValue: what) else {
             throw fail("\(p).what", "unknown expectation \"\(what)\"" + (suggestion(for: what, among: kinds).map { "; did you mean \"\($0)\"?" } ?? " (\(kinds.joined(separator: ", ")))"))
         }
-        var e = Expectation(kind: kind, min: nil, filter: nil, metric: "last", optimizer: "sam", rho: nil, line: locator.line(p) ?? 1)
+        var e = Expectation(kind: kind, min: nil, filter: nil, metric: .last, optimizer: .sam, rho: nil, line: locator.line(p) ?? 1)
         if let v = t["min"] {
             guard kind == .accuracy || kind == .samGain else { throw fail("\(p).min", "`min` is for accuracy and sam-gain") }
             e.min = try number(v, path: "\(p).min") { kind == .accuracy && !(0...100).contains($0) ? "an accuracy in percent, in [0, 100]" : nil }
@@ -403,12 +392,14 @@ private struct SuiteParser {
             do { e.filter = try Conditions(w, fields: Expectation.fields) } catch { throw fail("\(p).where", "\(error)") }
         }
         if let m = try string(t, "metric", path: "\(p).metric") {
-            guard ["last", "best", "val"].contains(m) else { throw fail("\(p).metric", "expected \"last\", \"best\" or \"val\", got \"\(m)\"") }
-            e.metric = m
+            guard let metric = Metric(rawValue: m) else { throw fail("\(p).metric", "expected \"last\", \"best\" or \"val\", got \"\(m)\"") }
+            e.metric = metric
         }
         if let o = try string(t, "optimizer", path: "\(p).optimizer") {
-            guard kind == .samGain, ["sam", "asam"].contains(o) else { throw fail("\(p).optimizer", "for sam-gain only: \"sam\" or \"asam\"") }
-            e.optimizer = o
+            guard kind == .samGain, let family = OptimizerFamily(rawValue: o), family != .sgd else {
+                throw fail("\(p).optimizer", "for sam-gain only: \"sam\" or \"asam\"")
+            }
+            e.optimizer = family
         }
         if let r = t["rho"] {
             guard kind == .samGain else { throw fail("\(p).rho", "`rho` is for sam-gain only") }

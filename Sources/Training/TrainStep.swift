@@ -2,12 +2,30 @@ import Engine
 import Foundation
 import Optim
 
+/// The optimizer families a run can name, in one place: the raw values are what suites, the
+/// CLI, the store and the report spell.
+public enum OptimizerFamily: String, Sendable, Codable, CaseIterable, CustomStringConvertible {
+    case sgd, sam, asam
+
+    /// The sharpness-aware families, compared against SGD.
+    public static let sharpnessAware: [OptimizerFamily] = [.sam, .asam]
+
+    public var description: String { rawValue }
+    /// How charts and tables title it: SGD, SAM, ASAM.
+    public var title: String { rawValue.uppercased() }
+    public var variant: SAMVariant? { SAMVariant(rawValue: rawValue) }
+}
+
 /// The optimizer of a run: plain SGD, or a SAM-family step whose base optimizer is that SGD.
 public enum OptimizerConfig: Sendable, Codable, Equatable {
     case sgd
     case sam(SAMConfig)
 
     public var sam: SAMConfig? { if case let .sam(c) = self { return c } else { return nil } }
+
+    public var family: OptimizerFamily {
+        switch self { case .sgd: .sgd; case let .sam(c): OptimizerFamily(rawValue: c.variant.rawValue)! }
+    }
 }
 
 /// One training step on the fast path with every buffer made up front; `step` allocates nothing.
@@ -23,14 +41,21 @@ public final class TrainStep {
     public static let fastPath: ExecutorFactory = { try DNNLExecutor(state: $0, batchSize: $1) }
 
     public let executor: Executor
+    /// The SGD step (the base optimizer of a SAM-family step).
     public let optimizer: SGD
     public let config: OptimizerConfig
     public let labelSmoothing: Float
-    public let perturbation: SharpnessAwarePerturbation?
+    /// The SAM-family optimizer over `optimizer` (nil for SGD).
+    public let sam: SAM?
+    public var perturbation: SharpnessAwarePerturbation? { sam?.perturbation }
+    /// m-sharpness: the executor of one micro-batch.
     private let microExecutor: Executor?
     private let look: LookSAMState?
+    /// [batch, classes]: the loss gradient with respect to the logits.
     private let logitsGrad: FloatBuffer
+    /// [parameters]: m-sharpness's sum of the perturbed gradients (empty otherwise).
     private let accumulated: FloatBuffer
+    /// [parameters]: LookSAM's plain gradient at w (empty otherwise).
     private let plainGradient: FloatBuffer
     /// Steps taken (LookSAM's cycle position).
     public private(set) var stepCount = 0
@@ -51,14 +76,14 @@ public final class TrainStep {
         config = optimizer
         self.labelSmoothing = labelSmoothing
         let n = state.model.parameterCount
-        if let sam = optimizer.sam {
-            try sam.validate(batchSize: batchSize)
-            perturbation = SharpnessAwarePerturbation(model: state.model, config: sam)
-            let m = sam.microBatch ?? batchSize
+        if let c = optimizer.sam {
+            try c.validate(batchSize: batchSize)
+            sam = SAM(model: state.model, config: c, base: self.optimizer)
+            let m = c.microBatch ?? batchSize
             microExecutor = m < batchSize ? try makeExecutor(state, m) : nil
-            look = sam.lookInterval > 1 ? LookSAMState(parameterCount: n) : nil
+            look = c.lookInterval > 1 ? LookSAMState(parameterCount: n) : nil
         } else {
-            perturbation = nil
+            sam = nil
             microExecutor = nil
             look = nil
         }
@@ -80,52 +105,58 @@ public final class TrainStep {
         return (loss, correct)
     }
 
+    /// BN momentum of the first pass (running statistics always updated at w).
+    private static let firstMomentum: Float = 0.1
+
     @discardableResult
     public func step(input: UnsafePointer<Float>, labels: UnsafePointer<Int32>, lr: Float, dropoutSeed: UInt64 = 0) -> Result {
         defer { stepCount += 1 }
-        let params = state.params, grads = state.grads
-        guard let perturbation, let sam = config.sam else {
-            let r = lossAndGradient(executor, input, labels, momentum: 0.1, dropoutSeed: dropoutSeed)
-            optimizer.step(params: params, grads: grads, lr: lr)
+        guard let sam else {
+            let r = lossAndGradient(executor, input, labels, momentum: Self.firstMomentum, dropoutSeed: dropoutSeed)
+            optimizer.step(params: state.params, grads: state.grads, lr: lr)
             return Result(loss: r.loss, correct: r.correct, perturbedLoss: nil)
         }
-        let wd = optimizer.config.weightDecay
-        let secondMomentum: Float = sam.bnPolicy == .firstPass ? 0 : 0.1
-
-        if let micro = microExecutor {
-            // m-sharpness: a perturbation per micro-batch, the perturbed gradients averaged.
-            let m = micro.batchSize, k = executor.batchSize / m, size = executor.model.tensors[0].perImage
-            accumulated.zero()
-            var loss = 0.0, perturbed = 0.0, correct = 0
-            for j in 0..<k {
-                let x = input + j * m * size, y = labels + j * m
-                let r = lossAndGradient(micro, x, y, momentum: 0.1, dropoutSeed: dropoutSeed &+ UInt64(2 * j))
-                perturbation.ascend(params: params, grads: grads, weightDecay: wd)
-                let p = lossAndGradient(micro, x, y, momentum: secondMomentum, dropoutSeed: dropoutSeed &+ UInt64(2 * j + 1))
-                perturbation.restore(params: params)
-                for i in 0..<grads.count { accumulated.pointer[i] += grads.pointer[i] }
-                loss += r.loss; perturbed += p.loss; correct += r.correct
-            }
-            let inv = 1 / Float(k)
-            for i in 0..<grads.count { grads.pointer[i] = accumulated.pointer[i] * inv }
-            optimizer.step(params: params, grads: grads, lr: lr)
-            return Result(loss: loss / Double(k), correct: correct, perturbedLoss: perturbed / Double(k))
-        }
-
-        let r = lossAndGradient(executor, input, labels, momentum: 0.1, dropoutSeed: dropoutSeed)
-        if let look, stepCount % sam.lookInterval != 0 {
+        if let micro = microExecutor { return microBatchStep(sam, micro, input, labels, lr: lr, dropoutSeed: dropoutSeed) }
+        let params = state.params, grads = state.grads
+        let r = lossAndGradient(executor, input, labels, momentum: Self.firstMomentum, dropoutSeed: dropoutSeed)
+        if let look, stepCount % sam.config.lookInterval != 0 {
             // LookSAM in between full SAM steps: reuse the stored orthogonal direction.
-            look.reuse(into: grads, alpha: sam.lookAlpha)
+            look.reuse(into: grads, alpha: sam.config.lookAlpha)
             optimizer.step(params: params, grads: grads, lr: lr)
             return Result(loss: r.loss, correct: r.correct, perturbedLoss: nil)
         }
         if look != nil { plainGradient.copy(from: grads) }
-        perturbation.ascend(params: params, grads: grads, weightDecay: wd)
-        let p = lossAndGradient(executor, input, labels, momentum: secondMomentum, dropoutSeed: dropoutSeed &+ 1)
-        perturbation.restore(params: params)
+        sam.firstStep(params: params, grads: grads)
+        let p = lossAndGradient(executor, input, labels, momentum: secondMomentum(sam), dropoutSeed: dropoutSeed &+ 1)
         look?.store(samGradient: grads, plainGradient: plainGradient)
-        optimizer.step(params: params, grads: grads, lr: lr)
+        sam.secondStep(params: params, grads: grads, lr: lr)
         return Result(loss: r.loss, correct: r.correct, perturbedLoss: p.loss)
+    }
+
+    /// BN momentum of the perturbed pass: 0 (statistics untouched) unless both passes update them.
+    private func secondMomentum(_ sam: SAM) -> Float { sam.config.bnPolicy == .firstPass ? 0 : Self.firstMomentum }
+
+    /// m-sharpness: a perturbation per micro-batch of m samples, the perturbed gradients averaged,
+    /// then one base step.
+    private func microBatchStep(_ sam: SAM, _ micro: Executor, _ input: UnsafePointer<Float>, _ labels: UnsafePointer<Int32>,
+                                lr: Float, dropoutSeed: UInt64) -> Result {
+        let params = state.params, grads = state.grads
+        let m = micro.batchSize, k = executor.batchSize / m, size = executor.model.tensors[0].perImage
+        accumulated.zero()
+        var loss = 0.0, perturbed = 0.0, correct = 0
+        for j in 0..<k {
+            let x = input + j * m * size, y = labels + j * m
+            let r = lossAndGradient(micro, x, y, momentum: Self.firstMomentum, dropoutSeed: dropoutSeed &+ UInt64(2 * j))
+            sam.firstStep(params: params, grads: grads)
+            let p = lossAndGradient(micro, x, y, momentum: secondMomentum(sam), dropoutSeed: dropoutSeed &+ UInt64(2 * j + 1))
+            sam.restore(params: params)
+            for i in 0..<grads.count { accumulated.pointer[i] += grads.pointer[i] }
+            loss += r.loss; perturbed += p.loss; correct += r.correct
+        }
+        let inv = 1 / Float(k)
+        for i in 0..<grads.count { grads.pointer[i] = accumulated.pointer[i] * inv }
+        sam.baseStep(params: params, grads: grads, lr: lr)
+        return Result(loss: loss / Double(k), correct: correct, perturbedLoss: perturbed / Double(k))
     }
 
     /// The optimizer's state (momentum buffer, LookSAM's g_v, the step count) as tensors, for

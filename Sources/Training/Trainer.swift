@@ -5,13 +5,19 @@ import Optim
 
 /// Everything one training run needs besides its data; the run is fully determined by it and
 /// the `PreparedData` it trains on.
+/// The learning-rate schedules a run can name (stepped per iteration).
+public enum Schedule: String, Sendable, Codable, CaseIterable, CustomStringConvertible {
+    case constant, cosine, multistep
+    public var description: String { rawValue }
+}
+
 public struct TrainConfig: Sendable, Codable, Equatable {
     public var model: String = "resnet20"
     public var dropout: Float = 0
     public var epochs: Int = 10
     public var batchSize: Int = 128
     public var lr: Float = 0.1
-    public var schedule: String = "cosine"          // constant | cosine | multistep
+    public var schedule: Schedule = .cosine
     public var milestones: [Int] = []               // epochs, for multistep
     public var gamma: Float = 0.1                   // multistep factor
     public var warmupEpochs: Int = 0
@@ -34,10 +40,9 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     public func lrSchedule(iterationsPerEpoch: Int) throws -> LRSchedule {
         let kind: LRScheduleKind
         switch schedule {
-        case "constant": kind = .constant
-        case "cosine": kind = .cosine(floor: 0)
-        case "multistep": kind = .multiStep(milestones: milestones.map { $0 * iterationsPerEpoch }, gamma: gamma)
-        default: throw EngineError("unknown schedule '\(schedule)' (constant, cosine, multistep)")
+        case .constant: kind = .constant
+        case .cosine: kind = .cosine(floor: 0)
+        case .multistep: kind = .multiStep(milestones: milestones.map { $0 * iterationsPerEpoch }, gamma: gamma)
         }
         let s = LRSchedule(base: lr, kind: kind, warmupIterations: warmupEpochs * iterationsPerEpoch,
                            totalIterations: max(epochs * iterationsPerEpoch, 1))
@@ -78,7 +83,8 @@ public struct EpochMetrics: Sendable, Codable, Equatable {
     public var imagesPerSecond: Double     // training images per second
 }
 
-public enum RunStatus: Sendable, Codable, Equatable {
+/// How a stage of a run ended (the store's `RunStatus` adds the states of a run not yet ended).
+public enum StageStatus: Sendable, Codable, Equatable {
     case done
     /// Loss not finite, or above `divergenceFactor` x the first step's loss, at this step.
     case diverged(step: Int, epoch: Int, loss: Double?)
@@ -89,7 +95,7 @@ public enum RunStatus: Sendable, Codable, Equatable {
 /// One stage of a run: `train` (every run), then `bootstrap` when asked for.
 public struct StageResult: Sendable, Codable, Equatable {
     public var stage: String
-    public var status: RunStatus
+    public var status: StageStatus
     public var epochs: [EpochMetrics]
     public var sharpness: SharpnessMetrics?
     /// For the bootstrap stage: training labels the first stage's model changed.
@@ -99,7 +105,7 @@ public struct StageResult: Sendable, Codable, Equatable {
 public struct RunResult: Sendable, Codable, Equatable {
     public var stages: [StageResult]
     /// The last stage's status (a diverged first stage ends the run).
-    public var status: RunStatus { stages.last!.status }
+    public var status: StageStatus { stages.last!.status }
     public var epochs: [EpochMetrics] { stages.last!.epochs }
 }
 
@@ -210,102 +216,28 @@ public final class Trainer {
     private func runStage(_ name: String, data: PreparedData, resume: (progress: Progress, file: SafetensorsFile)?, checkpoint: String?,
                           finished: [StageResult], relabelled: Int? = nil,
                           onEpoch: (String, EpochMetrics) throws -> Void, onBatch: (String, Int, Int, Int) -> Void) throws -> StageResult {
-        let b = config.batchSize
-        let loader = BatchLoader(data: data, batchSize: b, augmentation: config.augmentation, seed: config.seed)
-        let perEpoch = loader.batchesPerEpoch
-        let schedule = try config.lrSchedule(iterationsPerEpoch: perEpoch)
-        let step = try TrainStep(state: state, batchSize: b, sgd: config.sgd, optimizer: config.optimizer, labelSmoothing: config.labelSmoothing)
-        // Memorisation is measured against the labels of the *run's* data (the noise), not a
-        // bootstrap stage's relabelling.
-        let corrupted = self.data.trainIndices.filter { self.data.trainLabels[$0] != self.data.cleanTrainLabels[$0] }
-        var history: [EpochMetrics] = []
-        var iteration = 0
-        var firstLoss: Double?
-        var startEpoch = 1
-        if let resume {
-            try Checkpoint.load(into: state, file: resume.file, source: checkpoint ?? "checkpoint", allowUnexpected: true)
-            try step.restoreOptimizer(from: resume.file, source: checkpoint ?? "checkpoint")
-            history = resume.progress.history
-            iteration = resume.progress.iteration
-            firstLoss = resume.progress.firstLoss
-            startEpoch = resume.progress.completedEpochs + 1
-        }
-        func save(_ epoch: Int) throws {
-            guard let checkpoint else { return }
-            let progress = Progress(config: config, stage: name, completedEpochs: epoch, iteration: iteration, firstLoss: firstLoss,
-                                    history: history, finished: finished, relabelled: relabelled)
-            var tensors = Checkpoint.tensors(of: state).merging(step.optimizerTensors()) { a, _ in a }
-            if name == "bootstrap" { tensors["bootstrap.labels"] = SafetensorsTensor(int64s: data.trainLabels.map { Int64($0) }) }
-            let json = String(decoding: try JSONEncoder().encode(progress), as: UTF8.self)
-            try SafetensorsFile(tensors: tensors, metadata: [Trainer.progressKey: json, "model": model.name, "format": "pt"]).write(to: checkpoint)
-        }
-        for epoch in startEpoch..<(config.epochs + 1) {
+        let stage = try Stage(trainer: self, name: name, data: data, checkpoint: checkpoint, finished: finished, relabelled: relabelled)
+        if let resume { try stage.resume(from: resume) }
+        for epoch in stage.startEpoch..<(config.epochs + 1) {
             let start = Date()
-            var lossSum = 0.0, perturbedSum = 0.0, perturbedCount = 0, correct = 0
-            var lr = schedule.lr(at: iteration)
-            var diverged: RunStatus?
-            var done = 0
-            try loader.forEachBatch(epoch: epoch) { images, labels, _ in
-                lr = schedule.lr(at: iteration)
-                let r = step.step(input: images, labels: labels, lr: lr, dropoutSeed: splitMix64(config.seed &+ UInt64(iteration) &* 2))
-                let reference = firstLoss ?? r.loss
-                if firstLoss == nil { firstLoss = r.loss }
-                if !r.loss.isFinite || r.loss > config.divergenceFactor * reference || !(r.perturbedLoss?.isFinite ?? true) {
-                    diverged = .diverged(step: iteration, epoch: epoch, loss: r.loss.isFinite ? r.loss : nil)
-                    return false
-                }
-                lossSum += r.loss
-                correct += r.correct
-                if let p = r.perturbedLoss { perturbedSum += p; perturbedCount += 1 }
-                iteration += 1
-                done += 1
-                onBatch(name, epoch, done, perEpoch)
-                return true
+            let trained = stage.train(epoch: epoch) { onBatch(name, epoch, $0, $1) }
+            guard case let .trained(loss, accuracy, perturbed, lr) = trained else {
+                if case let .diverged(status) = trained { return stage.result(status) }
+                fatalError("unreachable")
             }
-            if let diverged { return StageResult(stage: name, status: diverged, epochs: history, sharpness: nil, relabelled: relabelled) }
             let trainSeconds = Date().timeIntervalSince(start)
-            let ex = step.executor
-            let test = evaluate(images: data.testImages, indices: Array(data.testLabels.indices), labels: data.testLabels, executor: ex)
-            var m = EpochMetrics(epoch: epoch, lr: lr, trainLoss: lossSum / Double(perEpoch),
-                                 trainAccuracy: Double(correct) / Double(perEpoch * b),
-                                 perturbedLoss: perturbedCount > 0 ? perturbedSum / Double(perturbedCount) : nil,
-                                 testLoss: test.loss, testAccuracy: test.accuracy, seconds: 0,
-                                 imagesPerSecond: Double(perEpoch * b) / trainSeconds)
-            if !data.validationIndices.isEmpty {
-                let v = evaluate(images: data.trainImages, indices: data.validationIndices,
-                                 labels: data.validationUsesNoisyLabels ? self.data.trainLabels : data.cleanTrainLabels, executor: ex)
-                m.validationLoss = v.loss
-                m.validationAccuracy = v.accuracy
-            }
-            if !corrupted.isEmpty {
-                let predicted = predict(images: data.trainImages, indices: corrupted, executor: ex)
-                m.corruptedNoisyAccuracy = Double(zip(corrupted, predicted).filter { self.data.trainLabels[$0.0] == $0.1 }.count) / Double(corrupted.count)
-                m.corruptedCleanAccuracy = Double(zip(corrupted, predicted).filter { data.cleanTrainLabels[$0.0] == $0.1 }.count) / Double(corrupted.count)
-            }
+            var m = stage.evaluate(epoch: epoch, lr: lr, trainLoss: loss, trainAccuracy: accuracy, perturbedLoss: perturbed,
+                                   imagesPerSecond: Double(stage.perEpoch * config.batchSize) / trainSeconds)
             m.seconds = Date().timeIntervalSince(start)
-            history.append(m)
-            try save(epoch)
+            stage.history.append(m)
+            try stage.save(completedEpochs: epoch)
             try onEpoch(name, m)
         }
-        var sharpness: SharpnessMetrics?
-        if let sc = config.sharpness {
-            // Fixed batches: the first ones of the training indices, unaugmented.
-            let batches = min(sc.batches, data.trainIndices.count / b)
-            let indices = Array(data.trainIndices.prefix(batches * b))
-            var images = [Float](repeating: 0, count: indices.count * RawImages.imageBytes)
-            var labels = indices.map { data.trainLabels[$0] }
-            images.withUnsafeMutableBufferPointer { normalise(data.trainImages, indices[...], into: $0.baseAddress!) }
-            sharpness = images.withUnsafeBufferPointer { img in
-                labels.withUnsafeMutableBufferPointer { lab in
-                    Sharpness.measure(executor: step.executor, images: img.baseAddress!, labels: lab.baseAddress!, batches: batches, config: sc)
-                }
-            }
-        }
-        return StageResult(stage: name, status: .done, epochs: history, sharpness: sharpness, relabelled: relabelled)
+        return stage.result(.done, sharpness: stage.measureSharpness())
     }
 
     /// The images at `indices`, normalised and unaugmented, into consecutive slots of `dst`.
-    private func normalise(_ images: [UInt8], _ indices: ArraySlice<Int>, into dst: UnsafeMutablePointer<Float>) {
+    fileprivate func normalise(_ images: [UInt8], _ indices: ArraySlice<Int>, into dst: UnsafeMutablePointer<Float>) {
         var rng = Xoshiro256(seed: 0)  // unused: no augmentation
         images.withUnsafeBufferPointer { src in
             for (j, i) in indices.enumerated() {
@@ -354,5 +286,138 @@ public final class Trainer {
             }
         }
         return out
+    }
+}
+
+/// One stage of a run as it goes: its loader, schedule and step, the epochs so far, and the
+/// parts `Trainer.runStage` strings together (resume, train an epoch, evaluate, checkpoint,
+/// sharpness).
+private final class Stage {
+    let trainer: Trainer
+    let name: String
+    let data: PreparedData
+    let checkpoint: String?
+    /// Stages finished before this one, and (bootstrap) the labels the first one changed.
+    let finished: [StageResult]
+    let relabelled: Int?
+    let loader: BatchLoader
+    let schedule: LRSchedule
+    let step: TrainStep
+    /// Training samples whose label the noise changed: memorisation is measured on them against
+    /// the labels of the run's data (the noise), not a bootstrap stage's relabelling.
+    let corrupted: [Int]
+    var perEpoch: Int { loader.batchesPerEpoch }
+    var config: TrainConfig { trainer.config }
+
+    var history: [EpochMetrics] = []
+    var iteration = 0
+    var firstLoss: Double?
+    var startEpoch = 1
+
+    init(trainer: Trainer, name: String, data: PreparedData, checkpoint: String?, finished: [StageResult], relabelled: Int?) throws {
+        (self.trainer, self.name, self.data, self.checkpoint, self.finished, self.relabelled) = (trainer, name, data, checkpoint, finished, relabelled)
+        let c = trainer.config
+        loader = BatchLoader(data: data, batchSize: c.batchSize, augmentation: c.augmentation, seed: c.seed)
+        schedule = try c.lrSchedule(iterationsPerEpoch: loader.batchesPerEpoch)
+        step = try TrainStep(state: trainer.state, batchSize: c.batchSize, sgd: c.sgd, optimizer: c.optimizer, labelSmoothing: c.labelSmoothing)
+        let run = trainer.data
+        corrupted = run.trainIndices.filter { run.trainLabels[$0] != run.cleanTrainLabels[$0] }
+    }
+
+    /// Weights, optimizer state and progress from a checkpoint of this stage.
+    func resume(from r: (progress: Trainer.Progress, file: SafetensorsFile)) throws {
+        try Checkpoint.load(into: trainer.state, file: r.file, source: checkpoint ?? "checkpoint", allowUnexpected: true)
+        try step.restoreOptimizer(from: r.file, source: checkpoint ?? "checkpoint")
+        history = r.progress.history
+        iteration = r.progress.iteration
+        firstLoss = r.progress.firstLoss
+        startEpoch = r.progress.completedEpochs + 1
+    }
+
+    /// Writes the checkpoint (when the run has one) after `completedEpochs` epochs.
+    func save(completedEpochs epoch: Int) throws {
+        guard let checkpoint else { return }
+        let progress = Trainer.Progress(config: config, stage: name, completedEpochs: epoch, iteration: iteration, firstLoss: firstLoss,
+                                        history: history, finished: finished, relabelled: relabelled)
+        var tensors = Checkpoint.tensors(of: trainer.state).merging(step.optimizerTensors()) { a, _ in a }
+        if name == "bootstrap" { tensors["bootstrap.labels"] = SafetensorsTensor(int64s: data.trainLabels.map { Int64($0) }) }
+        let json = String(decoding: try JSONEncoder().encode(progress), as: UTF8.self)
+        try SafetensorsFile(tensors: tensors, metadata: [Trainer.progressKey: json, "model": trainer.model.name, "format": "pt"]).write(to: checkpoint)
+    }
+
+    enum Trained {
+        case trained(loss: Double, accuracy: Double, perturbedLoss: Double?, lr: Float)
+        case diverged(StageStatus)
+    }
+
+    /// One epoch of steps; `onBatch(done, perEpoch)` after each. Stops at the first step whose
+    /// loss is not finite or exceeds the divergence factor times the first step's loss.
+    func train(epoch: Int, onBatch: (Int, Int) -> Void) -> Trained {
+        let b = config.batchSize
+        var lossSum = 0.0, perturbedSum = 0.0, perturbedCount = 0, correct = 0
+        var lr = schedule.lr(at: iteration)
+        var diverged: StageStatus?
+        var done = 0
+        loader.forEachBatch(epoch: epoch) { images, labels, _ in
+            lr = schedule.lr(at: iteration)
+            let r = step.step(input: images, labels: labels, lr: lr, dropoutSeed: splitMix64(config.seed &+ UInt64(iteration) &* 2))
+            let reference = firstLoss ?? r.loss
+            if firstLoss == nil { firstLoss = r.loss }
+            if !r.loss.isFinite || r.loss > config.divergenceFactor * reference || !(r.perturbedLoss?.isFinite ?? true) {
+                diverged = .diverged(step: iteration, epoch: epoch, loss: r.loss.isFinite ? r.loss : nil)
+                return false
+            }
+            lossSum += r.loss
+            correct += r.correct
+            if let p = r.perturbedLoss { perturbedSum += p; perturbedCount += 1 }
+            iteration += 1
+            done += 1
+            onBatch(done, perEpoch)
+            return true
+        }
+        if let diverged { return .diverged(diverged) }
+        return .trained(loss: lossSum / Double(perEpoch), accuracy: Double(correct) / Double(perEpoch * b),
+                        perturbedLoss: perturbedCount > 0 ? perturbedSum / Double(perturbedCount) : nil, lr: lr)
+    }
+
+    /// The epoch's metrics: the training numbers given, then the test set, the validation split
+    /// and memorisation, evaluated now (`seconds` left for the caller).
+    func evaluate(epoch: Int, lr: Float, trainLoss: Double, trainAccuracy: Double, perturbedLoss: Double?, imagesPerSecond: Double) -> EpochMetrics {
+        let ex = step.executor, run = trainer.data
+        let test = trainer.evaluate(images: data.testImages, indices: Array(data.testLabels.indices), labels: data.testLabels, executor: ex)
+        var m = EpochMetrics(epoch: epoch, lr: lr, trainLoss: trainLoss, trainAccuracy: trainAccuracy, perturbedLoss: perturbedLoss,
+                             testLoss: test.loss, testAccuracy: test.accuracy, seconds: 0, imagesPerSecond: imagesPerSecond)
+        if !data.validationIndices.isEmpty {
+            let v = trainer.evaluate(images: data.trainImages, indices: data.validationIndices,
+                                     labels: data.validationUsesNoisyLabels ? run.trainLabels : data.cleanTrainLabels, executor: ex)
+            m.validationLoss = v.loss
+            m.validationAccuracy = v.accuracy
+        }
+        if !corrupted.isEmpty {
+            let predicted = trainer.predict(images: data.trainImages, indices: corrupted, executor: ex)
+            m.corruptedNoisyAccuracy = Double(zip(corrupted, predicted).filter { run.trainLabels[$0.0] == $0.1 }.count) / Double(corrupted.count)
+            m.corruptedCleanAccuracy = Double(zip(corrupted, predicted).filter { data.cleanTrainLabels[$0.0] == $0.1 }.count) / Double(corrupted.count)
+        }
+        return m
+    }
+
+    /// Sharpness at the end, on fixed batches: the first ones of the training indices, unaugmented.
+    func measureSharpness() -> SharpnessMetrics? {
+        guard let sc = config.sharpness else { return nil }
+        let b = config.batchSize
+        let batches = min(sc.batches, data.trainIndices.count / b)
+        let indices = Array(data.trainIndices.prefix(batches * b))
+        var images = [Float](repeating: 0, count: indices.count * RawImages.imageBytes)
+        var labels = indices.map { data.trainLabels[$0] }
+        images.withUnsafeMutableBufferPointer { trainer.normalise(data.trainImages, indices[...], into: $0.baseAddress!) }
+        return images.withUnsafeBufferPointer { img in
+            labels.withUnsafeMutableBufferPointer { lab in
+                Sharpness.measure(executor: step.executor, images: img.baseAddress!, labels: lab.baseAddress!, batches: batches, config: sc)
+            }
+        }
+    }
+
+    func result(_ status: StageStatus, sharpness: SharpnessMetrics? = nil) -> StageResult {
+        StageResult(stage: name, status: status, epochs: history, sharpness: sharpness, relabelled: relabelled)
     }
 }

@@ -19,19 +19,17 @@ struct Bench: ParsableCommand {
 
     @Option(help: "Model: \(Architectures.names).") var model: String = "resnet20"
     @Option(help: "Batch size.") var batch: Int = 128
-    @Option(help: "Threads for oneDNN (default: all cores).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @OptionGroup var threadsOption: ThreadsOption
+    var threads: Int { threadsOption.resolved() }
     @Option(help: "Timed steps per mode (the median is reported).") var steps: Int = 20
     @Option(help: "Untimed warm-up steps per mode.") var warmup: Int = 5
     @Option(help: "Modes to run, comma-separated: eval, sgd, sam, asam, msam, looksam.") var modes: String = "eval,sgd,sam"
-    @Option(help: "Output format: text or json.") var format: OutputFormat = .text
-
-    enum OutputFormat: String, ExpressibleByArgument { case text, json }
+    @Option(help: "Output format.") var format: TextOrJSON = .text
 
     func validate() throws {
         guard batch >= 1 else { throw ValidationError("--batch must be >= 1") }
         guard steps >= 1 else { throw ValidationError("--steps must be >= 1") }
         guard warmup >= 0 else { throw ValidationError("--warmup must be >= 0") }
-        guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
         for m in modeList where !Benchmark.modes.contains(m) {
             throw ValidationError("unknown mode '\(m)'; modes: \(Benchmark.modes.joined(separator: ", "))")
         }

@@ -29,11 +29,10 @@ struct CheckCommand: ParsableCommand {
     @Option(help: "The baseline: a `sambench report --format json` file.") var baseline: String?
     @Option(help: "A suite file (its results and its [[expect]] assertions) or a suite name.") var suite: String?
     @Option(help: "floor=POINTS,k=NUMBER (default floor=1,k=3).") var tolerance: String?
-    @Option(help: "text or json.") var format: String = "text"
+    @Option(help: "Output format.") var format: TextOrJSON = .text
 
     func validate() throws {
         guard baseline != nil || suite != nil else { throw ValidationError("give --baseline FILE, --suite FILE, or both") }
-        guard ["text", "json"].contains(format) else { throw ValidationError("--format must be text or json") }
     }
 
     func run() throws {
@@ -61,7 +60,7 @@ struct CheckCommand: ParsableCommand {
         let groups = base.map { Checker.compare(current: current, baseline: $0, tolerance: tol) } ?? []
         let verdicts = Checker.evaluate(expectations) { m in m == metric ? current : ReportBuilder.build(runs, suites: suites, metric: m) }
         let outcome = CheckOutcome(tolerance: tol, groups: groups, expectations: verdicts)
-        if format == "json" {
+        if format == .json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             emit(String(decoding: try encoder.encode(outcome), as: UTF8.self))

@@ -16,31 +16,26 @@ struct NoiseCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Dataset: cifar10, cifar100 or synthetic.") var dataset: String = "cifar10"
-    @Option(help: "Noise kind: \(NoiseKind.allCases.map(\.rawValue).joined(separator: ", ")).") var kind: String
+    @Option(help: "Dataset.") var dataset: Dataset = .cifar10
+    @Option(help: "Noise kind (docs/NOISE.md).") var kind: NoiseKind
     @Option(help: "Target noise rate in [0, 1].") var rate: Double = 0
     @Option(help: "Seed of the noise realisation.") var seed: UInt64 = 0
-    @Option(help: "Which samples: exact, exact-per-class or bernoulli.") var selection: String = "exact"
+    @Option(help: "Which samples are corrupted.") var selection: NoiseSelection = .exact
     @Option(help: "Instance noise: std of the truncated normal of per-sample flip rates.") var instanceStd: Double = 0.1
-    @Option(help: "Human noise: FILE.npy or FILE.pt:KEY (e.g. CIFAR-10_human.pt:worse_label).") var labels: String?
-    @Option(help: "Data directory (CIFAR).") var dataDir: String?
+    @Option(help: "Human noise: FILE.npy or FILE.pt:KEY (e.g. CIFAR-10_human.pt:worse_label).") var labels: LabelSpec?
+    @OptionGroup var dataDirectory: DataDirOption
+    var dataDir: String? { dataDirectory.dataDir }
     @Option(help: "Write the noisy labels here (.npy, int64).") var out: String
-    @Option(help: "Output format of the summary: text or json.") var format: String = "text"
+    @Option(help: "Output format of the summary.") var format: TextOrJSON = .text
 
     func spec() throws -> NoiseSpec {
-        guard let k = NoiseKind(rawValue: kind) else {
-            throw ValidationError("unknown noise kind '\(kind)'; kinds: \(NoiseKind.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        guard let s = NoiseSelection(rawValue: selection) else { throw ValidationError("--selection must be exact, exact-per-class or bernoulli") }
-        let spec = NoiseSpec(kind: k, rate: rate, selection: s, seed: seed, instanceStd: instanceStd, labelsFile: labels)
+        let spec = NoiseSpec(kind: kind, rate: rate, selection: selection, seed: seed, instanceStd: instanceStd, labelsFile: labels)
         do { try spec.validate() } catch { throw ValidationError("\(error)") }
         return spec
     }
 
     func validate() throws {
         _ = try spec()
-        guard ["text", "json"].contains(format) else { throw ValidationError("--format must be text or json") }
-        guard DataSpec.datasets.contains(dataset) else { throw ValidationError("--dataset must be one of \(DataSpec.datasets.joined(separator: ", "))") }
     }
 
     func run() throws {
@@ -50,12 +45,12 @@ struct NoiseCommand: ParsableCommand {
         let prepared = try DataPreparation.prepare(data, dataDir: dataDir)
         guard let r = prepared.noise else { throw ValidationError("noise kind none: nothing to write") }
         try NPY.writeLabels(r.labels, to: out)
-        if format == "json" {
+        if format == .json {
             struct Summary: Encodable {
                 let dataset: String, kind: String, selection: String, seed: UInt64, target_rate: Double
                 let realised_rate: Double, transition: [[Int]], labels_sha256: String, count: Int, out: String
             }
-            let s = Summary(dataset: dataset, kind: r.spec.kind.rawValue, selection: r.spec.selection.rawValue, seed: r.spec.seed,
+            let s = Summary(dataset: dataset.rawValue, kind: r.spec.kind.rawValue, selection: r.spec.selection.rawValue, seed: r.spec.seed,
                             target_rate: r.spec.rate, realised_rate: r.realisedRate, transition: r.transition,
                             labels_sha256: r.labelsSHA256, count: r.labels.count, out: out)
             let enc = JSONEncoder()

@@ -3,6 +3,7 @@ import Charts
 import Foundation
 import Report
 import Store
+import Suites
 import Training
 
 struct ReportCommand: ParsableCommand {
@@ -32,8 +33,8 @@ struct ReportCommand: ParsableCommand {
 
     @OptionGroup var database: DatabaseOption
     @Option(help: "Only the runs of the suites with this name (default: every run).") var suite: String?
-    @Option(help: "text, markdown, csv or json.") var format: String = "text"
-    @Option(help: "last, best or val.") var metric: String = "last"
+    @Option(help: "Output format.") var format: ReportFormat = .text
+    @Option(help: "Which test accuracy of each run: last, best or val (see above).") var metric: Metric = .last
     @Option(help: "Where the charts go.") var charts: String = "results/charts"
     @Flag(help: "Do not draw charts.") var noCharts = false
     @Flag(help: "Also write each chart as SVG.") var svg = false
@@ -41,8 +42,6 @@ struct ReportCommand: ParsableCommand {
     @Option(help: "Reference points for the accuracy chart: CSV label,noise_rate,accuracy (percent).") var reference: String?
 
     func validate() throws {
-        guard ReportFormat(rawValue: format) != nil else { throw ValidationError("--format must be text, markdown, csv or json") }
-        guard Metric(rawValue: metric) != nil else { throw ValidationError("--metric must be last, best or val") }
         guard scale > 0.1, scale <= 8 else { throw ValidationError("--scale must be in (0.1, 8]") }
     }
 
@@ -53,8 +52,8 @@ struct ReportCommand: ParsableCommand {
             _ = try usageFailure { throw StoreError("no suite named '\(suite)' in \(database.db); it has: \(names.isEmpty ? "none" : names.joined(separator: ", "))") }
         }
         let runs = try store.storedRuns(suite: suite)
-        let report = ReportBuilder.build(runs, suites: suite.map { [$0] } ?? names, metric: Metric(rawValue: metric)!)
-        try FileHandle.standardOutput.write(contentsOf: Data(try ReportFormat(rawValue: format)!.render(report).utf8))
+        let report = ReportBuilder.build(runs, suites: suite.map { [$0] } ?? names, metric: metric)
+        try FileHandle.standardOutput.write(contentsOf: Data(try format.render(report).utf8))
         guard !noCharts else { return }
         var options = ChartOptions(directory: charts)
         options.scale = scale
@@ -63,6 +62,6 @@ struct ReportCommand: ParsableCommand {
         let files = try Charts.render(report, options: options)
         // Where the tables go to a pipe (json, csv), the chart list goes to stderr.
         let note = files.isEmpty ? "no charts: no finished runs yet" : "charts: " + files.joined(separator: ", ")
-        if format == "text" || format == "markdown" { emit("\n" + note) } else { FileHandle.standardError.write(Data((note + "\n").utf8)) }
+        if format == .text || format == .markdown { emit("\n" + note) } else { FileHandle.standardError.write(Data((note + "\n").utf8)) }
     }
 }

@@ -1,25 +1,10 @@
 import ArgumentParser
-import Charts
 import Datasets
-import Report
 import Foundation
 import Runner
 import Store
 import Suites
 import Training
-
-/// Errors a user fixes (a bad suite, a locked or foreign database, missing data): printed as
-/// they are, exit status 2.
-func usageFailure<T>(_ body: () throws -> T) throws -> T {
-    do { return try body() } catch let e where e is SuiteError || e is StoreError || e is RunnerError || e is DataError || e is ChartError || e is CheckError {
-        FileHandle.standardError.write(Data("error: \(e)\n".utf8))
-        throw ExitCode(2)
-    }
-}
-
-struct DatabaseOption: ParsableArguments {
-    @Option(help: "The results database.") var db: String = "results/sambench.sqlite"
-}
 
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -47,12 +32,15 @@ struct RunCommand: ParsableCommand {
     @Argument(help: "The suite file, e.g. suites/quick.toml.") var suite: String
     @OptionGroup var database: DatabaseOption
     @Option(help: "Runs trained at once, each in its own process.") var jobs: Int = 1
-    @Option(help: "oneDNN threads per run (default: the cores divided by --jobs).") var threads: Int?
+    @OptionGroup var threadsOption: ThreadsOption
+    /// oneDNN threads per run: as asked, else the cores divided by --jobs.
+    var threads: Int { threadsOption.resolved(max(1, ProcessInfo.processInfo.activeProcessorCount / jobs)) }
     @Flag(help: "Print the runs and their status without training.") var dryRun = false
     @Option(help: "Only the runs that match, e.g. 'optimizer=sam,rho<=0.05,noise_rate>=0.4' (fields: \(RunFilter.fields.joined(separator: ", "))).")
     var filter: String?
     @Option(help: "Run the K-th of N deterministic parts of the grid, e.g. 2/4.") var shard: String?
-    @Option(help: "Data directory for CIFAR (default: $SAMBENCH_DATA, else ~/.local/share/sambench).") var dataDir: String?
+    @OptionGroup var dataDirectory: DataDirOption
+    var dataDir: String? { dataDirectory.dataDir }
     @Option(help: "Where run checkpoints go.") var checkpoints: String = "results/checkpoints"
     @Flag(help: "Keep each run's last checkpoint when it is done.") var keepCheckpoints = false
     @Flag(help: "Print failures and the summary only.") var quiet = false
@@ -60,12 +48,10 @@ struct RunCommand: ParsableCommand {
 
     func validate() throws {
         guard jobs >= 1 else { throw ValidationError("--jobs must be >= 1") }
-        if let threads, threads < 1 { throw ValidationError("--threads must be >= 1") }
         guard !(quiet && verbose) else { throw ValidationError("--quiet and --verbose contradict each other") }
     }
 
     func run() throws {
-        let cores = ProcessInfo.processInfo.activeProcessorCount
         let (suite, runs, folded) = try usageFailure { try Self.resolve(suite: self.suite, dataDir: dataDir, filter: filter, shard: shard) }
         if dryRun { return try printPlan(suite, runs, folded: folded) }
 
@@ -76,13 +62,13 @@ struct RunCommand: ParsableCommand {
         try store.register(suite: suite, runs: runs)
         if !quiet {
             emit("suite \(suite.name): \(runs.count) runs\(folded > 0 ? " (\(folded) duplicates folded)" : ""), " +
-                 "database \(database.db), \(jobs) at a time, \(threads ?? max(1, cores / jobs)) threads each")
+                 "database \(database.db), \(jobs) at a time, \(threads) threads each")
         }
         var options = RunnerOptions(executable: Self.executable(),
                                     provenance: Provenance(host: ProcessInfo.processInfo.hostName, version: SambenchVersion.string,
-                                                           gitRevision: Self.gitRevision(), threads: threads ?? max(1, cores / jobs)))
+                                                           gitRevision: Self.gitRevision(), threads: threads))
         options.jobs = jobs
-        options.threads = threads ?? max(1, cores / jobs)
+        options.threads = threads
         options.dataDir = dataDir
         options.checkpointRoot = checkpoints
         options.keepCheckpoints = keepCheckpoints
@@ -101,8 +87,8 @@ struct RunCommand: ParsableCommand {
         var runs: [KeyedRun] = []
         for spec in suite.runs {
             let id = try identity.of(spec.data)
-            let (key, group) = RunKey.compute(spec, identity: id)
-            if seen.insert(key).inserted { runs.append(KeyedRun(spec: spec, key: key, group: group, identity: id)) }
+            let run = KeyedRun(spec: spec, identity: id)
+            if seen.insert(run.key).inserted { runs.append(run) }
         }
         let folded = suite.runs.count - runs.count
         if let filter {
@@ -120,13 +106,13 @@ struct RunCommand: ParsableCommand {
         if !suite.description.isEmpty { emit(suite.description.trimmingCharacters(in: .whitespacesAndNewlines)) }
         var units = 0.0
         for r in runs {
-            emit("\(r.key)  \(pad(statuses[r.key] ?? "new", 11)) \(r.spec.label)")
-            if !["done", "diverged"].contains(statuses[r.key] ?? "") {
-                units += Double(r.spec.config.epochs * (r.spec.data.trainSubset ?? (r.spec.data.dataset == "synthetic" ? r.spec.data.syntheticTrain : 50_000)))
+            emit("\(r.key)  \(pad(statuses[r.key]?.rawValue ?? "new", 11)) \(r.spec.label)")
+            if statuses[r.key]?.finished != true {
+                units += Double(r.spec.config.epochs * (r.spec.data.trainSubset ?? r.spec.data.dataset.trainImages ?? r.spec.data.syntheticTrain))
                     * Runner.cost(r)
             }
         }
-        let finished = runs.filter { ["done", "diverged"].contains(statuses[$0.key] ?? "") }.count
+        let finished = runs.filter { statuses[$0.key]?.finished == true }.count
         emit("\(finished) finished, \(runs.count - finished) to run: about \(units < 1e5 ? "<0.1" : String(format: "%.1f", units / 1e6)) million " +
              "training images (a SAM step counts as its two passes)")
     }
@@ -163,91 +149,3 @@ struct RunCommand: ParsableCommand {
     }
 }
 
-struct WorkerCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "worker", abstract: "Internal: one run for `sambench run`.",
-                                                    shouldDisplay: false)
-    @Option(help: "The job, as JSON.") var job: String
-
-    func run() throws {
-        let j = try JSONDecoder().decode(WorkerJob.self, from: Data(job.utf8))
-        let status = Worker.run(j)
-        if status != 0 { throw ExitCode(status) }
-    }
-}
-
-struct RunsCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "runs",
-        abstract: "List the runs in the results database with their status and results.",
-        discussion: "Accuracies are on the test set: at the last epoch, the best epoch, and the epoch chosen on the validation split (when the suite has one). Memorised: accuracy on the corrupted training samples against their noisy labels at the last epoch."
-    )
-    @OptionGroup var database: DatabaseOption
-    @Option(help: "Only runs with this status: pending, running, done, failed, diverged, interrupted.") var status: String?
-    @Option(help: "text or json.") var format: String = "text"
-
-    func validate() throws {
-        if let status, !["pending", "running", "done", "failed", "diverged", "interrupted"].contains(status) {
-            throw ValidationError("--status must be pending, running, done, failed, diverged or interrupted")
-        }
-        guard ["text", "json"].contains(format) else { throw ValidationError("--format must be text or json") }
-    }
-
-    func run() throws {
-        let store = try usageFailure { try Store(path: database.db, readOnly: true) }
-        // `running` with no runner holding the database: its runner was killed; the next
-        // `sambench run` resumes it.
-        let writer = WriterLock.isHeld(database: database.db)
-        let rows = try store.runs().map { r in
-            var r = r
-            if r.status == "running" && !writer { r.status = "interrupted" }
-            return r
-        }.filter { status == nil || $0.status == status }
-        if format == "json" {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            emit(String(decoding: try encoder.encode(rows), as: UTF8.self))
-            return
-        }
-        func pct(_ v: Double?) -> String { v.map { String(format: "%6.2f", 100 * $0) } ?? "     -" }
-        emit("key                   status         epochs   last   best    val   mem'd     time  run")
-        for r in rows {
-            let time = r.trainSeconds.map { ConsoleDisplay.duration($0) } ?? "-"
-            emit("\(r.key)  \(pad(r.status, 11)) " + pad("\(r.epochsDone)/\(r.epochs)", 9, left: true) +
-                 " \(pct(r.lastTestAccuracy)) \(pct(r.bestTestAccuracy)) \(pct(r.valTestAccuracy)) \(pct(r.lastMemorised)) " +
-                 pad(time, 7, left: true) + "  \(r.label)")
-            if let e = r.error, r.status == "failed" { emit("    error: " + e.split(separator: "\n").prefix(3).joined(separator: " / ")) }
-        }
-        var counts: [String: Int] = [:]
-        for r in rows { counts[r.status, default: 0] += 1 }
-        emit("\(rows.count) runs: " + counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
-    }
-}
-
-struct MergeCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "merge",
-        abstract: "Merge results databases (e.g. shards run on other machines) into one, without duplicates.",
-        discussion: "Suites are matched by their text and runs by key. A run finished in a source and unfinished (or absent) in the target is taken with its epochs, noise and metrics; a run the target already finished is kept. Merging the same database twice changes nothing. The sources are only read."
-    )
-    @Argument(help: "The databases to merge.") var sources: [String]
-    @Option(help: "The database to merge into (created if absent).") var into: String
-
-    func validate() throws {
-        guard !sources.isEmpty else { throw ValidationError("name at least one database to merge") }
-        let target = URL(fileURLWithPath: into).standardizedFileURL.path
-        if sources.contains(where: { URL(fileURLWithPath: $0).standardizedFileURL.path == target }) {
-            throw ValidationError("--into \(into) is also a source")
-        }
-    }
-
-    func run() throws {
-        for s in sources where !FileManager.default.fileExists(atPath: s) { _ = try usageFailure { throw StoreError("\(s): no such database") } }
-        let lock = try usageFailure { try WriterLock(database: into, purpose: "sambench merge") }
-        let store = try usageFailure { try Store(path: into) }
-        for s in sources {
-            let c = try usageFailure { try store.merge(from: s) }
-            emit("\(s): \(c.added) runs added, \(c.updated) finished runs replaced unfinished ones, \(c.kept) already there; \(c.suites) new suites")
-        }
-        withExtendedLifetime(lock) {}
-    }
-}

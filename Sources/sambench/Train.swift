@@ -29,17 +29,18 @@ struct Train: ParsableCommand {
     )
 
     @Option(help: "Model: \(Architectures.names).") var model: String = "tiny"
-    @Option(help: "Dataset: synthetic (built in, no download), cifar10 or cifar100 (see `sambench data`).") var dataset: String = "synthetic"
-    @Option(help: "Data directory for CIFAR (default: $SAMBENCH_DATA, else ~/.local/share/sambench).") var dataDir: String?
+    @Option(help: "Dataset: synthetic (built in, no download), cifar10 or cifar100 (see `sambench data`).") var dataset: Dataset = .synthetic
+    @OptionGroup var dataDirectory: DataDirOption
+    var dataDir: String? { dataDirectory.dataDir }
     @Option(help: "Classes of the synthetic dataset.") var classes: Int = 10
     @Option(help: "Training images (synthetic).") var trainSize: Int = 5000
     @Option(help: "Test images (synthetic).") var testSize: Int = 1000
     @Option(help: "Seed of the synthetic data.") var dataSeed: UInt64 = 1
-    @Option(help: "Label noise: \(NoiseKind.allCases.map(\.rawValue).joined(separator: ", ")) (docs/NOISE.md).") var noise: String = "none"
+    @Option(help: "Label noise (docs/NOISE.md).") var noise: NoiseKind = .none
     @Option(help: "Noise rate in [0, 1].") var noiseRate: Double = 0
-    @Option(help: "Which samples are corrupted: exact, exact-per-class or bernoulli.") var noiseSelection: String = "exact"
+    @Option(help: "Which samples are corrupted.") var noiseSelection: NoiseSelection = .exact
     @Option(help: "Seed of the noise realisation.") var noiseSeed: UInt64 = 0
-    @Option(help: "Human noise labels: FILE.npy or FILE.pt:KEY (e.g. CIFAR-10_human.pt:worse_label).") var labels: String?
+    @Option(help: "Human noise labels: FILE.npy or FILE.pt:KEY (e.g. CIFAR-10_human.pt:worse_label).") var labels: LabelSpec?
     @Option(help: "Fraction of the training set held out, stratified, for validation.") var validation: Double = 0
     @Flag(help: "Score validation against the clean labels (default: the noisy ones, what a practitioner has).") var cleanValidation = false
     @Option(help: "Train on this many images only (stratified; after the validation split).") var subset: Int?
@@ -50,18 +51,18 @@ struct Train: ParsableCommand {
     @Option(help: "Epochs.") var epochs: Int = 5
     @Option(help: "Batch size.") var batch: Int = 128
     @Option(help: "Base learning rate.") var lr: Float = 0.05
-    @Option(help: "Learning-rate schedule, stepped per iteration: constant, cosine, multistep.") var schedule: String = "cosine"
+    @Option(help: "Learning-rate schedule, stepped per iteration.") var schedule: Schedule = .cosine
     @Option(help: "Epochs at which multistep multiplies the rate by --gamma, comma-separated.") var milestones: String = ""
     @Option(help: "Multistep factor.") var gamma: Float = 0.1
     @Option(help: "Epochs of linear warmup.") var warmupEpochs: Int = 0
     @Option(help: "SGD momentum.") var momentum: Float = 0.9
     @Option(help: "Weight decay (added to the gradient before momentum, as PyTorch).") var weightDecay: Float = 5e-4
     @Flag(help: "Nesterov momentum.") var nesterov = false
-    @Option(help: "Optimizer: sgd, sam or asam (the SAM family uses the SGD settings as its base optimizer).") var optimizer: String = "sgd"
+    @Option(help: "Optimizer (the SAM family uses the SGD settings as its base optimizer).") var optimizer: OptimizerFamily = .sgd
     @Option(help: "SAM/ASAM radius rho (default 0.05 for sam, 0.5 for asam).") var rho: Float?
     @Option(help: "ASAM eta.") var eta: Float = 0.01
-    @Option(help: "Gradient in the perturbation: loss (davda54/sam) or loss+wd (official JAX code).") var samGradient: String = "loss"
-    @Option(help: "BN running statistics in a SAM step: first-pass or both-passes.") var bnPolicy: String = "first-pass"
+    @Option(help: "Gradient in the perturbation: loss (davda54/sam) or loss+wd (official JAX code).") var samGradient: PerturbationGradient = .loss
+    @Option(help: "BN running statistics in a SAM step.") var bnPolicy: BNPolicy = .firstPass
     @Option(help: "m-sharpness: micro-batch size m (must divide --batch); default: the whole batch.") var microBatch: Int?
     @Option(help: "LookSAM: full SAM gradient every k steps (1 = SAM).") var lookInterval: Int = 1
     @Option(help: "LookSAM alpha.") var lookAlpha: Float = 0.7
@@ -71,15 +72,15 @@ struct Train: ParsableCommand {
     @Option(help: "Label smoothing of the cross-entropy.") var labelSmoothing: Float = 0
     @Option(help: "Dropout between the convs of a Wide-ResNet block.") var dropout: Float = 0
     @Option(help: "Seed of initialisation, shuffling and dropout.") var seed: UInt64 = 0
-    @Option(help: "Threads for oneDNN (default: all cores).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @OptionGroup var threadsOption: ThreadsOption
+    var threads: Int { threadsOption.resolved() }
     @Option(help: "Write the final weights to this .safetensors file.") var save: String?
     @Option(help: "Checkpoint after every epoch to this file; a run that finds it resumes exactly where it stopped.") var checkpoint: String?
     @Flag(help: "Keep the checkpoint file when the run ends (default: remove it).") var keepCheckpoint = false
 
     func validate() throws {
         do { try dataSpec().validate() } catch { throw ValidationError("\(error)") }
-        guard dataset != "synthetic" || trainSize >= batch else { throw ValidationError("--train-size (\(trainSize)) must be at least one batch (\(batch))") }
-        guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
+        guard dataset != .synthetic || trainSize >= batch else { throw ValidationError("--train-size (\(trainSize)) must be at least one batch (\(batch))") }
         guard (0..<1).contains(labelSmoothing) else { throw ValidationError("--label-smoothing must be in [0, 1)") }
         for m in milestones.split(separator: ",") where Int(m.trimmingCharacters(in: .whitespaces)) == nil {
             throw ValidationError("--milestones: '\(m)' is not an integer epoch")
@@ -94,11 +95,7 @@ struct Train: ParsableCommand {
         d.syntheticTrain = trainSize
         d.syntheticTest = testSize
         d.syntheticSeed = dataSeed
-        guard let kind = NoiseKind(rawValue: noise) else {
-            throw ValidationError("unknown --noise '\(noise)'; kinds: \(NoiseKind.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        guard let selection = NoiseSelection(rawValue: noiseSelection) else { throw ValidationError("--noise-selection must be exact, exact-per-class or bernoulli") }
-        d.noise = NoiseSpec(kind: kind, rate: noiseRate, selection: selection, seed: noiseSeed, labelsFile: labels)
+        d.noise = NoiseSpec(kind: noise, rate: noiseRate, selection: noiseSelection, seed: noiseSeed, labelsFile: labels)
         d.validationFraction = validation
         d.validationNoisy = !cleanValidation
         d.trainSubset = subset
@@ -108,11 +105,8 @@ struct Train: ParsableCommand {
     }
 
     func optimizerConfig() throws -> OptimizerConfig {
-        if optimizer == "sgd" { return .sgd }
-        guard let variant = SAMVariant(rawValue: optimizer) else { throw ValidationError("--optimizer must be sgd, sam or asam, got '\(optimizer)'") }
-        guard let gradient = PerturbationGradient(rawValue: samGradient) else { throw ValidationError("--sam-gradient must be loss or loss+wd") }
-        guard let policy = BNPolicy(rawValue: bnPolicy) else { throw ValidationError("--bn-policy must be first-pass or both-passes") }
-        let c = SAMConfig(variant: variant, rho: rho, eta: eta, perturbationGradient: gradient, bnPolicy: policy,
+        guard let variant = optimizer.variant else { return .sgd }
+        let c = SAMConfig(variant: variant, rho: rho, eta: eta, perturbationGradient: samGradient, bnPolicy: bnPolicy,
                           microBatch: microBatch, lookInterval: lookInterval, lookAlpha: lookAlpha)
         do { try c.validate(batchSize: batch) } catch { throw ValidationError("\(error)") }
         return .sam(c)

@@ -102,12 +102,40 @@ final class FormatTests: XCTestCase {
         let c100 = try TorchLabels.readArrays("\(base)/CIFAR-100_human.pt")
         XCTAssertEqual(rate(c100["noisy_label"]!, c100["clean_label"]!), 0.4020, accuracy: 5e-5)
         // The .pt and .npy copies agree, and FILE.pt:KEY names an array.
-        XCTAssertEqual(try DataPreparation.readLabelFile("\(base)/CIFAR-10_human.pt:worse_label"), try NPY.readLabels("\(base)/CIFAR-10_worse_label.npy"))
-        XCTAssertThrowsError(try DataPreparation.readLabelFile("\(base)/CIFAR-10_human.pt:nope")) { XCTAssertTrue("\($0)".contains("worse_label"), "\($0)") }
+        XCTAssertEqual(try DataPreparation.readLabelFile(try LabelSpec(parsing: "\(base)/CIFAR-10_human.pt:worse_label")), try NPY.readLabels("\(base)/CIFAR-10_worse_label.npy"))
+        XCTAssertThrowsError(try DataPreparation.readLabelFile(try LabelSpec(parsing: "\(base)/CIFAR-10_human.pt:nope"))) { XCTAssertTrue("\($0)".contains("worse_label"), "\($0)") }
         // Human noise as a noise model reports the same rate.
-        let r = try LabelNoise.apply(NoiseSpec(kind: .human, labelsFile: "\(base)/CIFAR-10_human.pt:aggre_label"), clean: c10["clean_label"]!,
+        let r = try LabelNoise.apply(NoiseSpec(kind: .human, labelsFile: try LabelSpec(parsing: "\(base)/CIFAR-10_human.pt:aggre_label")), clean: c10["clean_label"]!,
                                      classes: 10, humanLabels: c10["aggre_label"]!)
         XCTAssertEqual(r.realisedRate, 0.0901, accuracy: 5e-5)
+    }
+
+    /// `FILE.pt:KEY` and `FILE.npy` are parsed in one place, and a spec encodes as the text it
+    /// was written as (stored configurations and run keys do not change with the type).
+    func testLabelSpecParsesAndRoundTrips() throws {
+        let pt = try LabelSpec(parsing: "cifar-n/CIFAR-10_human.pt:worse_label")
+        XCTAssertEqual(pt.path, "cifar-n/CIFAR-10_human.pt")
+        XCTAssertEqual(pt.key, "worse_label")
+        XCTAssertEqual(pt.shortName, "worse_label")
+        XCTAssertEqual(pt.identityPart, "pt:worse_label")
+        // The last `.pt:` splits, so a directory named `x.pt:y` stays in the path.
+        let odd = try LabelSpec(parsing: "/d/a.pt:b/labels.pt:aggre_label")
+        XCTAssertEqual(odd.path, "/d/a.pt:b/labels.pt")
+        XCTAssertEqual(odd.key, "aggre_label")
+        let npy = try LabelSpec(parsing: "/data/worse.npy")
+        XCTAssertNil(npy.key)
+        XCTAssertEqual(npy.shortName, "worse")
+        XCTAssertEqual(npy.identityPart, "npy")
+        for spec in [pt, odd, npy] {
+            let json = try JSONEncoder().encode([spec])
+            XCTAssertEqual(String(decoding: json, as: UTF8.self), "[\"\(spec.description.replacingOccurrences(of: "/", with: "\\/"))\"]")
+            XCTAssertEqual(try JSONDecoder().decode([LabelSpec].self, from: json), [spec])
+        }
+        XCTAssertEqual(pt.relocated(to: "/abs/CIFAR-10_human.pt").description, "/abs/CIFAR-10_human.pt:worse_label")
+        XCTAssertThrowsError(try LabelSpec(parsing: "labels.pt")) { XCTAssertTrue("\($0)".contains("name the array"), "\($0)") }
+        XCTAssertThrowsError(try LabelSpec(parsing: "labels.pt:")) { XCTAssertTrue("\($0)".contains("after the colon"), "\($0)") }
+        XCTAssertThrowsError(try LabelSpec(parsing: ""))
+        XCTAssertThrowsError(try JSONDecoder().decode([LabelSpec].self, from: Data("[\"x.pt\"]".utf8)))
     }
 
     func testPickleReaderRefusesCode() throws {

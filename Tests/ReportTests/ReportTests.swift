@@ -82,7 +82,6 @@ final class ReportBuilderTests: XCTestCase {
 func sampleRuns(_ adjust: (inout StoredRun) -> Void = { _ in }) throws -> [StoredRun] {
         let suite = try Suite.parse(ReportBuilderTests.suite, file: "r.toml")
         return suite.runs.map { spec in
-            let (key, group) = RunKey.compute(spec, identity: "synthetic")
             let seed = Double(spec.config.seed)
             let rate = spec.data.noise.rate
             let base: Double, val: Double
@@ -92,7 +91,7 @@ func sampleRuns(_ adjust: (inout StoredRun) -> Void = { _ in }) throws -> [Store
             default: (base, val) = (0.82 - 0.4 * rate, 0.7)
             }
             let acc = base + seed / 100
-            var r = StoredRun(key: key, group: group, label: spec.label, status: "done", spec: spec, identity: "synthetic", epochsDone: 2,
+            var r = StoredRun(keys: RunKey.keys(spec, identity: "synthetic"), label: spec.label, status: .done, spec: spec, identity: "synthetic", epochsDone: 2,
                               error: nil, metrics: .init(lastTestAccuracy: acc, bestTestAccuracy: acc + 0.01, valTestAccuracy: acc - 0.01,
                                                          valAccuracy: val, lastMemorised: 0.1, lastValidationAccuracy: val),
                               noiseLabels: "labels-\(spec.config.seed)-\(rate)", realisedRate: rate,
@@ -110,7 +109,7 @@ extension ReportBuilderTests {
         XCTAssertEqual(report.runs, 18)
         XCTAssertEqual(report.groups.count, 6)
         XCTAssertTrue(report.complete)
-        let sgd = report.groups.first { $0.optimizer == "sgd" && $0.noiseRate == 0.2 }!
+        let sgd = report.groups.first { $0.optimizer == .sgd && $0.noiseRate == 0.2 }!
         XCTAssertEqual(sgd.setting, "synthetic tiny symmetric-0.2")
         XCTAssertEqual(sgd.accuracy!.n, 3)
         XCTAssertEqual(sgd.accuracy!.mean, 0.72 + 0.01, accuracy: 1e-12)   // 0.8 - 0.08 + mean(0, 1, 2) / 100
@@ -134,15 +133,15 @@ extension ReportBuilderTests {
         var count = 0
         let report = ReportBuilder.build(try runs { r in
             count += 1
-            if r.label == "synthetic tiny symmetric-0.2 sam(rho=0.05) seed 1" { r.status = "diverged"; r.metrics = nil }
-            if r.label == "synthetic tiny symmetric-0.6 sgd seed 2" { r.status = "pending"; r.metrics = nil }
+            if r.label == "synthetic tiny symmetric-0.2 sam(rho=0.05) seed 1" { r.status = .diverged; r.metrics = nil }
+            if r.label == "synthetic tiny symmetric-0.6 sgd seed 2" { r.status = .pending; r.metrics = nil }
             // Another realisation of the noise for one SAM run: it cannot be paired.
             if r.label == "synthetic tiny symmetric-0.6 sam(rho=0.1) seed 0" { r.noiseLabels = "other" }
             // One group whose seeds disagree wildly.
             if r.label.hasPrefix("synthetic tiny symmetric-0.6 sam(rho=0.05)") { r.metrics!.lastTestAccuracy += Double(r.spec.config.seed) * 0.2 }
         }, suites: ["r"], metric: .last)
         XCTAssertFalse(report.complete)
-        XCTAssertEqual(report.statuses, ["done": 16, "diverged": 1, "pending": 1])
+        XCTAssertEqual(report.statuses, [.done: 16, .diverged: 1, .pending: 1])
         let diverged = report.groups.first { $0.label == "synthetic tiny symmetric-0.2 sam(rho=0.05)" }!
         XCTAssertEqual(diverged.accuracy!.n, 2)
         XCTAssertTrue(diverged.flags.contains("1 diverged"), "\(diverged.flags)")
@@ -166,7 +165,16 @@ extension ReportBuilderTests {
         XCTAssertTrue(md.contains("| synthetic tiny symmetric-0.2 | sgd | 3 | 73.00 ± 2.48 |"), md)
         let csv = try ReportFormat.csv.render(report).split(separator: "\n")
         XCTAssertEqual(csv.count, 1 + 6 + 4)
-        XCTAssertTrue(csv.allSatisfy { $0.split(separator: ",", omittingEmptySubsequences: false).count == 14 })
+        // One column per axis; nothing but the noise rate and rho varies here, so no other axis.
+        let header = csv[0].split(separator: ",").map(String.init)
+        XCTAssertEqual(Array(header.prefix(9)), ["kind", "group", "setting", "dataset", "model", "noise", "noise_rate", "optimizer", "rho"])
+        XCTAssertEqual(header[9], "label")
+        XCTAssertTrue(csv.allSatisfy { $0.split(separator: ",", omittingEmptySubsequences: false).count == header.count })
+        let g = report.groups[0], a = g.accuracy!
+        XCTAssertEqual(g.label, "synthetic tiny symmetric-0.2 sgd")
+        let row = ["group", g.group, g.settingKey!, "synthetic", "tiny", "symmetric", "0.2", "sgd", "", g.label, "", "3", String(a.mean), String(a.std!),
+                   String(a.mean - a.ci95!), String(a.mean + a.ci95!), "", String(g.validation!.mean), String(g.memorised!.mean), ""]
+        XCTAssertTrue(csv.contains { $0 == row.joined(separator: ",") }, "\(csv)")
         let json = try ReportFormat.json.render(report)
         XCTAssertEqual(try JSONDecoder().decode(Report.self, from: Data(json.utf8)), report)
         XCTAssertEqual(ReportBuilder.build([], suites: [], metric: .last).groups.count, 0)
@@ -253,10 +261,7 @@ final class ReportCommandTests: XCTestCase {
 
         // A suite registered, nothing finished but for the runs of seed 0.
         let suite = try Suite.parse(ReportBuilderTests.suite, file: "r.toml")
-        let keyed = suite.runs.map { spec -> KeyedRun in
-            let k = RunKey.compute(spec, identity: "synthetic")
-            return KeyedRun(spec: spec, key: k.key, group: k.group, identity: "synthetic")
-        }
+        let keyed = suite.runs.map { KeyedRun(spec: $0, identity: "synthetic") }
         let store = try Store(path: db)
         try store.register(suite: suite, runs: keyed)
         for r in keyed where r.spec.config.seed == 0 {
@@ -275,7 +280,7 @@ final class ReportCommandTests: XCTestCase {
         XCTAssertTrue(half.out.contains("40.00"), half.out)
         let json = try runSeparated(binary, ["report", "--db", db, "--no-charts", "--format", "json"])
         let decoded = try JSONDecoder().decode(Report.self, from: Data(json.out.utf8))
-        XCTAssertEqual(decoded.statuses["pending"], 12)
+        XCTAssertEqual(decoded.statuses[.pending], 12)
         XCTAssertFalse(decoded.complete)
 
         let unknown = try runSeparated(binary, ["report", "--db", db, "--suite", "nope"])

@@ -208,6 +208,6 @@ final class SuiteTests: XCTestCase {
         }
         let noise = try Suite.load(dir.appendingPathComponent("noise.toml").path)
         XCTAssertEqual(noise.runs.count, 4 * 3 * 3, "4 rates x (SGD, SAM 0.05, SAM 0.1) x 3 seeds")
-        XCTAssertTrue(noise.runs.allSatisfy { $0.config.model == "resnet32" && $0.config.epochs == 200 && $0.data.dataset == "cifar10" })
+        XCTAssertTrue(noise.runs.allSatisfy { $0.config.model == "resnet32" && $0.config.epochs == 200 && $0.data.dataset == .cifar10 })
     }
 }

@@ -110,7 +110,7 @@ final class SharpnessTests: XCTestCase {
         c.epochs = 3
         c.batchSize = 32
         c.lr = 1e4
-        c.schedule = "constant"
+        c.schedule = .constant
         c.sharpness = nil
         var spec = DataSpec()
         spec.syntheticTrain = 320

@@ -1,0 +1,41 @@
+import CDNNL
+import Foundation
+
+/// The residual add, optionally with a ReLU post-op: backward passes the (masked) output gradient
+/// to both inputs, accumulated where an input has another reader.
+extension DNNLExecutor {
+    func lowerAdd(_ node: Node, _ context: LoweringContext, relu: Bool) throws {
+        let i = context.index, x = context.x, lastReader = context.lastReader
+        let x2 = node.inputs[1]
+        precondition(x2 != x, "add of a tensor with itself is not supported")
+        var aMD = t[x].md, bMD = t[x2].md
+        try defineTensor(aMD, needsDiff: true)
+        var desc = dnnl_binary_desc_t()
+        try dnnlCheck(dnnl_binary_desc_init(&desc, dnnl_binary_add, &aMD, &bMD, &aMD), "add desc")
+        let pd = try r.primitiveDesc(&desc, attr: relu ? try r.reluPostOpAttr() : nil, "add")
+        let step = try exec(pd, [(DNNLArg.src, t[x].dataMem), (DNNLArg.src1, t[x2].dataMem), (DNNLArg.dst, t[node.output].dataMem)], "add")
+        pendingTrain.append(step); pendingEval.append(step)
+        // Backward: the (ReLU-masked) output gradient goes unchanged to both inputs.
+        var g = t[node.output].diffMem!
+        var gBuf = t[node.output].diff!
+        if relu {
+            var edesc = dnnl_eltwise_desc_t()
+            try dnnlCheck(dnnl_eltwise_forward_desc_init(&edesc, dnnl_forward_training, dnnl_eltwise_relu_use_dst_for_bwd, &aMD, 0, 0), "relu desc")
+            let epd = try r.primitiveDesc(&edesc, "relu hint")
+            // [N, C, H, W] in the output's layout: the ReLU-masked output gradient.
+            let (buf, mem) = try r.allocate(aMD)
+            pendingBackward.append(try reluBackward(output: node.output, fwd: epd, into: mem))
+            g = mem; gBuf = buf
+        }
+        for input in [x, x2] {
+            if lastReader[input] != i {
+                pendingBackward.append(try accumulate(into: input, from: g, aMD))
+            } else if sameLayout(t[input].md, aMD) {
+                let dst = float(t[input].diff!), src = float(gBuf), bytes = byteSize(aMD)
+                pendingBackward.append(.host { memcpy(dst, src, bytes) })
+            } else {
+                pendingBackward.append(try exec(try r.reorderDesc(from: aMD, to: t[input].md), [(DNNLArg.from, g), (DNNLArg.to, t[input].diffMem!)], "gradient reorder"))
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+import CDNNL
+import Foundation
+
+/// Convolution (no bias, zero padding) on the blocked layout chosen by oneDNN (`any`): forward
+/// (shared by training and evaluation), backward data (only where the input needs a gradient) and
+/// backward weights. The weights stay OIHW views into the flat parameter vector and are reordered
+/// into the kernel's layout before each use; the weight gradient is reordered back into the flat
+/// gradient vector.
+extension DNNLExecutor {
+    func lowerConvolution(_ node: Node, _ context: LoweringContext, weight w: Int, stride s: Int, padding p: Int) throws {
+        let n = batchSize, i = context.index, x = context.x, ys = context.ys, needDx = context.needDx, lastReader = context.lastReader
+        let pe = model.params[w]
+        let userW = try memoryDesc(pe.shape, dnnl_oihw)
+        let userWMem = try r.memory(userW, state.params.pointer + pe.offset)
+        let userGMem = try r.memory(userW, state.grads.pointer + pe.offset)
+        var anyW = try memoryDesc(pe.shape, dnnl_format_tag_any)
+        var anyY = try memoryDesc([n, ys.channels, ys.height, ys.width], dnnl_format_tag_any)
+        var srcMD = t[x].md
+        let strides: [Int64] = [Int64(s), Int64(s)], pads: [Int64] = [Int64(p), Int64(p)]
+        var fdesc = dnnl_convolution_desc_t()
+        try dnnlCheck(dnnl_convolution_forward_desc_init(&fdesc, dnnl_forward_training, dnnl_convolution_direct,
+                                                         &srcMD, &anyW, nil, &anyY, strides, pads, pads), "conv fwd desc \(pe.name)")
+        let fpd = try r.primitiveDesc(&fdesc, "conv fwd \(pe.name)")
+        implementations.append("\(pe.name): \(r.implementation(fpd))")
+        try defineTensor(r.query(fpd, dnnl_query_dst_md), needsDiff: true)
+        // Weights: OIHW view into the flat vector, reordered to the kernel's layout each forward.
+        let fwdW = r.query(fpd, dnnl_query_weights_md)
+        var fwdWMem = userWMem
+        if !sameLayout(fwdW, userW) {
+            // [O, I, kH, kW] in the forward kernel's weight layout.
+            let (_, m) = try r.allocate(fwdW)
+            fwdWMem = m
+            let step = try exec(try r.reorderDesc(from: userW, to: fwdW), [(DNNLArg.from, userWMem), (DNNLArg.to, m)], "weights reorder")
+            pendingTrain.append(step); pendingEval.append(step)
+        }
+        let fstep = try exec(fpd, [(DNNLArg.src, t[x].dataMem), (DNNLArg.weights, fwdWMem), (DNNLArg.dst, t[node.output].dataMem)], "conv fwd")
+        pendingTrain.append(fstep); pendingEval.append(fstep)
+
+        var yMD = t[node.output].md
+        if needDx {
+            var bdesc = dnnl_convolution_desc_t()
+            try dnnlCheck(dnnl_convolution_backward_data_desc_init(&bdesc, dnnl_convolution_direct, &srcMD, &anyW, &yMD,
+                                                                   strides, pads, pads), "conv bwd data desc \(pe.name)")
+            let bpd = try r.primitiveDesc(&bdesc, hint: fpd, "conv bwd data \(pe.name)")
+            let bwdW = r.query(bpd, dnnl_query_weights_md)
+            var bwdWMem = userWMem
+            if sameLayout(bwdW, fwdW) {
+                bwdWMem = fwdWMem
+            } else if !sameLayout(bwdW, userW) {
+                // [O, I, kH, kW] in the backward-data kernel's weight layout.
+                let (_, m) = try r.allocate(bwdW)
+                bwdWMem = m
+                pendingBackward.append(try exec(try r.reorderDesc(from: userW, to: bwdW), [(DNNLArg.from, userWMem), (DNNLArg.to, m)], "weights reorder"))
+            }
+            let (target, acc) = try gradientTarget(x, node: i, lastReader: lastReader)
+            pendingBackward.append(try exec(bpd, [(DNNLArg.diffDst, t[node.output].diffMem!), (DNNLArg.weights, bwdWMem), (DNNLArg.diffSrc, target)], "conv bwd data"))
+            pendingBackward += acc
+        }
+        var wdesc = dnnl_convolution_desc_t()
+        try dnnlCheck(dnnl_convolution_backward_weights_desc_init(&wdesc, dnnl_convolution_direct, &srcMD, &anyW, nil, &yMD,
+                                                                  strides, pads, pads), "conv bwd weights desc \(pe.name)")
+        let wpd = try r.primitiveDesc(&wdesc, hint: fpd, "conv bwd weights \(pe.name)")
+        let dW = r.query(wpd, dnnl_query_diff_weights_md)
+        if sameLayout(dW, userW) {
+            pendingBackward.append(try exec(wpd, [(DNNLArg.src, t[x].dataMem), (DNNLArg.diffDst, t[node.output].diffMem!), (DNNLArg.diffWeights, userGMem)], "conv bwd weights"))
+        } else {
+            // [O, I, kH, kW] weight gradient in the kernel's layout, reordered into the flat vector.
+            let (_, m) = try r.allocate(dW)
+            pendingBackward.append(try exec(wpd, [(DNNLArg.src, t[x].dataMem), (DNNLArg.diffDst, t[node.output].diffMem!), (DNNLArg.diffWeights, m)], "conv bwd weights"))
+            pendingBackward.append(try exec(try r.reorderDesc(from: dW, to: userW), [(DNNLArg.from, m), (DNNLArg.to, userGMem)], "grad reorder"))
+        }
+    }
+}

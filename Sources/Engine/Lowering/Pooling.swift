@@ -1,0 +1,34 @@
+import CDNNL
+import Foundation
+
+/// Global average pooling: from the blocked layout to a plain [N, C, 1, 1] tensor for the
+/// classifier, and back in backward.
+extension DNNLExecutor {
+    func lowerGlobalAveragePool(_ node: Node, _ context: LoweringContext) throws {
+        let n = batchSize, i = context.index, x = context.x, xs = context.xs, lastReader = context.lastReader
+        var srcMD = t[x].md
+        var anyY = try memoryDesc([n, xs.channels, 1, 1], dnnl_format_tag_any)
+        let strides: [Int64] = [1, 1], kernel: [Int64] = [Int64(xs.height), Int64(xs.width)], pads: [Int64] = [0, 0]
+        var fdesc = dnnl_pooling_desc_t()
+        try dnnlCheck(dnnl_pooling_forward_desc_init(&fdesc, dnnl_forward_training, dnnl_pooling_avg_exclude_padding,
+                                                     &srcMD, &anyY, strides, kernel, pads, pads), "pool desc")
+        let fpd = try r.primitiveDesc(&fdesc, "pool fwd")
+        var pooledMD = r.query(fpd, dnnl_query_dst_md)
+        // [N, C, 1, 1] in the pooling kernel's layout: the pooled values and their gradient.
+        let (_, pooled) = try r.allocate(pooledMD)
+        let (_, pooledDiff) = try r.allocate(pooledMD)
+        let plain = try memoryDesc([n, xs.channels, 1, 1], dnnl_nchw)
+        try defineTensor(plain, needsDiff: true)
+        let f1 = try exec(fpd, [(DNNLArg.src, t[x].dataMem), (DNNLArg.dst, pooled)], "pool fwd")
+        let f2 = try exec(try r.reorderDesc(from: pooledMD, to: plain), [(DNNLArg.from, pooled), (DNNLArg.to, t[node.output].dataMem)], "pool reorder")
+        pendingTrain += [f1, f2]; pendingEval += [f1, f2]
+        pendingBackward.append(try exec(try r.reorderDesc(from: plain, to: pooledMD), [(DNNLArg.from, t[node.output].diffMem!), (DNNLArg.to, pooledDiff)], "pool diff reorder"))
+        var bdesc = dnnl_pooling_desc_t()
+        try dnnlCheck(dnnl_pooling_backward_desc_init(&bdesc, dnnl_pooling_avg_exclude_padding, &srcMD, &pooledMD,
+                                                      strides, kernel, pads, pads), "pool bwd desc")
+        let bpd = try r.primitiveDesc(&bdesc, hint: fpd, "pool bwd")
+        let (target, acc) = try gradientTarget(x, node: i, lastReader: lastReader)
+        pendingBackward.append(try exec(bpd, [(DNNLArg.diffDst, pooledDiff), (DNNLArg.diffSrc, target)], "pool bwd"))
+        pendingBackward += acc
+    }
+}

@@ -1,0 +1,82 @@
+import ArgumentParser
+import Datasets
+import Foundation
+
+struct DownloadData: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "download",
+        abstract: "Download an official archive, check its size and MD5, and extract its data files.",
+        discussion: """
+        The archive is written to <name>.partial and renamed only once its size and MD5 match, \
+        so an interrupted download never passes for a good one; the data files are extracted \
+        (regular files with the expected names only; an archive with an absolute or `..` member \
+        is refused) to a temporary directory renamed into place. --url takes a mirror (http, \
+        https or file://); --no-verify skips the checksum, and says so.
+        """
+    )
+
+    @Argument(help: "cifar10 or cifar100.") var dataset: String
+    @OptionGroup var dataDirectory: DataDirOption
+    var dataDir: String? { dataDirectory.dataDir }
+    @Option(help: "Download from this URL instead (http, https or file://).") var url: String?
+    @Flag(help: "Do not check the archive's size and MD5 (the result is marked unverified).") var noVerify = false
+
+    func validate() throws { _ = try CIFARArchive.named(dataset) }
+
+    func run() throws {
+        let archive = try CIFARArchive.named(dataset)
+        let root = DataDirectory.resolve(dataDir)
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        guard let source = URL(string: url ?? archive.url), source.scheme != nil else { throw ValidationError("--url: not a URL: \(url ?? "")") }
+        let dest = (root as NSString).appendingPathComponent(archive.archiveName)
+        if !noVerify, FileManager.default.fileExists(atPath: dest), (try? Download.md5Hex(of: dest)) == archive.md5 {
+            emit("\(dest) is already here and its MD5 matches: not downloading again")
+        } else {
+            emit("downloading \(source.absoluteString)\n  to \(dest)")
+            let bar = ProgressBar(label: archive.archiveName)
+            try Download.fetch(source, to: dest, expectedSize: noVerify ? nil : archive.size, md5: noVerify ? nil : archive.md5) { done, total in
+                bar.update(done, total)
+            }
+            bar.finish()
+        }
+        if noVerify {
+            emit("WARNING: --no-verify: the archive's checksum was not checked")
+            try Data("unverified: downloaded with --no-verify from \(source.absoluteString)\n".utf8)
+                .write(to: URL(fileURLWithPath: (root as NSString).appendingPathComponent("\(archive.directory).UNVERIFIED")))
+        } else {
+            emit("MD5 \(archive.md5) ok")
+            try? FileManager.default.removeItem(atPath: (root as NSString).appendingPathComponent("\(archive.directory).UNVERIFIED"))
+        }
+        try Download.extract(dest, archive, into: root)
+        emit("extracted \((root as NSString).appendingPathComponent(archive.directory))")
+        try VerifyData.check(dataset, root: root)
+    }
+}
+
+final class ProgressBar: @unchecked Sendable {
+    let label: String
+    let tty = isatty(STDERR_FILENO) != 0
+    var lastDecile = -1
+    let lock = NSLock()
+    init(label: String) { self.label = label }
+
+    func update(_ done: Int64, _ total: Int64?) {
+        lock.lock(); defer { lock.unlock() }
+        let mib = Double(done) / 1_048_576
+        if let total, total > 0 {
+            let f = Double(done) / Double(total)
+            if tty {
+                let width = 30, filled = Int(f * Double(width))
+                let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+                FileHandle.standardError.write(Data(String(format: "\r  %@ [%@] %5.1f%% %.1f MiB", label, bar, 100 * f, mib).utf8))
+            } else if Int(f * 10) > lastDecile {
+                lastDecile = Int(f * 10)
+                FileHandle.standardError.write(Data(String(format: "  %@: %3d%% (%.1f MiB)\n", label, lastDecile * 10, mib).utf8))
+            }
+        } else if tty {
+            FileHandle.standardError.write(Data(String(format: "\r  %@ %.1f MiB", label, mib).utf8))
+        }
+    }
+
+    func finish() { if tty { FileHandle.standardError.write(Data("\n".utf8)) } }
+}
