@@ -119,13 +119,19 @@ enum ReportText {
 
     /// One row per group and per comparison, one column per axis: dataset, model, noise, noise
     /// rate, optimizer, rho, then every other axis whose value differs among the groups (the
-    /// settings swept), named as in suites; then the numbers. A comparison row carries its SAM
+    /// settings swept, in `Axes.all`'s order), named as in suites; then the numbers. A comparison row carries its SAM
     /// group's axes.
     static func csv(_ r: Report) -> String {
         func field(_ s: String) -> String { s.contains(",") || s.contains("\"") || s.contains("\n") ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s }
         func num(_ v: Double?) -> String { v.map { String($0) } ?? "" }
         let fixed = ["dataset", "model", "noise", "noise_rate", "optimizer", "rho"]
-        let swept = Axes.names.filter { name in !fixed.contains(name) && Set(r.groups.map { $0.axes?[name] ?? "" }).count > 1 }
+        // An optimizer's setting is swept when its values differ among the groups that have it (SGD
+        // has none); any other axis also when it is set in some groups and not in others.
+        let swept = Axes.all.filter { axis in
+            guard !fixed.contains(axis.name) else { return false }
+            let values = r.groups.map { $0.axes?[axis.name] }
+            return axis.part == .optimizer ? Set(values.compactMap { $0 }).count > 1 : Set(values).count > 1
+        }.map(\.name)
         let axes = fixed + swept
         func axisFields(_ g: Group) -> [String] {
             axes.map { name in

@@ -206,7 +206,7 @@ public final class Store: @unchecked Sendable {
             CASE WHEN json_extract(config, '$.splitSeedFollowsRun') THEN NULL ELSE json_extract(config, '$.data.splitSeed') END AS split_seed,
             json_extract(config, '$.config.bootstrap') AS bootstrap,
             json_extract(config, '$.config.divergenceFactor') AS divergence_factor,
-            json_type(config, '$.config.sharpness') = 'object' AS sharpness,
+            json_type(config, '$.config.sharpness') IS 'object' AS sharpness,
             json_extract(config, '$.data.syntheticClasses') AS synthetic_classes,
             json_extract(config, '$.data.syntheticTrain') AS synthetic_train,
             json_extract(config, '$.data.syntheticTest') AS synthetic_test,

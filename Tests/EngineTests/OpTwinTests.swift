@@ -12,6 +12,18 @@ final class OpTwinTests: XCTestCase {
         var description: String { "N\(batch) C\(channels) S\(size)" }
     }
 
+    /// Elementwise closeness to float32 rounding with the absolute part taken relative to the
+    /// tensor's scale: |a - b| <= 1e-5 * max(1, rms(b)) + 1e-4 |b|. For the O(1) tensors of the op
+    /// sweep this is the plain 1e-5 + 1e-4 |b|; deep in a whole model (resnet20 in eval mode with
+    /// these random running statistics) activations reach rms 6 and max 40, where an element
+    /// near zero carries the rounding of its large neighbours. On CPUs without AVX-512 oneDNN
+    /// runs its AVX2 kernels, which sum in another order: resnet20's eval tensor 48 then differs
+    /// by 1.9e-5 at an element of 0.03 (relative L2 error of the tensor 5.9e-7).
+    func assertScaledClose(_ a: [Float], _ b: [Float], _ what: String, file: StaticString, line: UInt) {
+        let rms = b.isEmpty ? 0 : Float((b.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(b.count)).squareRoot())
+        assertClose(a, b, atol: 1e-5 * max(1, rms), rtol: 1e-4, what, file: file, line: line)
+    }
+
     /// Runs both executors on `model` from the same state and compares everything observable.
     func compare(_ model: Model, batch: Int, inputGradient: Bool = true, seed: UInt64 = 7, dropoutSeed: UInt64 = 3,
                  _ what: String, file: StaticString = #filePath, line: UInt = #line) throws {
@@ -40,7 +52,7 @@ final class OpTwinTests: XCTestCase {
         let re = Array(UnsafeBufferPointer(start: ref.forward(input: input, mode: .eval), count: batch * c))
         assertClose(le, re, "\(what): eval logits", file: file, line: line)
         for t in 1..<model.tensors.count {
-            assertClose(fast.value(of: t), ref.value(of: t), "\(what): eval tensor \(t)", file: file, line: line)
+            assertScaledClose(fast.value(of: t), ref.value(of: t), "\(what): eval tensor \(t)", file: file, line: line)
         }
 
         var grads: [[Float]] = []
@@ -52,8 +64,8 @@ final class OpTwinTests: XCTestCase {
             grads.append(Array(ex.state.grads.buffer))
         }
         for t in 1..<model.tensors.count {
-            assertClose(fast.value(of: t), ref.value(of: t), "\(what): train tensor \(t)", file: file, line: line)
-            assertClose(fast.gradient(of: t), ref.gradient(of: t), "\(what): gradient of tensor \(t)", file: file, line: line)
+            assertScaledClose(fast.value(of: t), ref.value(of: t), "\(what): train tensor \(t)", file: file, line: line)
+            assertScaledClose(fast.gradient(of: t), ref.gradient(of: t), "\(what): gradient of tensor \(t)", file: file, line: line)
         }
         if inputGradient { assertClose(fast.gradient(of: 0), ref.gradient(of: 0), "\(what): input gradient", file: file, line: line) }
         for p in model.params {

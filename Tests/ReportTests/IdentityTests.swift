@@ -24,34 +24,29 @@ final class IdentityTests: XCTestCase {
 
     func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
 
-    /// A small suite; `defaults` and `grid` lines are added to its tables.
-    static func suite(_ name: String, defaults: String = "", grid: String = "") -> String {
-        """
-        name = "\(name)"
-        [defaults]
-        dataset = "synthetic"
-        synthetic_classes = 4
-        synthetic_train = 512
-        synthetic_test = 256
-        model = "tiny"
-        epochs = 2
-        batch_size = 64
-        lr = 0.05
-        validation = 0.125
-        sharpness = false
-        \(defaults)
-        [grid]
-        seed = [0, 1]
-        \(grid)
-        [[noise]]
-        kind = "symmetric"
-        rates = [0.2, 0.5]
-        [[optimizer]]
-        name = "sgd"
-        [[optimizer]]
-        name = "sam"
-        rho = 0.05
-        """
+    /// A small suite; `defaults` replaces or adds settings of its [defaults], `grid` adds axes
+    /// (a setting in `grid` leaves [defaults]).
+    static func suite(_ name: String, defaults: [String: String] = [:], grid: [String: String] = [:]) -> String {
+        var settings = ["dataset": "\"synthetic\"", "synthetic_classes": "4", "synthetic_train": "512", "synthetic_test": "256",
+                        "model": "\"tiny\"", "epochs": "2", "batch_size": "64", "lr": "0.05", "validation": "0.125", "sharpness": "false"]
+        settings.merge(defaults) { $1 }
+        for k in grid.keys { settings[k] = nil }
+        return """
+            name = "\(name)"
+            [defaults]
+            \(settings.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)" }.joined(separator: "\n"))
+            [grid]
+            seed = [0, 1]
+            \(grid.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)" }.joined(separator: "\n"))
+            [[noise]]
+            kind = "symmetric"
+            rates = [0.2, 0.5]
+            [[optimizer]]
+            name = "sgd"
+            [[optimizer]]
+            name = "sam"
+            rho = 0.05
+            """
     }
 
     func run(_ text: String, name: String, db: String) throws {
@@ -72,8 +67,8 @@ final class IdentityTests: XCTestCase {
     /// Two suites that differ only in `setting` (a and b), run into one database.
     func assertKeptApart(_ setting: String, _ a: String, _ b: String) throws {
         let db = "\(setting).sqlite"
-        try run(Self.suite("\(setting)-a", defaults: "\(setting) = \(a)"), name: "\(setting)-a", db: db)
-        try run(Self.suite("\(setting)-b", defaults: "\(setting) = \(b)"), name: "\(setting)-b", db: db)
+        try run(Self.suite("\(setting)-a", defaults: [setting: a]), name: "\(setting)-a", db: db)
+        try run(Self.suite("\(setting)-b", defaults: [setting: b]), name: "\(setting)-b", db: db)
         let charts = path("charts-\(setting)")
         let (report, text) = try report(db, ["--charts", charts])
 
@@ -145,7 +140,7 @@ final class IdentityTests: XCTestCase {
     /// docs/STORE.md's paired SAM-SGD query (pairing on the setting key) and the report give the
     /// same differences on a suite that sweeps a setting the report's label shows.
     func testStorePairedQueryAgreesWithTheReport() throws {
-        try run(Self.suite("sweep", grid: "lr = [0.02, 0.05]"), name: "sweep", db: "sweep.sqlite")
+        try run(Self.suite("sweep", grid: ["lr": "[0.02, 0.05]"]), name: "sweep", db: "sweep.sqlite")
         let (report, _) = try report("sweep.sqlite")
         XCTAssertEqual(report.comparisons.count, 4)
         let doc = try String(contentsOf: repoRoot.appendingPathComponent("docs/STORE.md"), encoding: .utf8)
@@ -198,7 +193,7 @@ final class IdentityTests: XCTestCase {
 
     /// A database written before setting keys gets them from its runs' configurations.
     func testOlderDatabasesGetSettingKeys() throws {
-        let suite = try Suite.parse(Self.suite("old", grid: "lr = [0.02, 0.05]"), file: "old.toml")
+        let suite = try Suite.parse(Self.suite("old", grid: ["lr": "[0.02, 0.05]"]), file: "old.toml")
         let keyed = suite.runs.map { KeyedRun(spec: $0, identity: "synthetic") }
         let db = path("old.sqlite")
         try Store(path: db).register(suite: suite, runs: keyed)
