@@ -99,9 +99,11 @@ public extension Store {
                                     valAccuracy: r["val_accuracy"], lastMemorised: r["last_memorised"],
                                     lastValidationAccuracy: curve.last?.validationAccuracy)
                 }
-                // Key, group and setting as stored; family and base from the configuration.
+                // Key, group and setting as stored; family and base from the configuration. A database
+                // opened read-only before its setting keys were added (migration v2) has none stored.
                 var keys = RunKey.keys(spec, identity: r["data_identity"])
-                (keys.key, keys.group, keys.setting) = (key, r["group_key"], r["setting_key"])
+                (keys.key, keys.group) = (key, r["group_key"])
+                if r.hasColumn("setting_key") { keys.setting = r["setting_key"] }
                 return StoredRun(keys: keys, label: r["label"], status: r["status"], spec: spec,
                                  identity: r["data_identity"], epochsDone: r["epochs_done"], error: r["error"], metrics: metrics,
                                  noiseLabels: r["labels_sha256"], realisedRate: r["realised_rate"], curve: curve)

@@ -197,8 +197,7 @@ public extension Store {
     func runs() throws -> [RunRow] {
         try db.read { db in
             let rows = try Row.fetchAll(db, sql: """
-                SELECT r.key, r.group_key, r.setting_key, r.config, r.data_identity, r.status, r.epochs, r.epochs_done, r.attempts,
-                       r.train_seconds, r.error,
+                SELECT r.*,
                        m.last_test_accuracy, m.best_test_accuracy, m.val_test_accuracy, m.last_memorised
                 FROM runs r LEFT JOIN metrics m ON m.run_key = r.key
                 ORDER BY (SELECT min(suite_id * 1000000 + position) FROM suite_runs s WHERE s.run_key = r.key), r.created_at, r.key
@@ -210,12 +209,17 @@ public extension Store {
                 }
                 return spec
             }
-            let labels = GroupLabels.make(zip(rows, specs).map { r, spec in
-                GroupLabels.Item(spec: spec, group: r["group_key"], setting: r["setting_key"],
-                                 family: RunKey.keys(spec, identity: r["data_identity"]).family)
-            })
-            return zip(rows, specs).map { r, spec in
-                RunRow(key: r["key"], group: r["group_key"], setting: r["setting_key"], label: labels[r["group_key"]]!.group,
+            // Setting keys as stored; computed for a database opened read-only before migration v2.
+            let keys = zip(rows, specs).map { r, spec -> RunKey.Keys in
+                var k = RunKey.keys(spec, identity: r["data_identity"])
+                (k.key, k.group) = (r["key"], r["group_key"])
+                if r.hasColumn("setting_key") { k.setting = r["setting_key"] }
+                return k
+            }
+            let labels = GroupLabels.make(zip(specs, keys).map { GroupLabels.Item(spec: $0, group: $1.group, setting: $1.setting, family: $1.family) })
+            return rows.indices.map { i in
+                let r = rows[i], spec = specs[i], k = keys[i]
+                return RunRow(key: k.key, group: k.group, setting: k.setting, label: labels[k.group]!.group,
                        seed: spec.config.seed, axes: Axes.values(spec), status: r["status"], epochs: r["epochs"], epochsDone: r["epochs_done"],
                        attempts: r["attempts"], lastTestAccuracy: r["last_test_accuracy"], bestTestAccuracy: r["best_test_accuracy"],
                        valTestAccuracy: r["val_test_accuracy"], lastMemorised: r["last_memorised"], trainSeconds: r["train_seconds"],

@@ -34,7 +34,7 @@ struct ReportCommand: ParsableCommand {
     @OptionGroup var database: DatabaseOption
     @Option(help: "Only the runs of the suites with this name (default: every run).") var suite: String?
     @Option(help: "Output format.") var format: ReportFormat = .text
-    @Option(help: "Which test accuracy of each run: last, best or val (see above).") var metric: Metric = .last
+    @Option(help: "Which test accuracy of each run (see above).") var metric: Metric = .last
     @Option(help: "Where the charts go.") var charts: String = "results/charts"
     @Flag(help: "Do not draw charts.") var noCharts = false
     @Flag(help: "Also write each chart as SVG.") var svg = false

@@ -204,6 +204,12 @@ final class IdentityTests: XCTestCase {
                 DELETE FROM grdb_migrations WHERE identifier LIKE 'v2%'
                 """)
         }
+        // Read-only, it is read as it is (nothing migrates), the setting keys computed.
+        let readOnly = try Store(path: db, readOnly: true)
+        XCTAssertEqual(try readOnly.storedRuns().map(\.setting), keyed.map(\.setting))
+        XCTAssertEqual(try readOnly.runs().map(\.setting).sorted(), keyed.map(\.setting).sorted())
+        XCTAssertEqual(try DatabaseQueue(path: db).read { try Int.fetchOne($0, sql: "SELECT count(*) FROM grdb_migrations") }, 1)
+        // Opened for writing, it migrates and stores them.
         _ = try Store(path: db)
         let stored = try DatabaseQueue(path: db).read { try Row.fetchAll($0, sql: "SELECT key, setting_key FROM runs") }
         XCTAssertEqual(stored.count, keyed.count)
