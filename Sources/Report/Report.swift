@@ -67,7 +67,8 @@ public struct Comparison: Sendable, Codable, Equatable {
     public var settingKey: String?
     public var optimizerLabel: String
     public var rho: Double?
-    /// This rho is the one chosen on validation among the optimizer's rho values for the setting.
+    /// This rho is the one chosen on validation among the groups of the setting and optimizer
+    /// configuration that differ only in rho.
     public var selected: Bool
     public var samGroup: String
     public var sgdGroup: String

@@ -3,14 +3,14 @@ import Engine
 import Foundation
 import Optim
 
-/// Everything one training run needs besides its data; the run is fully determined by it and
-/// the `PreparedData` it trains on.
 /// The learning-rate schedules a run can name (stepped per iteration).
 public enum Schedule: String, Sendable, Codable, CaseIterable, CustomStringConvertible {
     case constant, cosine, multistep
     public var description: String { rawValue }
 }
 
+/// Everything one training run needs besides its data; the run is fully determined by it and
+/// the `PreparedData` it trains on.
 public struct TrainConfig: Sendable, Codable, Equatable {
     public var model: String = "resnet20"
     public var dropout: Float = 0
@@ -220,10 +220,10 @@ public final class Trainer {
         if let resume { try stage.resume(from: resume) }
         for epoch in stage.startEpoch..<(config.epochs + 1) {
             let start = Date()
-            let trained = stage.train(epoch: epoch) { onBatch(name, epoch, $0, $1) }
-            guard case let .trained(loss, accuracy, perturbed, lr) = trained else {
-                if case let .diverged(status) = trained { return stage.result(status) }
-                fatalError("unreachable")
+            let (loss, accuracy, perturbed, lr): (Double, Double, Double?, Float)
+            switch stage.train(epoch: epoch, onBatch: { onBatch(name, epoch, $0, $1) }) {
+            case let .diverged(status): return stage.result(status)
+            case let .trained(l, a, p, r): (loss, accuracy, perturbed, lr) = (l, a, p, r)
             }
             let trainSeconds = Date().timeIntervalSince(start)
             var m = stage.evaluate(epoch: epoch, lr: lr, trainLoss: loss, trainAccuracy: accuracy, perturbedLoss: perturbed,
