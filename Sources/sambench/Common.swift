@@ -53,6 +53,12 @@ struct ThreadsOption: ParsableArguments {
     func resolved(_ fallback: Int = ProcessInfo.processInfo.activeProcessorCount) -> Int { threads ?? fallback }
 }
 
+/// The datasets `sambench data` downloads and verifies.
+enum CIFARName: String, CaseIterable, ExpressibleByArgument {
+    case cifar10, cifar100
+    var archive: CIFARArchive { self == .cifar10 ? .cifar10 : .cifar100 }
+}
+
 /// `--format` for commands that print either a table or JSON.
 enum TextOrJSON: String, ExpressibleByArgument, CaseIterable { case text, json }
 

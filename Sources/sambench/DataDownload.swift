@@ -15,16 +15,14 @@ struct DownloadData: ParsableCommand {
         """
     )
 
-    @Argument(help: "cifar10 or cifar100.") var dataset: String
+    @Argument(help: "The dataset.") var dataset: CIFARName
     @OptionGroup var dataDirectory: DataDirOption
     var dataDir: String? { dataDirectory.dataDir }
     @Option(help: "Download from this URL instead (http, https or file://).") var url: String?
     @Flag(help: "Do not check the archive's size and MD5 (the result is marked unverified).") var noVerify = false
 
-    func validate() throws { _ = try CIFARArchive.named(dataset) }
-
     func run() throws {
-        let archive = try CIFARArchive.named(dataset)
+        let archive = dataset.archive
         let root = DataDirectory.resolve(dataDir)
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         guard let source = URL(string: url ?? archive.url), source.scheme != nil else { throw ValidationError("--url: not a URL: \(url ?? "")") }
