@@ -60,6 +60,26 @@ public struct StoredRun: Sendable {
     }
 }
 
+extension Store {
+    /// A `runs` row's configuration, decoded; an error names the database and the run.
+    static func spec(of row: Row, in path: String) throws -> RunSpec {
+        guard let spec = try? JSONDecoder().decode(RunSpec.self, from: Data((row["config"] as String).utf8)) else {
+            throw StoreError("\(path): run \(row["key"] as String) has a configuration this sambench cannot read")
+        }
+        return spec
+    }
+
+    /// A `runs` row's keys: run, group and setting as stored, family and base from its
+    /// configuration. A database opened read-only before migration v2 has no setting key stored;
+    /// it is computed the same way.
+    static func keys(of row: Row, spec: RunSpec) -> RunKey.Keys {
+        var keys = RunKey.keys(spec, identity: row["data_identity"])
+        (keys.key, keys.group) = (row["key"], row["group_key"])
+        if row.hasColumn("setting_key") { keys.setting = row["setting_key"] }
+        return keys
+    }
+}
+
 public extension Store {
     /// The names of the stored suites, oldest first.
     func suiteNames() throws -> [String] {
@@ -78,12 +98,9 @@ public extension Store {
                 WHERE position IS NOT NULL
                 ORDER BY position
                 """, arguments: [suite])
-            let decoder = JSONDecoder()
             return try rows.map { r in
                 let key: String = r["key"]
-                guard let spec = try? decoder.decode(RunSpec.self, from: Data((r["config"] as String).utf8)) else {
-                    throw StoreError("\(path): run \(key) has a configuration this sambench cannot read")
-                }
+                let spec = try Store.spec(of: r, in: path)
                 let epochRows = try Row.fetchAll(db, sql: """
                     SELECT epoch, test_accuracy, corrupted_noisy_accuracy, validation_accuracy FROM epochs
                     WHERE run_key = ? AND stage = (SELECT stage FROM epochs WHERE run_key = ?1 ORDER BY stage = 'train' LIMIT 1)
@@ -99,12 +116,7 @@ public extension Store {
                                     valAccuracy: r["val_accuracy"], lastMemorised: r["last_memorised"],
                                     lastValidationAccuracy: curve.last?.validationAccuracy)
                 }
-                // Key, group and setting as stored; family and base from the configuration. A database
-                // opened read-only before its setting keys were added (migration v2) has none stored.
-                var keys = RunKey.keys(spec, identity: r["data_identity"])
-                (keys.key, keys.group) = (key, r["group_key"])
-                if r.hasColumn("setting_key") { keys.setting = r["setting_key"] }
-                return StoredRun(keys: keys, label: r["label"], status: r["status"], spec: spec,
+                return StoredRun(keys: Store.keys(of: r, spec: spec), label: r["label"], status: r["status"], spec: spec,
                                  identity: r["data_identity"], epochsDone: r["epochs_done"], error: r["error"], metrics: metrics,
                                  noiseLabels: r["labels_sha256"], realisedRate: r["realised_rate"], curve: curve)
             }

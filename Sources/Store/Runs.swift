@@ -202,20 +202,8 @@ public extension Store {
                 FROM runs r LEFT JOIN metrics m ON m.run_key = r.key
                 ORDER BY (SELECT min(suite_id * 1000000 + position) FROM suite_runs s WHERE s.run_key = r.key), r.created_at, r.key
                 """)
-            let decoder = JSONDecoder()
-            let specs = try rows.map { r -> RunSpec in
-                guard let spec = try? decoder.decode(RunSpec.self, from: Data((r["config"] as String).utf8)) else {
-                    throw StoreError("\(path): run \(r["key"] as String) has a configuration this sambench cannot read")
-                }
-                return spec
-            }
-            // Setting keys as stored; computed for a database opened read-only before migration v2.
-            let keys = zip(rows, specs).map { r, spec -> RunKey.Keys in
-                var k = RunKey.keys(spec, identity: r["data_identity"])
-                (k.key, k.group) = (r["key"], r["group_key"])
-                if r.hasColumn("setting_key") { k.setting = r["setting_key"] }
-                return k
-            }
+            let specs = try rows.map { try Store.spec(of: $0, in: path) }
+            let keys = zip(rows, specs).map { Store.keys(of: $0, spec: $1) }
             let labels = GroupLabels.make(zip(specs, keys).map { GroupLabels.Item(spec: $0, group: $1.group, setting: $1.setting, family: $1.family) })
             return rows.indices.map { i in
                 let r = rows[i], spec = specs[i], k = keys[i]

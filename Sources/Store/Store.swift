@@ -161,14 +161,10 @@ public final class Store: @unchecked Sendable {
             // What SAM and SGD are paired on, stored beside the group key; filled from each run's
             // configuration for databases written before it.
             try db.execute(sql: "ALTER TABLE runs ADD COLUMN setting_key TEXT NOT NULL DEFAULT ''")
-            let decoder = JSONDecoder()
             for row in try Row.fetchAll(db, sql: "SELECT key, config, data_identity FROM runs") {
-                let key: String = row["key"]
-                guard let spec = try? decoder.decode(RunSpec.self, from: Data((row["config"] as String).utf8)) else {
-                    throw StoreError("run \(key) has a configuration this sambench cannot read")
-                }
+                let spec = try Store.spec(of: row, in: "the results database")
                 try db.execute(sql: "UPDATE runs SET setting_key = ? WHERE key = ?",
-                               arguments: [RunKey.keys(spec, identity: row["data_identity"]).setting, key])
+                               arguments: [RunKey.keys(spec, identity: row["data_identity"]).setting, row["key"] as String])
             }
             try db.execute(sql: "CREATE INDEX runs_setting ON runs(setting_key)")
             try db.execute(sql: Store.settingsViewV2)
