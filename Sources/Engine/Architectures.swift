@@ -8,7 +8,8 @@ public struct EngineError: Error, CustomStringConvertible, Sendable {
 /// The model zoo: CIFAR ResNet-(6n+2), Wide-ResNet-d-k, and a small fast net for smoke runs.
 public enum Architectures {
     public static let names = "resnet8|resnet20|resnet32|resnet44|resnet56|resnet110 (any 6n+2), " +
-        "wrn16_4, wrn28_10 (any wrnD_K with (D-4)%6 == 0), tiny"
+        "wrn16_4, wrn28_10 (any wrnD_K with (D-4)%6 == 0), tv_resnet18|tv_resnet34|tv_resnet50 " +
+        "(torchvision's; add _cifar for the 3x3/1 stem without max-pool), tiny"
 
     /// Builds a model by name. `dropout` applies to Wide-ResNets only (between the two convs of a block).
     public static func make(_ name: String, numClasses: Int = 10, dropout: Float = 0,
@@ -28,6 +29,20 @@ public enum Architectures {
                 return wideResNet(depth: d, widen: k, numClasses: numClasses, dropout: dropout, inputSize: inputSize)
             }
             throw EngineError("model \(name): Wide-ResNet names are wrnD_K with (D-4) divisible by 6, e.g. wrn16_4, wrn28_10")
+        }
+        if name.hasPrefix("tv_resnet") {
+            let cifarStem = name.hasSuffix("_cifar")
+            let depth = name.dropFirst("tv_resnet".count).dropLast(cifarStem ? "_cifar".count : 0)
+            guard let blocks = torchvisionBlocks[String(depth)] else {
+                throw EngineError("model \(name): torchvision ResNets are tv_resnet18, tv_resnet34 and tv_resnet50 (suffix _cifar for the CIFAR stem)")
+            }
+            guard dropout == 0 else { throw EngineError("model \(name): dropout is only offered for Wide-ResNets") }
+            let minimum = cifarStem ? 8 : 32
+            guard inputSize >= minimum else {
+                throw EngineError("model \(name): input size \(inputSize) is below \(minimum), where the last stage would have no pixels left")
+            }
+            return torchvisionResNet(name: name, blocks: blocks.counts, bottleneck: blocks.bottleneck, cifarStem: cifarStem,
+                                     numClasses: numClasses, inputSize: inputSize)
         }
         if name == "tiny" {
             guard dropout == 0 else { throw EngineError("model tiny: dropout is only offered for Wide-ResNets") }
@@ -91,6 +106,55 @@ public enum Architectures {
         x = b.globalAvgPool(x)
         _ = b.linear(x, "fc", out: numClasses)
         return b.build(name: "wrn\(depth)_\(k)", numClasses: numClasses)
+    }
+
+    static let torchvisionBlocks: [String: (counts: [Int], bottleneck: Bool)] = [
+        "18": ([2, 2, 2, 2], false), "34": ([3, 4, 6, 3], false), "50": ([3, 4, 6, 3], true),
+    ]
+
+    /// torchvision.models.resnet (v1.5: the stride of a Bottleneck on its 3x3 conv) with its
+    /// module names, so that its state_dict loads strictly: `conv1`, `bn1`, `layerS.B.conv1`,
+    /// `layerS.B.downsample.0/1`, `fc`. The ImageNet stem is a 7x7/2 conv and a 3x3/2 max-pool;
+    /// the CIFAR stem (`_cifar`, the usual way to train these at 32x32) is a 3x3/1 conv without
+    /// max-pool, as `model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False); model.maxpool = nn.Identity()`.
+    static func torchvisionResNet(name: String, blocks: [Int], bottleneck: Bool, cifarStem: Bool,
+                                  numClasses: Int, inputSize: Int) -> Model {
+        var b = ModelBuilder(input: TensorShape(channels: 3, height: inputSize, width: inputSize))
+        var x = b.conv(0, "conv1", out: 64, kernel: cifarStem ? 3 : 7, stride: cifarStem ? 1 : 2)
+        x = b.batchNorm(x, "bn1", relu: true)
+        if !cifarStem { x = b.maxPool(x, kernel: 3, stride: 2, padding: 1) }
+        let expansion = bottleneck ? 4 : 1
+        var cin = 64
+        for (stage, planes) in [64, 128, 256, 512].enumerated() {
+            for j in 0..<blocks[stage] {
+                let stride = (stage > 0 && j == 0) ? 2 : 1
+                let p = "layer\(stage + 1).\(j)"
+                var o: Int
+                if bottleneck {
+                    o = b.conv(x, p + ".conv1", out: planes, kernel: 1, stride: 1)
+                    o = b.batchNorm(o, p + ".bn1", relu: true)
+                    o = b.conv(o, p + ".conv2", out: planes, kernel: 3, stride: stride)
+                    o = b.batchNorm(o, p + ".bn2", relu: true)
+                    o = b.conv(o, p + ".conv3", out: planes * expansion, kernel: 1, stride: 1)
+                    o = b.batchNorm(o, p + ".bn3", relu: false)
+                } else {
+                    o = b.conv(x, p + ".conv1", out: planes, kernel: 3, stride: stride)
+                    o = b.batchNorm(o, p + ".bn1", relu: true)
+                    o = b.conv(o, p + ".conv2", out: planes, kernel: 3, stride: 1)
+                    o = b.batchNorm(o, p + ".bn2", relu: false)
+                }
+                var sc = x
+                if stride != 1 || cin != planes * expansion {
+                    sc = b.conv(x, p + ".downsample.0", out: planes * expansion, kernel: 1, stride: stride)
+                    sc = b.batchNorm(sc, p + ".downsample.1", relu: false)
+                }
+                x = b.add(o, sc, relu: true)
+                cin = planes * expansion
+            }
+        }
+        x = b.globalAvgPool(x)
+        _ = b.linear(x, "fc", out: numClasses)
+        return b.build(name: name, numClasses: numClasses)
     }
 
     /// A small plain CNN for smoke runs: three conv-BN-ReLU stages (16, 32 s2, 64 s2), pool, fc.

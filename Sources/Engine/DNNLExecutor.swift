@@ -151,6 +151,7 @@ public final class DNNLExecutor: InspectableExecutor {
             case .relu: try lowerReLU(node, context)
             case let .add(relu): try lowerAdd(node, context, relu: relu)
             case .globalAvgPool: try lowerGlobalAveragePool(node, context)
+            case let .maxPool(k, s, p): try lowerMaxPool(node, context, kernel: k, stride: s, padding: p)
             case let .dropout(p): try lowerDropout(node, context, p: p)
             case let .linear(w, b): try lowerLinear(node, context, weight: w, bias: b)
             }

@@ -39,6 +39,9 @@ public enum Op: Sendable {
     /// inputs[0] + inputs[1], optionally followed by ReLU.
     case add(relu: Bool)
     case globalAvgPool
+    /// Max pooling over k x k windows with stride s and padding p (padded positions never win),
+    /// floor-sized output as PyTorch's `MaxPool2d(k, s, p)`: the ImageNet ResNet stem's 3x3/2/1.
+    case maxPool(kernel: Int, stride: Int, padding: Int)
     /// Inverted dropout (kept values scaled by 1/(1-p)) in training; identity in eval.
     case dropout(p: Float)
     /// y = x W^T + b on [N, in] -> [N, out].
@@ -151,6 +154,15 @@ public struct ModelBuilder {
 
     public mutating func globalAvgPool(_ x: Int) -> Int {
         addNode(.globalAvgPool, [x], TensorShape(channels: tensors[x].channels, height: 1, width: 1))
+    }
+
+    public mutating func maxPool(_ x: Int, kernel: Int, stride: Int, padding: Int) -> Int {
+        let s = tensors[x]
+        precondition(padding <= kernel / 2, "maxPool: padding \(padding) exceeds half the kernel \(kernel)")
+        let oh = (s.height + 2 * padding - kernel) / stride + 1
+        let ow = (s.width + 2 * padding - kernel) / stride + 1
+        return addNode(.maxPool(kernel: kernel, stride: stride, padding: padding), [x],
+                       TensorShape(channels: s.channels, height: oh, width: ow))
     }
 
     public mutating func linear(_ x: Int, _ name: String, out: Int) -> Int {

@@ -9,6 +9,7 @@ public final class ReferenceExecutor: InspectableExecutor {
     private var grads: [[Float]]
     private var bnBatchStats: [Int: (mean: [Double], variance: [Double])] = [:]
     private var dropoutMasks: [Int: [Float]] = [:]
+    private var maxPoolArgmax: [Int: [Int]] = [:]
     private var lastMode: ForwardMode = .eval
     private var logits: FloatBuffer
 
@@ -65,6 +66,10 @@ public final class ReferenceExecutor: InspectableExecutor {
                 if relu { y = ReferenceOps.relu(y) }
             case .globalAvgPool:
                 y = ReferenceOps.globalAvgPool(x: x, n: n, c: xs.channels, hw: xs.height * xs.width)
+            case let .maxPool(k, s, p):
+                let r = ReferenceOps.maxPoolForward(x: x, n: n, c: xs.channels, h: xs.height, w: xs.width, kernel: k, stride: s, padding: p)
+                y = r.y
+                maxPoolArgmax[nodeIndex] = r.argmax
             case let .dropout(p):
                 if case let .train(_, seed) = mode {
                     var mask = [Float](repeating: 0, count: x.count)
@@ -118,6 +123,8 @@ public final class ReferenceExecutor: InspectableExecutor {
                 for i in dy.indices { grads[xi][i] += dy[i] }
                 let x2 = node.inputs[1]
                 for i in dy.indices { grads[x2][i] += dy[i] }
+            case .maxPool:
+                ReferenceOps.maxPoolBackward(argmax: maxPoolArgmax[nodeIndex]!, dy: dy, dx: &grads[xi])
             case .globalAvgPool:
                 ReferenceOps.globalAvgPoolBackward(dy: dy, n: n, c: xs.channels, hw: xs.height * xs.width, dx: &grads[xi])
             case .dropout:

@@ -166,3 +166,31 @@ public enum DropoutMask {
         }
     }
 }
+
+extension ReferenceOps {
+    /// y[n,c,i,j] = max over the window x[n,c,i*s+ki-p, j*s+kj-p] inside the image; also the
+    /// index into x of each output's maximum (the first in row-major window order on ties).
+    public static func maxPoolForward(x: [Float], n: Int, c: Int, h: Int, w: Int, kernel k: Int, stride s: Int, padding p: Int)
+        -> (y: [Float], argmax: [Int]) {
+        let oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1
+        var y = [Float](repeating: 0, count: n * c * oh * ow), argmax = [Int](repeating: 0, count: y.count)
+        for b in 0..<n { for ch in 0..<c { for i in 0..<oh { for j in 0..<ow {
+            var best = -Float.infinity, at = -1
+            for ki in 0..<k { for kj in 0..<k {
+                let yi = i * s + ki - p, xj = j * s + kj - p
+                if yi < 0 || yi >= h || xj < 0 || xj >= w { continue }
+                let idx = ((b * c + ch) * h + yi) * w + xj
+                if at < 0 || x[idx] > best { best = x[idx]; at = idx }
+            } }
+            let o = ((b * c + ch) * oh + i) * ow + j
+            y[o] = best
+            argmax[o] = at
+        } } } }
+        return (y, argmax)
+    }
+
+    /// dx[argmax[o]] += dy[o].
+    public static func maxPoolBackward(argmax: [Int], dy: [Float], dx: inout [Float]) {
+        for o in dy.indices { dx[argmax[o]] += dy[o] }
+    }
+}

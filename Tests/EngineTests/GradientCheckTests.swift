@@ -77,6 +77,11 @@ final class GradientCheckTests: XCTestCase {
         check(graph(channels: 4, size: 5) { b, x in b.dropout(b.relu(x), p: 0.25) }, batch: 3, "relu+dropout")
     }
 
+    func testMaxPool() {
+        check(graph(channels: 4, size: 7) { b, x in b.maxPool(x, kernel: 3, stride: 2, padding: 1) }, batch: 3, "max pool 3/2/1")
+        check(graph(channels: 3, size: 6) { b, x in b.maxPool(x, kernel: 2, stride: 2, padding: 0) }, batch: 2, "max pool 2/2/0")
+    }
+
     func testWholeResNet8() throws {
         check(try Architectures.make("resnet8", inputSize: 8), batch: 4, samples: 60, eps: 1e-3, "resnet8")
     }
