@@ -86,6 +86,11 @@ public struct SafetensorsFile: Sendable {
         return try parse([UInt8](data), fail: fail)
     }
 
+    /// Parses a file's bytes already read (errors name `path`).
+    public static func parse(path: String, bytes: [UInt8]) throws -> SafetensorsFile {
+        try parse(bytes) { SafetensorsError(description: "\(path): \($0)") }
+    }
+
     static func parse(_ bytes: [UInt8], fail: (String) -> SafetensorsError) throws -> SafetensorsFile {
         guard bytes.count >= 8 else { throw fail("truncated: \(bytes.count) bytes, a safetensors file starts with an 8-byte header length") }
         var n: UInt64 = 0
@@ -215,6 +220,20 @@ public enum Checkpoint {
         try SafetensorsFile(tensors: tensors(of: state), metadata: meta).write(to: path)
     }
 
+    /// Whether a tensor name lies under a module prefix: "fc" covers "fc.weight" and "fc.bias",
+    /// not "fc2.weight"; "layer4." covers everything in layer4.
+    public static func name(_ name: String, isUnder prefix: String) -> Bool {
+        prefix.hasSuffix(".") ? name.hasPrefix(prefix) : (name == prefix || name.hasPrefix(prefix + "."))
+    }
+
+    /// The module prefix of a model's classifier (its last linear layer), e.g. "fc".
+    public static func classifierPrefix(of model: Model) -> String? {
+        for node in model.nodes.reversed() {
+            if case let .linear(w, _) = node.op { return String(model.params[w].name.dropLast(".weight".count)) }
+        }
+        return nil
+    }
+
     /// Loads every parameter and buffer of `state` from a file. Every tensor the model has
     /// must be present with its exact shape (F32 for values, I64 for num_batches_tracked);
     /// a tensor the model does not have is an error unless `allowUnexpected`.
@@ -222,36 +241,70 @@ public enum Checkpoint {
         try load(into: state, file: try SafetensorsFile.read(path), source: path, allowUnexpected: allowUnexpected)
     }
 
-    public static func load(into state: ModelState, file: SafetensorsFile, source: String, allowUnexpected: Bool = false) throws {
-        func fail(_ what: String) -> SafetensorsError { SafetensorsError(description: "\(source): \(what)") }
-        func floats(_ name: String, _ shape: [Int]) throws -> [Float] {
-            guard let t = file[name] else { throw fail("tensor \(name) missing (model \(state.model.name) needs it)") }
-            guard t.dtype == .F32 else { throw fail("tensor \(name): dtype \(t.dtype), expected F32") }
-            guard t.shape == shape else { throw fail("tensor \(name): shape \(t.shape), expected \(shape) for model \(state.model.name)") }
-            return t.floats
-        }
-        // Validate everything before touching the state, so a bad file changes nothing.
+    /// What a load did besides copying: the state's own tensors left as they were (under a skipped
+    /// prefix), and the file's tensors it ignored.
+    public struct LoadReport: Sendable, Equatable {
+        public var keptFromState: [String] = []
+        public var ignoredInFile: [String] = []
+        /// BN layers whose num_batches_tracked the file lacks (older PyTorch files): set to 0.
+        public var missingBatchCounts: [String] = []
+    }
+
+    /// Loads a state dict into `state`, strictly: every tensor of the model not under a `skip`
+    /// prefix must be in the file with its exact shape (F32 values, an I64 scalar for
+    /// num_batches_tracked, which may be absent as in files from before PyTorch 0.4.1), and every
+    /// tensor of the file must belong to the model or lie under a `skip` prefix. All mismatches
+    /// are listed in one error, and a refused file changes nothing.
+    @discardableResult
+    public static func load(into state: ModelState, file: SafetensorsFile, source: String, skip: [String] = [],
+                            allowUnexpected: Bool = false) throws -> LoadReport {
+        let model = state.model
+        func skipped(_ name: String) -> Bool { skip.contains { Checkpoint.name(name, isUnder: $0) } }
+        var report = LoadReport()
+        var missing: [String] = [], wrong: [String] = []
         var values: [(UnsafeMutableBufferPointer<Float>, [Float])] = []
-        var tracked: [Int64] = []
+        var tracked = state.batchesTracked
         var expected = Set<String>()
-        for p in state.model.params {
-            values.append((state.view(p), try floats(p.name, p.shape)))
-            expected.insert(p.name)
+        func floats(_ name: String, _ shape: [Int], into dst: UnsafeMutableBufferPointer<Float>) {
+            expected.insert(name)
+            if skipped(name) { report.keptFromState.append(name); return }
+            guard let t = file[name] else { missing.append("\(name) \(shape)"); return }
+            guard t.dtype == .F32 else { wrong.append("\(name): dtype \(t.dtype), expected F32"); return }
+            guard t.shape == shape else { wrong.append("\(name): shape \(t.shape) in the file, \(shape) in the model"); return }
+            values.append((dst, t.floats))
         }
-        for (i, bn) in state.model.batchNorms.enumerated() {
-            values.append((state.runningMean(i), try floats(bn.prefix + ".running_mean", [bn.channels])))
-            values.append((state.runningVar(i), try floats(bn.prefix + ".running_var", [bn.channels])))
+        for p in model.params { floats(p.name, p.shape, into: state.view(p)) }
+        for (i, bn) in model.batchNorms.enumerated() {
+            floats(bn.prefix + ".running_mean", [bn.channels], into: state.runningMean(i))
+            floats(bn.prefix + ".running_var", [bn.channels], into: state.runningVar(i))
             let nbt = bn.prefix + ".num_batches_tracked"
-            guard let t = file[nbt] else { throw fail("tensor \(nbt) missing") }
-            guard t.dtype == .I64, t.elementCount == 1 else { throw fail("tensor \(nbt): expected an I64 scalar, got \(t.dtype) \(t.shape)") }
-            tracked.append(t.int64s[0])
-            expected.formUnion([bn.prefix + ".running_mean", bn.prefix + ".running_var", nbt])
+            expected.insert(nbt)
+            if skipped(nbt) { report.keptFromState.append(nbt); continue }
+            guard let t = file[nbt] else { report.missingBatchCounts.append(bn.prefix); tracked[i] = 0; continue }
+            guard t.dtype == .I64, t.elementCount == 1 else { wrong.append("\(nbt): \(t.dtype) \(t.shape), expected an I64 scalar"); continue }
+            tracked[i] = t.int64s[0]
         }
-        if !allowUnexpected {
-            let extra = Set(file.tensors.keys).subtracting(expected)
-            if !extra.isEmpty { throw fail("tensors not in model \(state.model.name): \(extra.sorted().prefix(5).joined(separator: ", "))") }
+        let extra = Set(file.tensors.keys).subtracting(expected).sorted()
+        report.ignoredInFile = file.tensors.keys.filter(skipped).sorted()
+        let unexpected = extra.filter { !skipped($0) }
+        if !(missing.isEmpty && wrong.isEmpty && (unexpected.isEmpty || allowUnexpected)) {
+            func list(_ title: String, _ items: [String]) -> String? {
+                guard !items.isEmpty else { return nil }
+                let shown = items.prefix(40).map { "  " + $0 }.joined(separator: "\n")
+                return "\(items.count) \(title):\n\(shown)" + (items.count > 40 ? "\n  ... and \(items.count - 40) more" : "")
+            }
+            let parts = [list("missing from the file", missing), list("mis-shaped", wrong),
+                         allowUnexpected ? nil : list("in the file but not in the model", unexpected)].compactMap { $0 }
+            var hint = ""
+            if let fc = classifierPrefix(of: model), missing.isEmpty, unexpected.isEmpty, !wrong.isEmpty,
+               wrong.allSatisfy({ $0.hasPrefix(fc + ".") }) {
+                hint = "\n(only the classifier differs: skip it to keep it freshly initialised)"
+            }
+            throw SafetensorsError(description: "\(source) does not fit model \(model.name) (\(model.numClasses) classes):\n" +
+                                   parts.joined(separator: "\n") + hint)
         }
         for (dst, src) in values { for i in src.indices { dst[i] = src[i] } }
         state.batchesTracked = tracked
+        return report
     }
 }

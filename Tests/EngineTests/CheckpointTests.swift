@@ -93,6 +93,54 @@ final class CheckpointTests: XCTestCase {
         expectError(SafetensorsFile(tensors: tensors).serialized(), mentions: ["extra.weight"])
     }
 
+    /// Strict loading reports every mismatch at once (missing, mis-shaped, unexpected), changes
+    /// nothing when it refuses, and loads around skipped prefixes, which keep the state's values.
+    func testStrictLoadListsEveryMismatchAndSkipsPrefixes() throws {
+        let good = try trainedState()
+        var tensors = Checkpoint.tensors(of: good)
+        tensors.removeValue(forKey: "layer1.0.conv1.weight")
+        tensors.removeValue(forKey: "layer3.0.bn2.running_mean")
+        tensors["fc.weight"] = SafetensorsTensor(floats: [Float](repeating: 0, count: 64 * 7), shape: [7, 64])
+        tensors["head.extra"] = SafetensorsTensor(floats: [1, 2], shape: [2])
+        let file = SafetensorsFile(tensors: tensors)
+        let target = ModelState(model: good.model, seed: 5)
+        let before = target.params.array
+        XCTAssertThrowsError(try Checkpoint.load(into: target, file: file, source: "x.safetensors")) { error in
+            let text = "\(error)"
+            for w in ["x.safetensors", "2 missing", "layer1.0.conv1.weight [16, 16, 3, 3]", "layer3.0.bn2.running_mean [64]",
+                      "1 mis-shaped", "fc.weight: shape [7, 64] in the file, [10, 64] in the model", "1 in the file but not in the model", "head.extra"] {
+                XCTAssertTrue(text.contains(w), "error does not mention '\(w)': \(text)")
+            }
+        }
+        XCTAssertEqual(target.params.array, before, "a refused file changed the state")
+
+        // Only the classifier differs: the error says so; skipping "fc" loads the rest and keeps fc.
+        tensors = Checkpoint.tensors(of: good)
+        tensors["fc.weight"] = SafetensorsTensor(floats: [Float](repeating: 0, count: 64 * 7), shape: [7, 64])
+        tensors["fc.bias"] = SafetensorsTensor(floats: [Float](repeating: 0, count: 7), shape: [7])
+        let headless = SafetensorsFile(tensors: tensors)
+        XCTAssertThrowsError(try Checkpoint.load(into: target, file: headless, source: "h")) { XCTAssertTrue("\($0)".contains("only the classifier differs"), "\($0)") }
+        XCTAssertEqual(Checkpoint.classifierPrefix(of: good.model), "fc")
+        let report = try Checkpoint.load(into: target, file: headless, source: "h", skip: ["fc"])
+        XCTAssertEqual(report.keptFromState, ["fc.weight", "fc.bias"])
+        XCTAssertEqual(report.ignoredInFile, ["fc.bias", "fc.weight"])
+        for p in good.model.params {
+            let expected = p.name.hasPrefix("fc.") ? Array(before[p.offset..<(p.offset + p.count)]) : Array(good.view(p))
+            XCTAssertEqual(Array(target.view(p)), expected, p.name)
+        }
+        XCTAssertEqual(target.batchesTracked, good.batchesTracked)
+        XCTAssertTrue(Checkpoint.name("fc.weight", isUnder: "fc"))
+        XCTAssertFalse(Checkpoint.name("fc2.weight", isUnder: "fc"))
+        XCTAssertTrue(Checkpoint.name("layer4.1.bn2.bias", isUnder: "layer4."))
+
+        // Files from before PyTorch 0.4.1 have no num_batches_tracked: loaded, counted as 0, reported.
+        tensors = Checkpoint.tensors(of: good)
+        for bn in good.model.batchNorms { tensors.removeValue(forKey: bn.prefix + ".num_batches_tracked") }
+        let old = try Checkpoint.load(into: target, file: SafetensorsFile(tensors: tensors), source: "old")
+        XCTAssertEqual(old.missingBatchCounts.count, good.model.batchNorms.count)
+        XCTAssertEqual(target.batchesTracked, Array(repeating: 0, count: good.model.batchNorms.count))
+    }
+
     /// A file sambench wrote loads with the Python `safetensors` package into the same tensors;
     /// where PyTorch is importable too, `load_state_dict` into the torch_bench.py ResNet works
     /// (strict) and gives the same eval logits as sambench. Python is $SAMBENCH_PYTHON or python3.
