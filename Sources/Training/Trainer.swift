@@ -34,6 +34,8 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     public var bootstrap: Bool = false
     /// Sharpness measured at the end of the run (nil: not measured).
     public var sharpness: SharpnessConfig? = SharpnessConfig()
+    /// Weights to start from instead of the seed's initialisation (finetuning); nil: from scratch.
+    public var initialWeights: InitialWeights?
 
     public init() {}
 
@@ -62,6 +64,37 @@ public struct TrainConfig: Sendable, Codable, Equatable {
                 throw EngineError("sharpness: batches >= 1, rho > 0, iterations >= 0 and a positive step needed")
             }
         }
+    }
+}
+
+/// A state dict a run starts from: the file, its SHA-256 (a changed file is refused, so the
+/// configuration keeps determining the run), and module prefixes left at the seed's
+/// initialisation (e.g. "fc"). When the file's classifier has another class count than the
+/// data, the classifier is left freshly initialised without being named.
+public struct InitialWeights: Sendable, Codable, Equatable {
+    public var path: String
+    public var sha256: String
+    public var skip: [String]
+    public init(path: String, sha256: String, skip: [String] = []) {
+        self.path = path
+        self.sha256 = sha256
+        self.skip = skip
+    }
+
+    /// Reads the file and checks its hash; the file and the report of loading it into `state`.
+    public func load(into state: ModelState) throws -> Checkpoint.LoadReport {
+        guard let bytes = FileManager.default.contents(atPath: path) else { throw EngineError("\(path): cannot read the initial weights") }
+        let digest = SHA256Hex.digest([UInt8](bytes))
+        guard digest == sha256 else {
+            throw EngineError("\(path): SHA-256 \(digest) is not the \(sha256) this run was configured with (the file changed)")
+        }
+        let file = try SafetensorsFile.parse(path: path, bytes: [UInt8](bytes))
+        var skips = skip
+        if let fc = Checkpoint.classifierPrefix(of: state.model), !skips.contains(fc),
+           let w = file[fc + ".weight"], w.shape.first != state.model.numClasses {
+            skips.append(fc)
+        }
+        return try Checkpoint.load(into: state, file: file, source: path, skip: skips)
     }
 }
 
@@ -121,8 +154,8 @@ public final class Trainer {
     /// The state of the current (last) stage's model.
     public private(set) var state: ModelState
     public let data: PreparedData
-    private let batchImages: FloatBuffer
-    private let batchLabels: UnsafeMutablePointer<Int32>
+    /// What loading `config.initialWeights` left at the seed's initialisation (nil: from scratch).
+    public private(set) var initialWeightsReport: Checkpoint.LoadReport?
 
     public init(config: TrainConfig, data: PreparedData) throws {
         try config.validate()
@@ -133,12 +166,9 @@ public final class Trainer {
         self.data = data
         model = try Architectures.make(config.model, numClasses: data.classes, dropout: config.dropout)
         state = ModelState(model: model, seed: config.seed)
-        batchImages = FloatBuffer(count: config.batchSize * RawImages.imageBytes)
-        batchLabels = .allocate(capacity: config.batchSize)
+        if let w = config.initialWeights { initialWeightsReport = try w.load(into: state) }
         _ = try config.lrSchedule(iterationsPerEpoch: data.trainIndices.count / config.batchSize)
     }
-
-    deinit { batchLabels.deallocate() }
 
     /// Where a run stands; saved with the weights after every epoch when checkpointing.
     struct Progress: Codable {
@@ -193,10 +223,12 @@ public final class Trainer {
                 changed = r.progress.relabelled ?? 0
             } else {
                 let ex = try DNNLExecutor(state: state, batchSize: config.batchSize)
-                relabelled.trainLabels = predict(images: data.trainImages, indices: Array(0..<data.cleanTrainLabels.count), executor: ex)
+                relabelled.trainLabels = BatchEvaluator(executor: ex, normalization: data.normalization)
+                    .predict(images: data.trainImages, indices: Array(0..<data.cleanTrainLabels.count))
                 changed = data.trainIndices.filter { relabelled.trainLabels[$0] != data.trainLabels[$0] }.count
             }
             state = ModelState(model: model, seed: config.seed)
+            if let w = config.initialWeights { _ = try w.load(into: state) }
             stages.append(try runStage("bootstrap", data: relabelled, resume: r, checkpoint: checkpoint, finished: stages,
                                        relabelled: changed, onEpoch: onEpoch, onBatch: onBatch))
         }
@@ -235,58 +267,6 @@ public final class Trainer {
         }
         return stage.result(.done, sharpness: stage.measureSharpness())
     }
-
-    /// The images at `indices`, normalised and unaugmented, into consecutive slots of `dst`.
-    fileprivate func normalise(_ images: [UInt8], _ indices: ArraySlice<Int>, into dst: UnsafeMutablePointer<Float>) {
-        var rng = Xoshiro256(seed: 0)  // unused: no augmentation
-        images.withUnsafeBufferPointer { src in
-            for (j, i) in indices.enumerated() {
-                Augment.apply(src.baseAddress! + i * RawImages.imageBytes, into: dst + j * RawImages.imageBytes,
-                              normalization: data.normalization, augmentation: .none, rng: &rng)
-            }
-        }
-    }
-
-    /// Eval-mode logits for the images at `indices`, batch by batch (the last zero-padded).
-    private func forEachBatch(images: [UInt8], indices: [Int], executor ex: Executor,
-                              _ body: (UnsafePointer<Float>, Int, Int) -> Void) {
-        let b = ex.batchSize, size = RawImages.imageBytes
-        var start = 0
-        while start < indices.count {
-            let n = min(b, indices.count - start)
-            normalise(images, indices[start..<(start + n)], into: batchImages.pointer)
-            if n < b { (batchImages.pointer + n * size).update(repeating: 0, count: (b - n) * size) }
-            body(ex.forward(input: batchImages.pointer, mode: .eval), n, start)
-            start += n
-        }
-    }
-
-    /// Mean loss and accuracy in eval mode over the images at `indices` against `labels[index]`.
-    func evaluate(images: [UInt8], indices: [Int], labels: [Int32], executor ex: Executor) -> (loss: Double, accuracy: Double) {
-        let c = model.numClasses
-        var lossSum = 0.0, correct = 0
-        forEachBatch(images: images, indices: indices, executor: ex) { logits, n, start in
-            for j in 0..<n { batchLabels[j] = labels[indices[start + j]] }
-            lossSum += CrossEntropy.compute(logits: logits, labels: batchLabels, count: n, classes: c) * Double(n)
-            correct += CrossEntropy.correct(logits: logits, labels: batchLabels, count: n, classes: c)
-        }
-        return (lossSum / Double(indices.count), Double(correct) / Double(indices.count))
-    }
-
-    /// Eval-mode predicted classes of the images at `indices`, in that order.
-    func predict(images: [UInt8], indices: [Int], executor ex: Executor) -> [Int32] {
-        let c = model.numClasses
-        var out: [Int32] = []
-        out.reserveCapacity(indices.count)
-        forEachBatch(images: images, indices: indices, executor: ex) { logits, n, _ in
-            for r in 0..<n {
-                var best = 0
-                for k in 1..<c where logits[r * c + k] > logits[r * c + best] { best = k }
-                out.append(Int32(best))
-            }
-        }
-        return out
-    }
 }
 
 /// One stage of a run as it goes: its loader, schedule and step, the epochs so far, and the
@@ -303,6 +283,8 @@ private final class Stage {
     let loader: BatchLoader
     let schedule: LRSchedule
     let step: TrainStep
+    /// Eval-mode passes on the training executor.
+    let evaluator: BatchEvaluator
     /// Training samples whose label the noise changed: memorisation is measured on them against
     /// the labels of the run's data (the noise), not a bootstrap stage's relabelling.
     let corrupted: [Int]
@@ -320,6 +302,7 @@ private final class Stage {
         loader = BatchLoader(data: data, batchSize: c.batchSize, augmentation: c.augmentation, seed: c.seed)
         schedule = try c.lrSchedule(iterationsPerEpoch: loader.batchesPerEpoch)
         step = try TrainStep(state: trainer.state, batchSize: c.batchSize, sgd: c.sgd, optimizer: c.optimizer, labelSmoothing: c.labelSmoothing)
+        evaluator = BatchEvaluator(executor: step.executor, normalization: data.normalization)
         let run = trainer.data
         corrupted = run.trainIndices.filter { run.trainLabels[$0] != run.cleanTrainLabels[$0] }
     }
@@ -383,18 +366,18 @@ private final class Stage {
     /// The epoch's metrics: the training numbers given, then the test set, the validation split
     /// and memorisation, evaluated now (`seconds` left for the caller).
     func evaluate(epoch: Int, lr: Float, trainLoss: Double, trainAccuracy: Double, perturbedLoss: Double?, imagesPerSecond: Double) -> EpochMetrics {
-        let ex = step.executor, run = trainer.data
-        let test = trainer.evaluate(images: data.testImages, indices: Array(data.testLabels.indices), labels: data.testLabels, executor: ex)
+        let run = trainer.data
+        let test = evaluator.lossAndAccuracy(images: data.testImages, indices: Array(data.testLabels.indices), labels: data.testLabels)
         var m = EpochMetrics(epoch: epoch, lr: lr, trainLoss: trainLoss, trainAccuracy: trainAccuracy, perturbedLoss: perturbedLoss,
                              testLoss: test.loss, testAccuracy: test.accuracy, seconds: 0, imagesPerSecond: imagesPerSecond)
         if !data.validationIndices.isEmpty {
-            let v = trainer.evaluate(images: data.trainImages, indices: data.validationIndices,
-                                     labels: data.validationUsesNoisyLabels ? run.trainLabels : data.cleanTrainLabels, executor: ex)
+            let v = evaluator.lossAndAccuracy(images: data.trainImages, indices: data.validationIndices,
+                                     labels: data.validationUsesNoisyLabels ? run.trainLabels : data.cleanTrainLabels)
             m.validationLoss = v.loss
             m.validationAccuracy = v.accuracy
         }
         if !corrupted.isEmpty {
-            let predicted = trainer.predict(images: data.trainImages, indices: corrupted, executor: ex)
+            let predicted = evaluator.predict(images: data.trainImages, indices: corrupted)
             m.corruptedNoisyAccuracy = Double(zip(corrupted, predicted).filter { run.trainLabels[$0.0] == $0.1 }.count) / Double(corrupted.count)
             m.corruptedCleanAccuracy = Double(zip(corrupted, predicted).filter { data.cleanTrainLabels[$0.0] == $0.1 }.count) / Double(corrupted.count)
         }
@@ -409,7 +392,9 @@ private final class Stage {
         let indices = Array(data.trainIndices.prefix(batches * b))
         var images = [Float](repeating: 0, count: indices.count * RawImages.imageBytes)
         var labels = indices.map { data.trainLabels[$0] }
-        images.withUnsafeMutableBufferPointer { trainer.normalise(data.trainImages, indices[...], into: $0.baseAddress!) }
+        images.withUnsafeMutableBufferPointer {
+            BatchEvaluator.normalise(data.trainImages, indices[...], normalization: data.normalization, into: $0.baseAddress!)
+        }
         return images.withUnsafeBufferPointer { img in
             labels.withUnsafeMutableBufferPointer { lab in
                 Sharpness.measure(executor: step.executor, images: img.baseAddress!, labels: lab.baseAddress!, batches: batches, config: sc)

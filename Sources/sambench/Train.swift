@@ -74,7 +74,9 @@ struct Train: ParsableCommand {
     @Option(help: "Seed of initialisation, shuffling and dropout.") var seed: UInt64 = 0
     @OptionGroup var threadsOption: ThreadsOption
     var threads: Int { threadsOption.resolved() }
-    @Option(help: "Write the final weights to this .safetensors file.") var save: String?
+    @Option(help: "Write the final weights to this .safetensors file (PyTorch state_dict names; the run's configuration and normalization in its metadata).") var save: String?
+    @Option(name: .customLong("init"), help: "Start from this state dict (.safetensors, sambench's or PyTorch's) instead of a fresh initialisation; loaded strictly.") var initFrom: String?
+    @Option(help: "With --init: leave the tensors under this module prefix freshly initialised (repeatable, e.g. --init-skip fc). The classifier is skipped by itself when its class count differs.") var initSkip: [String] = []
     @Option(help: "Checkpoint after every epoch to this file; a run that finds it resumes exactly where it stopped.") var checkpoint: String?
     @Flag(help: "Keep the checkpoint file when the run ends (default: remove it).") var keepCheckpoint = false
 
@@ -86,6 +88,7 @@ struct Train: ParsableCommand {
             throw ValidationError("--milestones: '\(m)' is not an integer epoch")
         }
         _ = try optimizerConfig()
+        guard initFrom != nil || initSkip.isEmpty else { throw ValidationError("--init-skip needs --init") }
     }
 
     func dataSpec() throws -> DataSpec {
@@ -133,11 +136,22 @@ struct Train: ParsableCommand {
         config.sharpness = noSharpness ? nil : SharpnessConfig()
 
         config.augmentation = Augmentation(cropPadding: cropPadding, flip: !noFlip, cutout: cutout)
+        if let initFrom {
+            guard let bytes = FileManager.default.contents(atPath: initFrom) else { throw ValidationError("--init: cannot read \(initFrom)") }
+            config.initialWeights = InitialWeights(path: initFrom, sha256: SHA256Hex.digest([UInt8](bytes)), skip: initSkip)
+        }
         let data = try DataPreparation.prepare(try dataSpec(), dataDir: dataDir)
         let trainer = try Trainer(config: config, data: data)
         emit("sambench \(SambenchVersion.string): \(model) (\(trainer.state.model.parameterCount) parameters) on \(dataset) " +
              "(\(data.trainIndices.count) train, \(data.validationIndices.count) validation, \(data.testLabels.count) test, \(data.classes) classes), " +
              "\(epochs) epochs, batch \(batch), \(threads) threads")
+        if let w = config.initialWeights, let r = trainer.initialWeightsReport {
+            emit("initial weights: \(w.path) (sha256 \(w.sha256.prefix(16))...)" +
+                 (r.keptFromState.isEmpty ? "" : ", \(r.keptFromState.count) tensors freshly initialised: " + r.keptFromState.joined(separator: ", ")))
+            if let fc = Checkpoint.classifierPrefix(of: trainer.model), !w.skip.contains(fc), r.keptFromState.contains(fc + ".weight") {
+                emit("note: the file's classifier has another class count than \(dataset) (\(data.classes)); \(fc) starts fresh")
+            }
+        }
         if let n = data.noise {
             emit(String(format: "noise: %@ rate %.3f (%@), realised %.4f, labels sha256 %@", n.spec.kind.rawValue, n.spec.rate,
                         n.spec.selection.rawValue, n.realisedRate, n.labelsSHA256))
@@ -179,7 +193,7 @@ struct Train: ParsableCommand {
         if let checkpoint, !keepCheckpoint { try? FileManager.default.removeItem(atPath: checkpoint) }
         if result.status != .done { throw ExitCode(3) }
         if let save {
-            try Checkpoint.save(trainer.state, to: save, metadata: ["sambench_version": SambenchVersion.string, "seed": String(seed)])
+            try trainer.saveWeights(to: save, extra: ["sambench_version": SambenchVersion.string, "seed": String(seed)])
             emit("saved \(save)")
         }
     }
