@@ -18,6 +18,10 @@ public final class DNNLExecutor: InspectableExecutor {
     public let state: ModelState
     public let batchSize: Int
     public let inputGradient: Bool
+    /// Training-mode forwards normalise with the running statistics and leave them (and
+    /// num_batches_tracked) untouched, as PyTorch's BN in eval mode inside a training loop (the
+    /// finetuning recipe of frozen BN); backward treats those statistics as constants.
+    public let frozenBatchNorm: Bool
     /// The oneDNN implementation chosen for each convolution, e.g. "layer1.0.conv1: jit:avx512_core".
     public internal(set) var implementations: [String] = []
 
@@ -60,12 +64,13 @@ public final class DNNLExecutor: InspectableExecutor {
     /// oneDNN's scratchpad, shared by every primitive (they run one at a time).
     private var scratchpad: ByteBuffer?
 
-    public init(state: ModelState, batchSize: Int, inputGradient: Bool = false) throws {
+    public init(state: ModelState, batchSize: Int, inputGradient: Bool = false, frozenBatchNorm: Bool = false) throws {
         guard batchSize >= 1 else { throw EngineError("DNNLExecutor: batch size must be >= 1, got \(batchSize)") }
         model = state.model
         self.state = state
         self.batchSize = batchSize
         self.inputGradient = inputGradient
+        self.frozenBatchNorm = frozenBatchNorm
         r = try DNNLResources()
         // One scratch buffer receives the gradient contributions that must be accumulated;
         // sized for the largest tensor in any fp32 blocked layout (channels padded to 16).

@@ -5,6 +5,8 @@ public final class ReferenceExecutor: InspectableExecutor {
     public let batchSize: Int
     /// Also compute d(loss)/d(input) in backward (for tests of the first layer).
     public let inputGradient: Bool
+    /// Training-mode BN with the running statistics, held constant (see `DNNLExecutor.frozenBatchNorm`).
+    public let frozenBatchNorm: Bool
     private var values: [[Float]]
     private var grads: [[Float]]
     private var bnBatchStats: [Int: (mean: [Double], variance: [Double])] = [:]
@@ -13,11 +15,12 @@ public final class ReferenceExecutor: InspectableExecutor {
     private var lastMode: ForwardMode = .eval
     private var logits: FloatBuffer
 
-    public init(state: ModelState, batchSize: Int, inputGradient: Bool = false) {
+    public init(state: ModelState, batchSize: Int, inputGradient: Bool = false, frozenBatchNorm: Bool = false) {
         model = state.model
         self.state = state
         self.batchSize = batchSize
         self.inputGradient = inputGradient
+        self.frozenBatchNorm = frozenBatchNorm
         values = Array(repeating: [], count: model.tensors.count)
         grads = Array(repeating: [], count: model.tensors.count)
         logits = FloatBuffer(count: batchSize * model.numClasses)
@@ -40,6 +43,10 @@ public final class ReferenceExecutor: InspectableExecutor {
             case let .batchNorm(bn, w, b, relu):
                 let hw = xs.height * xs.width
                 switch mode {
+                case .train where frozenBatchNorm:
+                    let rm = Array(state.runningMean(bn)), rv = Array(state.runningVar(bn))
+                    y = ReferenceOps.batchNormEval(x: x, n: n, c: xs.channels, hw: hw, gamma: param(w), beta: param(b), runningMean: rm, runningVar: rv)
+                    bnBatchStats[nodeIndex] = (rm.map(Double.init), rv.map(Double.init))
                 case let .train(momentum, _):
                     let r = ReferenceOps.batchNormTrain(x: x, n: n, c: xs.channels, hw: hw, gamma: param(w), beta: param(b))
                     y = r.y
@@ -113,7 +120,7 @@ public final class ReferenceExecutor: InspectableExecutor {
                 let st = bnBatchStats[nodeIndex]!
                 var gw = pg[w], gb = pg[b]
                 ReferenceOps.batchNormBackward(x: values[xi], n: n, c: xs.channels, hw: xs.height * xs.width, gamma: param(w),
-                                               mean: st.mean, variance: st.variance, dy: dy,
+                                               mean: st.mean, variance: st.variance, constantStatistics: frozenBatchNorm, dy: dy,
                                                dx: &grads[xi], dgamma: &gw, dbeta: &gb)
                 pg[w] = gw; pg[b] = gb
             case .relu:

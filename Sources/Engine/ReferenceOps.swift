@@ -86,8 +86,10 @@ public enum ReferenceOps {
 
     /// Backward of training-mode batch norm:
     /// dbeta = sum dy, dgamma = sum dy*xhat, dx = gamma/sqrt(var+eps) * (dy - dbeta/M - xhat*dgamma/M).
+    /// With `constantStatistics` (frozen BN: mean and variance are the running ones, not functions
+    /// of x) the last two terms vanish: dx = gamma/sqrt(var+eps) * dy.
     public static func batchNormBackward(x: [Float], n: Int, c: Int, hw: Int, gamma: [Float],
-                                         mean: [Double], variance: [Double], dy: [Float],
+                                         mean: [Double], variance: [Double], constantStatistics: Bool = false, dy: [Float],
                                          dx: inout [Float], dgamma: inout [Float], dbeta: inout [Float]) {
         let m = Double(n * hw)
         for ch in 0..<c {
@@ -101,7 +103,8 @@ public enum ReferenceOps {
             for b in 0..<n { for i in 0..<hw {
                 let idx = (b * c + ch) * hw + i
                 let xhat = (Double(x[idx]) - mean[ch]) * inv
-                dx[idx] += Float(Double(gamma[ch]) * inv * (Double(dy[idx]) - sdy / m - xhat * sdyx / m))
+                let centred = constantStatistics ? Double(dy[idx]) : Double(dy[idx]) - sdy / m - xhat * sdyx / m
+                dx[idx] += Float(Double(gamma[ch]) * inv * centred)
             } }
         }
     }

@@ -36,9 +36,10 @@ public enum OptimizerConfig: Sendable, Codable, Equatable {
 /// exactly; the SGD step with g'. m-sharpness does this per micro-batch of m samples and
 /// averages the g'; LookSAM does it every k-th step and reuses g'- direction in between.
 public final class TrainStep {
-    /// Makes the executor of a batch size; the oneDNN fast path unless a test asks for the twin.
-    public typealias ExecutorFactory = @Sendable (ModelState, Int) throws -> Executor
-    public static let fastPath: ExecutorFactory = { try DNNLExecutor(state: $0, batchSize: $1) }
+    /// Makes the executor of a batch size, with BN frozen or not; the oneDNN fast path unless a
+    /// test asks for the twin.
+    public typealias ExecutorFactory = @Sendable (_ state: ModelState, _ batchSize: Int, _ frozenBatchNorm: Bool) throws -> Executor
+    public static let fastPath: ExecutorFactory = { try DNNLExecutor(state: $0, batchSize: $1, frozenBatchNorm: $2) }
 
     public let executor: Executor
     /// The SGD step (the base optimizer of a SAM-family step).
@@ -70,8 +71,8 @@ public final class TrainStep {
     }
 
     public init(state: ModelState, batchSize: Int, sgd: SGDConfig, optimizer: OptimizerConfig = .sgd, labelSmoothing: Float = 0,
-                executor makeExecutor: ExecutorFactory = TrainStep.fastPath) throws {
-        executor = try makeExecutor(state, batchSize)
+                frozenBatchNorm: Bool = false, executor makeExecutor: ExecutorFactory = TrainStep.fastPath) throws {
+        executor = try makeExecutor(state, batchSize, frozenBatchNorm)
         self.optimizer = try SGD(parameterCount: state.model.parameterCount, config: sgd)
         config = optimizer
         self.labelSmoothing = labelSmoothing
@@ -80,7 +81,7 @@ public final class TrainStep {
             try c.validate(batchSize: batchSize)
             sam = SAM(model: state.model, config: c, base: self.optimizer)
             let m = c.microBatch ?? batchSize
-            microExecutor = m < batchSize ? try makeExecutor(state, m) : nil
+            microExecutor = m < batchSize ? try makeExecutor(state, m, frozenBatchNorm) : nil
             look = c.lookInterval > 1 ? LookSAMState(parameterCount: n) : nil
         } else {
             sam = nil

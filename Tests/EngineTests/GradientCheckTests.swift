@@ -6,14 +6,18 @@ import XCTest
 /// Float32 storage limits the accuracy of a difference quotient to about 1e-3 relative, so
 /// the check compares the sampled gradient vector as a whole: ||fd - g|| / ||g|| < 2e-2.
 final class GradientCheckTests: XCTestCase {
-    func check(_ model: Model, batch: Int, samples: Int = 40, eps: Float = 4e-3, _ what: String) {
+    func check(_ model: Model, batch: Int, samples: Int = 40, eps: Float = 4e-3, frozenBatchNorm: Bool = false, _ what: String) {
         let state = ModelState(model: model, seed: 11)
         var rng = Xoshiro256(seed: 5)
         for p in model.params where p.role == .bnWeight || p.role == .bnBias {
             let v = state.view(p)
             for i in 0..<p.count { v[i] = Float(p.role == .bnWeight ? 0.5 + rng.nextUniform() : rng.nextUniform() - 0.5) }
         }
-        let ex = ReferenceExecutor(state: state, batchSize: batch, inputGradient: true)
+        let ex = ReferenceExecutor(state: state, batchSize: batch, inputGradient: true, frozenBatchNorm: frozenBatchNorm)
+        for i in model.batchNorms.indices where frozenBatchNorm {
+            let m = state.runningMean(i), v = state.runningVar(i)
+            for j in 0..<m.count { m[j] = Float(rng.nextUniform() - 0.5); v[j] = Float(0.5 + rng.nextUniform()) }
+        }
         var input = randomArray(batch * model.tensors[0].perImage, seed: 21)
         let labels = (0..<batch).map { _ in Int32(rng.nextInt(below: model.numClasses)) }
         let c = model.numClasses
@@ -75,6 +79,12 @@ final class GradientCheckTests: XCTestCase {
     func testResidualAndDropout() {
         check(graph(channels: 4, size: 5) { b, x in b.add(b.conv(x, "c", out: 4, kernel: 3, stride: 1), x, relu: true) }, batch: 3, "add+relu")
         check(graph(channels: 4, size: 5) { b, x in b.dropout(b.relu(x), p: 0.25) }, batch: 3, "relu+dropout")
+    }
+
+    /// Frozen BN: the running statistics are constants, so the difference quotients see y = a x + b.
+    func testFrozenBatchNorm() throws {
+        check(graph(channels: 5, size: 4) { b, x in b.batchNorm(x, "bn", relu: true) }, batch: 4, frozenBatchNorm: true, "frozen bn+relu")
+        check(try Architectures.make("resnet8", inputSize: 8), batch: 4, samples: 60, eps: 1e-3, frozenBatchNorm: true, "resnet8 frozen bn")
     }
 
     func testMaxPool() {

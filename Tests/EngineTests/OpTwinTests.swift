@@ -26,7 +26,8 @@ final class OpTwinTests: XCTestCase {
 
     /// Runs both executors on `model` from the same state and compares everything observable.
     func compare(_ model: Model, batch: Int, inputGradient: Bool = true, seed: UInt64 = 7, dropoutSeed: UInt64 = 3,
-                 deep: (values: Double, gradients: Double?)? = nil, _ what: String, file: StaticString = #filePath, line: UInt = #line) throws {
+                 deep: (values: Double, gradients: Double?)? = nil, frozenBatchNorm: Bool = false,
+                 _ what: String, file: StaticString = #filePath, line: UInt = #line) throws {
         let s1 = ModelState(model: model, seed: seed)
         // Non-trivial BN affine parameters and running statistics, so mix-ups show.
         var rng = Xoshiro256(seed: seed ^ 99)
@@ -40,8 +41,9 @@ final class OpTwinTests: XCTestCase {
         }
         let s2 = ModelState(model: model, seed: seed)
         s2.copy(from: s1)
-        let fast = try DNNLExecutor(state: s1, batchSize: batch, inputGradient: inputGradient)
-        let ref = ReferenceExecutor(state: s2, batchSize: batch, inputGradient: inputGradient)
+        let fast = try DNNLExecutor(state: s1, batchSize: batch, inputGradient: inputGradient, frozenBatchNorm: frozenBatchNorm)
+        let ref = ReferenceExecutor(state: s2, batchSize: batch, inputGradient: inputGradient, frozenBatchNorm: frozenBatchNorm)
+        let statsBefore = s1.stats.array
         let input = randomArray(batch * model.tensors[0].perImage, seed: seed + 1)
         var labelRNG = Xoshiro256(seed: seed + 2)
         let labels = (0..<batch).map { _ in Int32(labelRNG.nextInt(below: model.numClasses)) }
@@ -79,6 +81,10 @@ final class OpTwinTests: XCTestCase {
         }
         assertClose(Array(s1.stats.buffer), Array(s2.stats.buffer), "\(what): running statistics", file: file, line: line)
         XCTAssertEqual(s1.batchesTracked, s2.batchesTracked, "\(what): num_batches_tracked", file: file, line: line)
+        if frozenBatchNorm {
+            XCTAssertEqual(s1.stats.array, statsBefore, "\(what): frozen BN changed the running statistics", file: file, line: line)
+            XCTAssertTrue(s1.batchesTracked.allSatisfy { $0 == 0 }, "\(what): frozen BN counted batches", file: file, line: line)
+        }
     }
 
     /// The input is a conv of the image so that the op under test reads the blocked layout.
@@ -117,6 +123,17 @@ final class OpTwinTests: XCTestCase {
             }
             try compare(graph(c) { b, x in b.relu(x) }, batch: c.batch, "relu \(c)")
         }
+    }
+
+    /// Frozen BN (eval-mode BN inside training): the running statistics normalise, stay as they
+    /// are, and are constants for backward.
+    func testFrozenBatchNorm() throws {
+        for c in cases {
+            for relu in [false, true] {
+                try compare(graph(c) { b, x in b.batchNorm(x, "bn", relu: relu) }, batch: c.batch, frozenBatchNorm: true, "frozen bn relu=\(relu) \(c)")
+            }
+        }
+        try compare(try Architectures.make("resnet8", inputSize: 8), batch: 4, inputGradient: false, frozenBatchNorm: true, "resnet8 frozen bn")
     }
 
     func testResidualAdd() throws {

@@ -46,7 +46,7 @@ final class SAMReferenceTests: XCTestCase {
                                  optimizer: .sam(SAMConfig(variant: variant)), executor: factory)
         }
         let fast = try makeStep(TrainStep.fastPath)
-        let twin = try makeStep { ReferenceExecutor(state: $0, batchSize: $1) }
+        let twin = try makeStep { ReferenceExecutor(state: $0, batchSize: $1, frozenBatchNorm: $2) }
         var flipped = false, anyFlip = false
         for k in 1...2 {
             if flipped {
