@@ -34,8 +34,23 @@ public struct DataSpec: Sendable, Codable, Equatable {
     /// Evaluate on a stratified subset of this many test images (the same for every seed:
     /// cheaper evaluation each epoch, at the cost of a noisier estimate); nil: the whole test set.
     public var testSubset: Int?
+    /// Train and test on these classes only, relabelled 0..<k in the order given (e.g. pretrain
+    /// on CIFAR-10's classes 0-4, finetune on 5-9); nil: every class. Applied before the noise.
+    public var classes: [Int]?
 
     public init() {}
+
+    /// Classes of the dataset before any `classes` selection.
+    public var datasetClasses: Int {
+        switch dataset {
+        case .cifar10: 10
+        case .cifar100: 100
+        case .synthetic: syntheticClasses
+        }
+    }
+
+    /// Classes a run sees.
+    public var runClasses: Int { classes?.count ?? datasetClasses }
 
     public func validate() throws {
         guard (0..<1).contains(validationFraction) else { throw DataError("validation fraction must be in [0, 1), got \(validationFraction)") }
@@ -44,7 +59,33 @@ public struct DataSpec: Sendable, Codable, Equatable {
         if dataset == .synthetic {
             guard syntheticClasses >= 2, syntheticTrain >= 1, syntheticTest >= 1 else { throw DataError("synthetic data: classes >= 2 and sizes >= 1") }
         }
+        if let c = classes {
+            guard c.count >= 2 else { throw DataError("classes: at least 2 classes, got \(c)") }
+            guard Set(c).count == c.count else { throw DataError("classes: each class once, got \(c)") }
+            guard c.allSatisfy({ (0..<datasetClasses).contains($0) }) else {
+                throw DataError("classes: \(dataset) has classes 0...\(datasetClasses - 1), got \(c)")
+            }
+            // These noise models are defined on the dataset's own classes (maps, superclasses, files by index).
+            guard ![.asymmetric, .asymmetricBlocks, .human].contains(noise.kind) else {
+                throw DataError("classes: \(noise.kind.rawValue) noise is defined on all of \(dataset)'s classes; use symmetric, uniform, pairflip or instance noise with a class selection")
+            }
+        }
         try noise.validate()
+    }
+}
+
+extension RawImages {
+    /// The images of the given classes, in their order, relabelled by position in `classes`
+    /// (superclass labels dropped).
+    func selecting(classes: [Int]) -> RawImages {
+        var newLabel = [Int32](repeating: -1, count: (classes.max() ?? 0) + 1)
+        for (k, c) in classes.enumerated() { newLabel[c] = Int32(k) }
+        var pixels: [UInt8] = [], labels: [Int32] = []
+        for i in 0..<count where Int(self.labels[i]) < newLabel.count && newLabel[Int(self.labels[i])] >= 0 {
+            pixels += self.pixels[(i * RawImages.imageBytes)..<((i + 1) * RawImages.imageBytes)]
+            labels.append(newLabel[Int(self.labels[i])])
+        }
+        return RawImages(pixels: pixels, labels: labels)
     }
 }
 
@@ -53,7 +94,8 @@ public enum DataPreparation {
     /// line up by index), then splits off validation and takes the training subset.
     public static func prepare(_ spec: DataSpec, dataDir: String?) throws -> PreparedData {
         try spec.validate()
-        let train: RawImages, classes: Int, normalization: Normalization
+        var train: RawImages, classes: Int
+        let normalization: Normalization
         var test: RawImages
         switch spec.dataset {
         case .cifar10:
@@ -66,6 +108,11 @@ public enum DataPreparation {
             train = SyntheticData.make(count: spec.syntheticTrain, classes: spec.syntheticClasses, seed: spec.syntheticSeed, stream: 0)
             test = SyntheticData.make(count: spec.syntheticTest, classes: spec.syntheticClasses, seed: spec.syntheticSeed, stream: 1)
             (classes, normalization) = (spec.syntheticClasses, .synthetic)
+        }
+        if let selected = spec.classes {
+            train = train.selecting(classes: selected)
+            test = test.selecting(classes: selected)
+            classes = selected.count
         }
         if let n = spec.testSubset, n < test.count {
             let keep = Splits.subset(labels: test.labels, among: Array(0..<test.count), count: n, stratified: true, classes: classes, seed: 0).sorted()

@@ -17,6 +17,9 @@ public struct RunnerOptions: Sendable {
     /// Checkpoints go to `checkpointRoot/<key>/`, removed when the run is done unless kept.
     public var checkpointRoot = "results/checkpoints"
     public var keepCheckpoints = false
+    /// The final weights of `[[pretrain]]` runs: `pretrainedRoot/<key>.safetensors`, kept (finetune
+    /// runs of later invocations start from them).
+    public var pretrainedRoot = "results/pretrained"
     /// The sambench executable that runs `sambench worker`.
     public var executable: String
     public var provenance: Provenance
@@ -70,11 +73,15 @@ public final class Runner {
     let options: RunnerOptions
     let display: RunnerDisplay
 
+    /// The runs some finetune run of `runs` starts from: their weights are saved.
+    let pretrainKeys: Set<String>
+
     public init(store: Store, runs: [KeyedRun], options: RunnerOptions, display: RunnerDisplay) {
         self.store = store
         self.runs = runs
         self.options = options
         self.display = display
+        pretrainKeys = Set(runs.compactMap(\.pretrainKey))
     }
 
     /// Relative cost of an epoch: a SAM step is two passes (LookSAM's one in k).
@@ -110,6 +117,7 @@ public final class Runner {
     }
 
     func checkpointDir(_ key: String) -> String { (options.checkpointRoot as NSString).appendingPathComponent(key) }
+    public func pretrainedWeights(_ key: String) -> String { (options.pretrainedRoot as NSString).appendingPathComponent("\(key).safetensors") }
 }
 
 /// One `Runner.run`: the queue, the worker slots and what they report, driven by `poll` over
@@ -153,7 +161,7 @@ private final class EventLoop {
         defer { SignalPipe.uninstall() }
         defer { for s in slots { s.child.signal(SIGKILL); _ = s.child.wait() } }
         while true {
-            if !stopping { while slots.count < options.jobs, !queue.isEmpty { start(queue.removeFirst()) } }
+            if !stopping { while slots.count < options.jobs, let next = try takeStartable() { start(next) } }
             if slots.isEmpty { break }
             try pollOnce(signals: signals)
             for slot in slots where !slot.child.open { try complete(slot) }
@@ -197,15 +205,48 @@ private final class EventLoop {
         }
     }
 
+    /// Takes the first queued run that can start now: one that needs no pretrain, or whose
+    /// pretrain's weights are saved. A run whose pretrain is queued or training waits; one whose
+    /// pretrain ended without weights (failed, diverged, its file removed) ends failed, saying why.
+    private func takeStartable() throws -> KeyedRun? {
+        var i = 0
+        while i < queue.count {
+            let run = queue[i]
+            guard let p = run.pretrainKey else { return queue.remove(at: i) }
+            if queue.contains(where: { $0.key == p }) || slots.contains(where: { $0.run.key == p }) {
+                i += 1
+                continue
+            }
+            if FileManager.default.fileExists(atPath: runner.pretrainedWeights(p)) { return queue.remove(at: i) }
+            queue.remove(at: i)
+            let status = try store.statuses()[p]
+            let name = run.spec.pretrain?.name ?? p
+            let why = status == .done
+                ? "pretrain \"\(name)\" (run \(p)) is done but its weights \(runner.pretrainedWeights(p)) are gone: restore the file, or give another --db to train it again"
+                : "pretrain \"\(name)\" (run \(p)) ended \(status?.rawValue ?? "without running"), so there are no weights to start from"
+            try store.markFailed(run.key, error: why)
+            summary.failed += 1
+            display.ended(run.spec.label, status: .failed, detail: why)
+        }
+        return nil
+    }
+
     private func start(_ run: KeyedRun) {
         var job = WorkerJob(key: run.key, spec: run.spec, dataDir: options.dataDir,
                             checkpoint: (runner.checkpointDir(run.key) as NSString).appendingPathComponent("checkpoint.safetensors"),
                             threads: options.threads, parent: getpid())
+        if runner.pretrainKeys.contains(run.key) { job.saveWeights = runner.pretrainedWeights(run.key) }
         if let f = job.spec.data.noise.labelsFile {
             // Relative label files are in the data directory.
             job.spec.data.noise.labelsFile = f.relocated(to: DataIdentity(dataDir: options.dataDir).resolveLabelPath(f.path))
         }
         do {
+            if let p = run.pretrainKey {
+                // The pretrain's weights, by content: a file changed under a run is refused on resume.
+                let path = runner.pretrainedWeights(p)
+                guard let bytes = FileManager.default.contents(atPath: path) else { throw RunnerError("cannot read the pretrained weights \(path)") }
+                job.spec.config.initialWeights = InitialWeights(path: path, sha256: SHA256Hex.digest([UInt8](bytes)), reinitHead: run.spec.reinitHead ?? false)
+            }
             try store.markRunning(run.key, provenance: options.provenance)
             let json = String(decoding: try JSONEncoder().encode(job), as: UTF8.self)
             let slot = Slot(run: run, child: try Child(executable: options.executable, arguments: ["worker", "--job", json]))

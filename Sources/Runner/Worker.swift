@@ -17,6 +17,8 @@ public struct WorkerJob: Codable, Sendable {
     public var threads: Int
     /// The runner's pid: the worker exits when its parent is gone.
     public var parent: Int32
+    /// A `[[pretrain]]` run: where its final weights go when it ends done (before it reports so).
+    public var saveWeights: String?
 }
 
 /// What a worker tells the runner, one JSON object per line on its standard output.
@@ -64,6 +66,10 @@ public enum Worker {
                 // Progress only: a runner that is gone is found at the next epoch's report.
                 try? send(.batch(stage: stage, epoch: epoch, done: done, total: total))
             })
+            if let path = job.saveWeights, result.status == .done {
+                try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                try trainer.saveWeights(to: path, extra: ["sambench_run_key": job.key])
+            }
             try send(.finished(result))
             return 0
         } catch is RunnerGone {

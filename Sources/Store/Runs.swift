@@ -27,11 +27,14 @@ public struct KeyedRun: Sendable {
     public var key: String { keys.key }
     public var group: String { keys.group }
     public var setting: String { keys.setting }
+    /// finetune: the key of the `[[pretrain]]` run it starts from.
+    public let pretrainKey: String?
 
     public init(spec: RunSpec, identity: String) {
         self.spec = spec
         self.identity = identity
         keys = RunKey.keys(spec, identity: identity)
+        pretrainKey = RunKey.pretrainKey(spec, identity: identity)
     }
 }
 

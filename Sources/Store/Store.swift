@@ -169,8 +169,25 @@ public final class Store: @unchecked Sendable {
             try db.execute(sql: "CREATE INDEX runs_setting ON runs(setting_key)")
             try db.execute(sql: Store.settingsViewV2)
         }
+        m.registerMigration("v3: finetune settings in the settings view") { db in
+            try db.execute(sql: "DROP VIEW settings")
+            try db.execute(sql: Store.settingsViewV3)
+        }
         return m
     }
+
+    /// The v2 view with the settings finetune suites added (classes, pretrain, checkpoint,
+    /// reinit_head, freeze_bn).
+    static let settingsViewV3 = settingsViewV2.replacingOccurrences(of: "\nFROM runs", with: """
+        ,
+            json_extract(config, '$.data.classes') AS classes,
+            coalesce(json_extract(config, '$.pretrain.name'),
+                     CASE WHEN task = 'finetune' AND json_type(config, '$.config.initialWeights') IS NULL THEN 'none' END) AS pretrain,
+            'sha256:' || substr(json_extract(config, '$.config.initialWeights.sha256'), 1, 12) AS checkpoint,
+            CASE WHEN task = 'finetune' THEN coalesce(json_extract(config, '$.reinitHead'), 0) END AS reinit_head,
+            CASE WHEN json_extract(config, '$.config.freezeBN') THEN 1 WHEN task = 'finetune' THEN 0 END AS freeze_bn
+        FROM runs
+        """)
 
     /// `settings`: one row per run with every axis a suite can sweep as a column, named as in
     /// suites (docs/STORE.md). A later migration that adds a setting replaces the view.

@@ -16,6 +16,15 @@ public enum RunKey {
         var config: TrainConfig
         var data: DataSpec
         var identity: String
+        /// finetune: the key of the pretrain run started from, and a classifier started fresh
+        /// (nil otherwise, so that the keys of train runs are what they were).
+        var pretrain: String?
+        var reinitHead: Bool?
+    }
+
+    /// The key of the `[[pretrain]]` run a finetune run starts from (nil: none).
+    public static func pretrainKey(_ spec: RunSpec, identity: String) -> String? {
+        spec.pretrain.map { keys($0.spec, identity: $0.identity ?? identity).key }
     }
 
     /// The keys of a run: its own; its group's (the same configuration with the seeds that
@@ -57,7 +66,11 @@ public enum RunKey {
         var data = spec.data
         // The label file's content is in the identity; of its path only the array name counts.
         if let f = data.noise.labelsFile { data.noise.labelsFile = LabelSpec(path: f.identityPart == "npy" ? "npy" : "pt", key: f.key) }
-        let c = Canonical(version: version, task: spec.task, config: spec.config, data: data, identity: identity)
+        var config = spec.config
+        // A checkpoint file counts by its content (the SHA-256), not where it lies.
+        config.initialWeights?.path = ""
+        let c = Canonical(version: version, task: spec.task, config: config, data: data, identity: identity,
+                          pretrain: pretrainKey(spec, identity: identity), reinitHead: spec.reinitHead == true ? true : nil)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let json = try! encoder.encode(c)

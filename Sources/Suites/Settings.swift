@@ -92,7 +92,7 @@ enum Settings {
     /// Every setting, in the order docs/SUITES.md lists them.
     static let all: [Setting] = [
         Setting("dataset", .string(Dataset.allCases.map(\.rawValue)), "synthetic (built in), cifar10 or cifar100", read: { .string($0.data.dataset.rawValue) }) { $0.data.dataset = Dataset(rawValue: $1.string)! },
-        Setting("model", .string([]), "resnet8/20/32/44/56/110, wrnD_K, tiny", check: modelCheck, read: { .string($0.config.model) }) { $0.config.model = $1.string },
+        Setting("model", .string([]), "resnet8/20/32/44/56/110, wrnD_K, tv_resnet18/34/50[_cifar], tiny", check: modelCheck, read: { .string($0.config.model) }) { $0.config.model = $1.string },
         Setting("seed", .int, "initialisation, shuffling, augmentation and dropout; also the noise and split seeds unless set",
                 check: atLeast(0), read: { .int(Int($0.config.seed)) }) { $0.config.seed = UInt64($1.int) },
         Setting("epochs", .int, "training epochs", check: atLeast(1), read: { .int($0.config.epochs) }) { $0.config.epochs = $1.int },
@@ -132,6 +132,21 @@ enum Settings {
         Setting("sharpness", .bool, "measure m-sharpness and the top Hessian eigenvalue at the end", read: { .bool($0.config.sharpness != nil) }) {
             $0.config.sharpness = $1.bool ? SharpnessConfig() : nil
         },
+        Setting("classes", .ints, "train and test on these classes only, relabelled 0..k-1 in this order (e.g. [5, 6, 7, 8, 9])",
+                check: { $0.ints.allSatisfy { $0 >= 0 } ? (Set($0.ints).count == $0.ints.count && $0.ints.count >= 2 ? nil : "at least 2 classes, each once") : "class indices are >= 0" },
+                read: { $0.data.classes.map { .ints($0) } }) { $0.data.classes = $1.ints },
+        Setting("pretrain", .string([]), "finetune: the [[pretrain]] entry whose weights a run starts from (\"none\": from scratch)",
+                read: { s in s.pretrain.map { .string($0.name) } ?? (s.task == .finetune && s.config.initialWeights == nil ? .string("none") : nil) }) {
+            $0.pretrain = $1.string == "none" ? nil : PretrainRef(name: $1.string)
+        },
+        Setting("checkpoint", .string([]), "finetune: a state dict to start from (.safetensors, relative to the suite file; its SHA-256 is in the run's key)",
+                read: { $0.config.initialWeights.map { .string("sha256:" + $0.sha256.prefix(12)) } }) {
+            $0.config.initialWeights = $1.string == "none" ? nil : InitialWeights(path: $1.string, sha256: "")
+        },
+        Setting("reinit_head", .bool, "finetune: the classifier starts freshly initialised (automatic when the class count differs)",
+                read: { $0.task == .finetune ? .bool($0.reinitHead ?? false) : nil }) { $0.reinitHead = $1.bool ? true : nil },
+        Setting("freeze_bn", .bool, "BN in eval mode while training: the running statistics (a pretrained model's) frozen, its weights still trained",
+                read: { $0.config.freezeBN == true ? .bool(true) : ($0.task == .finetune ? .bool(false) : nil) }) { $0.config.freezeBN = $1.bool ? true : nil },
         Setting("synthetic_classes", .int, "classes of the synthetic dataset", check: atLeast(2), read: { .int($0.data.syntheticClasses) }) { $0.data.syntheticClasses = $1.int },
         Setting("synthetic_train", .int, "training images of the synthetic dataset", check: atLeast(1), read: { .int($0.data.syntheticTrain) }) { $0.data.syntheticTrain = $1.int },
         Setting("synthetic_test", .int, "test images of the synthetic dataset", check: atLeast(1), read: { .int($0.data.syntheticTest) }) { $0.data.syntheticTest = $1.int },
@@ -144,7 +159,9 @@ enum Settings {
     static let noiseKeys = ["kind", "rate", "rates", "selection", "seed", "std", "labels"]
     /// Keys of an `[[optimizer]]` entry.
     static let optimizerKeys = ["name", "rho", "eta", "gradient", "bn_policy", "micro_batch", "look_interval", "look_alpha"]
-    static let topLevelKeys = ["name", "description", "task", "defaults", "grid", "noise", "optimizer", "expect", "finetune"]
+    static let topLevelKeys = ["name", "description", "task", "defaults", "grid", "noise", "optimizer", "expect", "pretrain"]
+    /// The settings that say where a finetune run starts (not for a pretrain itself).
+    static let startKeys = ["pretrain", "checkpoint", "reinit_head"]
 }
 
 /// The closest candidate within a small edit distance, for "did you mean" hints.

@@ -20,9 +20,39 @@ public struct SuiteError: Error, CustomStringConvertible, Sendable {
     }
 }
 
+/// A `[[pretrain]]` entry of a finetune suite: a run trained once (clean labels, SGD or not,
+/// whatever its settings say), whose final weights the finetune runs naming it start from.
+public struct PretrainRef: Sendable, Codable, Equatable {
+    public var name: String
+    public var config: TrainConfig
+    public var data: DataSpec
+    /// The identity of the pretrain's data (set where keys are computed), so that a finetune
+    /// run's key, which contains its pretrain's, needs nothing beyond the run itself.
+    public var identity: String?
+
+    public init(name: String, config: TrainConfig = TrainConfig(), data: DataSpec = DataSpec(), identity: String? = nil) {
+        self.name = name
+        self.config = config
+        self.data = data
+        self.identity = identity
+    }
+
+    /// The pretrain as a run of its own.
+    public var spec: RunSpec {
+        var s = RunSpec()
+        s.config = config
+        s.data = data
+        s.noiseSeedFollowsRun = false
+        s.splitSeedFollowsRun = false
+        s.label = "pretrain \(name): " + [data.dataset.rawValue, config.model, data.classes.map { "classes \($0)" } ?? "",
+                                           "seed \(config.seed)"].filter { !$0.isEmpty }.joined(separator: " ")
+        return s
+    }
+}
+
 /// One run of a suite, fully resolved: every default filled in.
 public struct RunSpec: Sendable, Codable, Equatable {
-    /// `train` (finetune is reserved).
+    /// `train`, or `finetune` (from a `[[pretrain]]` run, a checkpoint file, or from scratch for comparison).
     public var task: RunTask = .train
     public var config = TrainConfig()
     public var data = DataSpec()
@@ -32,6 +62,11 @@ public struct RunSpec: Sendable, Codable, Equatable {
     /// The noise and split seeds follow the run's seed (not set explicitly in the suite).
     public var noiseSeedFollowsRun = true
     public var splitSeedFollowsRun = true
+    /// finetune: the `[[pretrain]]` run whose weights this run starts from (a checkpoint file is
+    /// `config.initialWeights`; neither: from scratch).
+    public var pretrain: PretrainRef?
+    /// finetune: the classifier starts freshly initialised (nil: false).
+    public var reinitHead: Bool?
 
     public init() {}
 
@@ -126,15 +161,16 @@ private struct SuiteParser {
         guard !name.trimmingCharacters(in: .whitespaces).isEmpty else { throw fail("name", "the name is empty") }
         let description = try string(root, "description", path: "description") ?? ""
         let taskName = try string(root, "task", path: "task") ?? RunTask.train.rawValue
-        switch RunTask(rawValue: taskName) {
-        case .train: break
-        case .finetune: throw fail("task", "finetune suites are not available yet; this version runs `train` suites")
-        case nil: throw fail("task", "expected \"train\" or \"finetune\", got \"\(taskName)\"")
+        guard let task = RunTask(rawValue: taskName) else { throw fail("task", "expected \"train\" or \"finetune\", got \"\(taskName)\"") }
+        let pretrains = try entries(root, "pretrain").map(pretrainEntry)
+        if task == .train, !pretrains.isEmpty { throw fail("pretrain", "[[pretrain]] entries are for finetune suites: set task = \"finetune\"") }
+        if let dup = Dictionary(grouping: pretrains, by: { $0.ref.name }).first(where: { $0.value.count > 1 }) {
+            throw fail("\(dup.value[1].path).name", "a second [[pretrain]] named \"\(dup.key)\"; names must be unique")
         }
-        if root["finetune"] != nil { throw fail("finetune", "finetune suites are not available yet; this version runs `train` suites") }
 
         // [defaults]: one value per setting. [grid]: a list per setting (a single value is a list of one).
         var base = RunSpec()
+        base.task = task
         var fixed: [String: String] = [:]  // setting -> path, to catch a setting given twice
         if let v = root["defaults"] {
             guard let t = v.table else { throw fail("defaults", "expected a table ([defaults]), got \(kind(v))") }
@@ -206,6 +242,7 @@ private struct SuiteParser {
                             if s.splitSeedFollowsRun { s.data.splitSeed = s.config.seed }
                             s.config.optimizer = optimizer
                             s.label = ([s.data.dataset.rawValue, s.config.model, noiseLabel, optimizerLabel] + label + ["seed \(s.config.seed)"]).joined(separator: " ")
+                            try resolveStart(&s, pretrains: pretrains)
                             try check(s, optimizerPath: o?.path)
                             runs.append(s)
                         }
@@ -214,20 +251,89 @@ private struct SuiteParser {
             }
         }
         try expand(0, base, [])
+        // The pretrain runs the finetune runs name, first (a finetune run waits for its pretrain).
+        let used = Set(runs.compactMap { $0.pretrain?.name })
+        for p in pretrains.reversed() where used.contains(p.ref.name) { runs.insert(p.ref.spec, at: 0) }
+        if task == .finetune, let unused = pretrains.first(where: { !used.contains($0.ref.name) }) {
+            throw fail(unused.path, "[[pretrain]] \"\(unused.ref.name)\" is named by no run (set `pretrain = \"\(unused.ref.name)\"` in [defaults] or [grid])")
+        }
         let expectations = try entries(root, "expect").map(expectation)
         return Suite(name: name, description: description, file: file, text: text, runs: runs, expectations: expectations)
     }
 
-    /// What the engine would refuse, found now and located.
-    func check(_ s: RunSpec, optimizerPath: String?) throws {
+    /// Where a finetune run starts: the `[[pretrain]]` it names, filled in, or the checkpoint file
+    /// it names, hashed (its path taken relative to the suite file's folder). Train suites name neither.
+    func resolveStart(_ s: inout RunSpec, pretrains: [(ref: PretrainRef, path: String)]) throws {
         func where_(_ setting: String) -> String { locator.line("grid.\(setting)") != nil ? "grid.\(setting)" : "defaults.\(setting)" }
-        do { try s.data.validate() } catch { throw fail(where_("dataset"), "\(s.label): \(error)") }
+        if s.task == .train {
+            for (name, set) in [("pretrain", s.pretrain != nil), ("checkpoint", s.config.initialWeights != nil), ("reinit_head", s.reinitHead != nil)] where set {
+                throw fail(where_(name), "`\(name)` is for finetune suites: set task = \"finetune\"")
+            }
+            return
+        }
+        if s.pretrain != nil, s.config.initialWeights != nil {
+            throw fail(where_("checkpoint"), "\(s.label): `pretrain` and `checkpoint` both set; a run starts from one of them")
+        }
+        if let name = s.pretrain?.name {
+            guard let p = pretrains.first(where: { $0.ref.name == name }) else {
+                let known = pretrains.map { "\"\($0.ref.name)\"" }.joined(separator: ", ")
+                throw fail(where_("pretrain"), "no [[pretrain]] named \"\(name)\"" + (known.isEmpty ? "" : " (this suite has \(known))"))
+            }
+            s.pretrain = p.ref
+            if p.ref.config.model != s.config.model {
+                throw fail(where_("pretrain"), "\(s.label): pretrain \"\(name)\" trains \(p.ref.config.model), this run \(s.config.model); a finetune starts from the same model")
+            }
+        }
+        if var w = s.config.initialWeights {
+            let path = w.path.hasPrefix("/") ? w.path : ((file as NSString).deletingLastPathComponent as NSString).appendingPathComponent(w.path)
+            guard let bytes = FileManager.default.contents(atPath: path) else {
+                throw fail(where_("checkpoint"), "cannot read the checkpoint \(path) (relative paths are taken from the suite file's folder)")
+            }
+            w.path = path
+            w.sha256 = SHA256Hex.digest([UInt8](bytes))
+            w.reinitHead = s.reinitHead ?? false
+            s.config.initialWeights = w
+        }
+    }
+
+    /// A `[[pretrain]]` entry: a name and settings, each one value, starting from the defaults
+    /// of a run (not the suite's [defaults], which are the finetune runs').
+    private func pretrainEntry(_ entry: (TOMLTable, String)) throws -> (ref: PretrainRef, path: String) {
+        let (t, p) = entry
+        let allowed = ["name"] + Settings.all.map(\.name).filter { !Settings.startKeys.contains($0) }
+        try rejectUnknown(t, allowed: allowed, path: p) { key in
+            Settings.startKeys.contains(key) ? "a pretrain starts from scratch; `\(key)` is for the finetune runs" : nil
+        }
+        guard let name = try string(t, "name", path: "\(p).name"), !name.isEmpty else { throw fail(p, "a [[pretrain]] entry needs a `name`") }
+        guard name != "none" else { throw fail("\(p).name", "\"none\" means from scratch; name the pretrain otherwise") }
+        guard t["dataset"] != nil else { throw fail(p, "[[pretrain]] \"\(name)\" needs a `dataset`") }
+        var spec = RunSpec()
+        for key in t.keys.sorted() where key != "name" {
+            let setting = Settings.byName[key]!
+            if case .ints = setting.type {} else if t[key]!.array != nil { throw fail("\(p).\(key)", "one value per pretrain setting") }
+            setting.apply(&spec, try value(t[key]!, setting, path: "\(p).\(key)"))
+        }
+        if spec.splitSeedFollowsRun { spec.data.splitSeed = spec.config.seed }
+        let ref = PretrainRef(name: name, config: spec.config, data: spec.data)
+        try check(ref.spec, optimizerPath: nil, at: p)
+        return (ref, p)
+    }
+
+    /// What the engine would refuse, found now and located (a pretrain's at its entry).
+    func check(_ s: RunSpec, optimizerPath: String?, at entry: String? = nil) throws {
+        func where_(_ setting: String) -> String {
+            if let entry { return locator.line("\(entry).\(setting)") != nil ? "\(entry).\(setting)" : entry }
+            return locator.line("grid.\(setting)") != nil ? "grid.\(setting)" : "defaults.\(setting)"
+        }
+        do { try s.data.validate() } catch {
+            throw fail(where_("\(error)".hasPrefix("classes:") ? "classes" : "dataset"), "\(s.label): \(error)")
+        }
         do { try s.config.validate() } catch {
             throw fail(s.config.optimizer.sam != nil ? optimizerPath : where_("epochs"), "\(s.label): \(error)")
         }
         do { _ = try s.config.lrSchedule(iterationsPerEpoch: 1) } catch { throw fail(where_("lr"), "\(s.label): \(error)") }
         // The training images a run will have, where the dataset's size is known now.
-        let total = s.data.dataset.trainImages ?? s.data.syntheticTrain
+        let total = (s.data.dataset.trainImages ?? s.data.syntheticTrain) * s.data.runClasses / s.data.datasetClasses
         let afterSplit = total - Int((Double(total) * s.data.validationFraction).rounded())
         let images = min(afterSplit, s.data.trainSubset ?? afterSplit)
         if images < s.config.batchSize {

@@ -36,6 +36,10 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     public var sharpness: SharpnessConfig? = SharpnessConfig()
     /// Weights to start from instead of the seed's initialisation (finetuning); nil: from scratch.
     public var initialWeights: InitialWeights?
+    /// BN in eval mode while training: normalised with the running statistics, which stay as
+    /// they were (a pretrained model's), the affine weights still trained. nil: false (so that
+    /// configurations without it encode, and hash, as before).
+    public var freezeBN: Bool?
 
     public init() {}
 
@@ -75,10 +79,13 @@ public struct InitialWeights: Sendable, Codable, Equatable {
     public var path: String
     public var sha256: String
     public var skip: [String]
-    public init(path: String, sha256: String, skip: [String] = []) {
+    /// The classifier starts freshly initialised whatever its class count.
+    public var reinitHead: Bool
+    public init(path: String, sha256: String, skip: [String] = [], reinitHead: Bool = false) {
         self.path = path
         self.sha256 = sha256
         self.skip = skip
+        self.reinitHead = reinitHead
     }
 
     /// Reads the file and checks its hash; the file and the report of loading it into `state`.
@@ -91,7 +98,7 @@ public struct InitialWeights: Sendable, Codable, Equatable {
         let file = try SafetensorsFile.parse(path: path, bytes: [UInt8](bytes))
         var skips = skip
         if let fc = Checkpoint.classifierPrefix(of: state.model), !skips.contains(fc),
-           let w = file[fc + ".weight"], w.shape.first != state.model.numClasses {
+           reinitHead || file[fc + ".weight"].map({ $0.shape.first != state.model.numClasses }) == true {
             skips.append(fc)
         }
         return try Checkpoint.load(into: state, file: file, source: path, skip: skips)
@@ -301,7 +308,8 @@ private final class Stage {
         let c = trainer.config
         loader = BatchLoader(data: data, batchSize: c.batchSize, augmentation: c.augmentation, seed: c.seed)
         schedule = try c.lrSchedule(iterationsPerEpoch: loader.batchesPerEpoch)
-        step = try TrainStep(state: trainer.state, batchSize: c.batchSize, sgd: c.sgd, optimizer: c.optimizer, labelSmoothing: c.labelSmoothing)
+        step = try TrainStep(state: trainer.state, batchSize: c.batchSize, sgd: c.sgd, optimizer: c.optimizer, labelSmoothing: c.labelSmoothing,
+                             frozenBatchNorm: c.freezeBN == true)
         evaluator = BatchEvaluator(executor: step.executor, normalization: data.normalization)
         let run = trainer.data
         corrupted = run.trainIndices.filter { run.trainLabels[$0] != run.cleanTrainLabels[$0] }

@@ -71,6 +71,7 @@ struct RunCommand: ParsableCommand {
         options.threads = threads
         options.dataDir = dataDir
         options.checkpointRoot = checkpoints
+        options.pretrainedRoot = ((database.db as NSString).deletingLastPathComponent as NSString).appendingPathComponent("pretrained")
         options.keepCheckpoints = keepCheckpoints
         let display = ConsoleDisplay.forStandardOutput(quiet ? .quiet : verbose ? .verbose : .normal)
         let summary = try Runner(store: store, runs: runs, options: options, display: display).run()
@@ -85,18 +86,24 @@ struct RunCommand: ParsableCommand {
         let identity = DataIdentity(dataDir: dataDir)
         var seen = Set<String>()
         var runs: [KeyedRun] = []
-        for spec in suite.runs {
+        for var spec in suite.runs {
+            if let p = spec.pretrain { spec.pretrain!.identity = try identity.of(p.data) }
             let id = try identity.of(spec.data)
             let run = KeyedRun(spec: spec, identity: id)
             if seen.insert(run.key).inserted { runs.append(run) }
         }
         let folded = suite.runs.count - runs.count
+        let all = runs
         if let filter {
             let f = try RunFilter(filter)
             runs = runs.filter(f.matches)
             if runs.isEmpty { throw RunnerError("--filter '\(filter)' matches none of the suite's \(suite.runs.count) runs") }
         }
         if let shard { runs = try Shard(shard).select(runs) }
+        // A finetune run needs its pretrain: selected with it, ahead of it.
+        let selected = Set(runs.map(\.key))
+        let needed = Set(runs.compactMap(\.pretrainKey)).subtracting(selected)
+        runs = all.filter { needed.contains($0.key) } + runs
         return (suite, runs, folded)
     }
 

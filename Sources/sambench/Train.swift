@@ -66,6 +66,7 @@ struct Train: ParsableCommand {
     @Option(help: "m-sharpness: micro-batch size m (must divide --batch); default: the whole batch.") var microBatch: Int?
     @Option(help: "LookSAM: full SAM gradient every k steps (1 = SAM).") var lookInterval: Int = 1
     @Option(help: "LookSAM alpha.") var lookAlpha: Float = 0.7
+    @Flag(help: "Freeze BN: eval-mode batch norm while training (running statistics used and left as they are; for finetuning).") var freezeBn = false
     @Flag(help: "Bootstrap: after training, relabel the training set with the model's predictions and train a fresh model on them.") var bootstrap = false
     @Flag(help: "Skip the sharpness measurement at the end of the run.") var noSharpness = false
     @Option(help: "End the run as diverged when the loss exceeds this multiple of its first value.") var divergenceFactor: Double = 10
@@ -132,6 +133,7 @@ struct Train: ParsableCommand {
         config.seed = seed
         config.optimizer = try optimizerConfig()
         config.bootstrap = bootstrap
+        config.freezeBN = freezeBn ? true : nil
         config.divergenceFactor = divergenceFactor
         config.sharpness = noSharpness ? nil : SharpnessConfig()
 

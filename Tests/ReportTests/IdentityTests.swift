@@ -201,7 +201,7 @@ final class IdentityTests: XCTestCase {
         try DatabaseQueue(path: db).write { db in
             try db.execute(sql: """
                 DROP VIEW settings; DROP INDEX runs_setting; ALTER TABLE runs DROP COLUMN setting_key;
-                DELETE FROM grdb_migrations WHERE identifier LIKE 'v2%'
+                DELETE FROM grdb_migrations WHERE identifier NOT LIKE 'v1%'
                 """)
         }
         // Read-only, it is read as it is (nothing migrates), the setting keys computed.
