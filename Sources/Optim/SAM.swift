@@ -85,6 +85,8 @@ public final class SharpnessAwarePerturbation {
     public private(set) var lastNorm: Double = 0
     private let backup: FloatBuffer
     private let weightMask: FloatBuffer
+    /// 1 for a parameter that trains, 0 for a frozen one (not perturbed, not in the norm); nil: all train.
+    public var trainable: FloatBuffer?
 
     /// `model` tells which parameters are weights (ASAM scales those only).
     public init(model: Model, config: SAMConfig) {
@@ -104,6 +106,8 @@ public final class SharpnessAwarePerturbation {
     public func ascend(params: FloatBuffer, grads: FloatBuffer, weightDecay: Float) {
         let n = params.count
         let w = params.pointer, g = grads.pointer, ep = e.pointer, t = scale.pointer, mask = weightMask.pointer
+        // Frozen parameters (trainable 0) take no part: their gradient and decay term count as 0.
+        let live = trainable?.pointer
         let wd: Float = config.perturbationGradient == .lossPlusWeightDecay ? weightDecay : 0
         backup.pointer.update(from: w, count: n)
         // ep temporarily holds T*g (ASAM) or g (SAM); the norm accumulates in Double.
@@ -112,7 +116,7 @@ public final class SharpnessAwarePerturbation {
         case .sam:
             for i in 0..<n {
                 t[i] = 1
-                let gi = g[i] + wd * w[i]
+                let gi = (g[i] + wd * w[i]) * (live?[i] ?? 1)
                 ep[i] = gi
                 sum += Double(gi) * Double(gi)
             }
@@ -121,7 +125,7 @@ public final class SharpnessAwarePerturbation {
             for i in 0..<n {
                 let ti = mask[i] != 0 ? abs(w[i]) + eta : 1
                 t[i] = ti
-                let tg = ti * (g[i] + wd * w[i])
+                let tg = ti * (g[i] + wd * w[i]) * (live?[i] ?? 1)
                 ep[i] = tg
                 sum += Double(tg) * Double(tg)
             }

@@ -35,6 +35,9 @@ public final class SGD {
     /// The momentum buffer, one per parameter, in the flat layout.
     public let momentumBuffer: FloatBuffer
     public private(set) var hasMomentumBuffer = false
+    /// 1 for a parameter that trains, 0 for a frozen one (no decay, no momentum, no update);
+    /// nil: every parameter trains.
+    public var trainable: FloatBuffer?
 
     public init(parameterCount: Int, config: SGDConfig) throws {
         try config.validate()
@@ -47,8 +50,9 @@ public final class SGD {
         precondition(params.count == grads.count, "SGD.step: \(params.count) params, \(grads.count) grads")
         let w = params.pointer, g = grads.pointer, count = params.count
         let wd = config.weightDecay, mu = config.momentum, damp = 1 - config.dampening
+        let frozen = trainable?.pointer
         if mu == 0 {
-            for i in 0..<count { w[i] -= lr * (g[i] + wd * w[i]) }
+            for i in 0..<count where frozen.map({ $0[i] != 0 }) ?? true { w[i] -= lr * (g[i] + wd * w[i]) }
             return
         }
         precondition(momentumBuffer.count == count, "SGD.step: optimizer made for \(momentumBuffer.count) parameters, got \(count)")
@@ -56,6 +60,7 @@ public final class SGD {
         let first = !hasMomentumBuffer
         let nesterov = config.nesterov
         for i in 0..<count {
+            if let frozen, frozen[i] == 0 { continue }
             let d = g[i] + wd * w[i]
             let b = first ? d : mu * buf[i] + damp * d
             buf[i] = b

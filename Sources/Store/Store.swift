@@ -177,7 +177,7 @@ public final class Store: @unchecked Sendable {
     }
 
     /// The v2 view with the settings finetune suites added (classes, pretrain, checkpoint,
-    /// reinit_head, freeze_bn).
+    /// reinit_head, freeze_bn, freeze).
     static let settingsViewV3 = settingsViewV2.replacingOccurrences(of: "\nFROM runs", with: """
         ,
             json_extract(config, '$.data.classes') AS classes,
@@ -185,7 +185,8 @@ public final class Store: @unchecked Sendable {
                      CASE WHEN task = 'finetune' AND json_type(config, '$.config.initialWeights') IS NULL THEN 'none' END) AS pretrain,
             'sha256:' || substr(json_extract(config, '$.config.initialWeights.sha256'), 1, 12) AS checkpoint,
             CASE WHEN task = 'finetune' THEN coalesce(json_extract(config, '$.reinitHead'), 0) END AS reinit_head,
-            CASE WHEN json_extract(config, '$.config.freezeBN') THEN 1 WHEN task = 'finetune' THEN 0 END AS freeze_bn
+            CASE WHEN json_extract(config, '$.config.freezeBN') THEN 1 WHEN task = 'finetune' THEN 0 END AS freeze_bn,
+            replace(json_extract(config, '$.config.freeze'), '"', '') AS freeze
         FROM runs
         """)
 

@@ -11,6 +11,7 @@ enum SettingValue: Equatable, Sendable, CustomStringConvertible {
     case bool(Bool)
     case string(String)
     case ints([Int])
+    case strings([String])
 
     var description: String {
         switch self {
@@ -19,6 +20,7 @@ enum SettingValue: Equatable, Sendable, CustomStringConvertible {
         case let .bool(v): return String(v)
         case let .string(v): return v
         case let .ints(v): return "[" + v.map(String.init).joined(separator: ",") + "]"
+        case let .strings(v): return "[" + v.joined(separator: ",") + "]"
         }
     }
 
@@ -30,11 +32,20 @@ enum SettingValue: Equatable, Sendable, CustomStringConvertible {
     var bool: Bool { if case let .bool(v) = self { v } else { false } }
     var string: String { if case let .string(v) = self { v } else { "" } }
     var ints: [Int] { if case let .ints(v) = self { v } else { [] } }
+    var strings: [String] { if case let .strings(v) = self { v } else { [] } }
 }
 
 enum SettingType: Sendable {
-    case int, double, bool, ints
+    case int, double, bool, ints, strings
     case string([String])
+
+    /// A list-valued setting: one value is a list, and [grid] takes a list of lists.
+    var isList: Bool {
+        switch self {
+        case .ints, .strings: true
+        default: false
+        }
+    }
 
     var name: String {
         switch self {
@@ -42,6 +53,7 @@ enum SettingType: Sendable {
         case .double: return "a number"
         case .bool: return "true or false"
         case .ints: return "a list of integers"
+        case .strings: return "a list of strings"
         case let .string(choices): return choices.isEmpty ? "a string" : "one of " + choices.map { "\"\($0)\"" }.joined(separator: ", ")
         }
     }
@@ -147,6 +159,9 @@ enum Settings {
                 read: { $0.task == .finetune ? .bool($0.reinitHead ?? false) : nil }) { $0.reinitHead = $1.bool ? true : nil },
         Setting("freeze_bn", .bool, "BN in eval mode while training: the running statistics (a pretrained model's) frozen, its weights still trained",
                 read: { $0.config.freezeBN == true ? .bool(true) : ($0.task == .finetune ? .bool(false) : nil) }) { $0.config.freezeBN = $1.bool ? true : nil },
+        Setting("freeze", .strings, "module prefixes whose parameters keep their starting values (e.g. [\"conv1\", \"bn1\", \"layer1\"])",
+                check: { $0.strings.allSatisfy { !$0.isEmpty } ? nil : "empty module prefix" },
+                read: { $0.config.freeze.map { .strings($0) } }) { $0.config.freeze = $1.strings.isEmpty ? nil : $1.strings },
         Setting("synthetic_classes", .int, "classes of the synthetic dataset", check: atLeast(2), read: { .int($0.data.syntheticClasses) }) { $0.data.syntheticClasses = $1.int },
         Setting("synthetic_train", .int, "training images of the synthetic dataset", check: atLeast(1), read: { .int($0.data.syntheticTrain) }) { $0.data.syntheticTrain = $1.int },
         Setting("synthetic_test", .int, "test images of the synthetic dataset", check: atLeast(1), read: { .int($0.data.syntheticTest) }) { $0.data.syntheticTest = $1.int },

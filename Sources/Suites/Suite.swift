@@ -1,4 +1,5 @@
 import Datasets
+import Engine
 import Foundation
 import Optim
 import TOMLKit
@@ -178,7 +179,7 @@ private struct SuiteParser {
             for key in t.keys.sorted() {
                 let setting = Settings.byName[key]!
                 let path = "defaults.\(key)"
-                if case .ints = setting.type {} else if t[key]!.array != nil {
+                if !setting.type.isList, t[key]!.array != nil {
                     throw fail(path, "a list in [defaults]; put the values to sweep in [grid]")
                 }
                 setting.apply(&base, try value(t[key]!, setting, path: path))
@@ -199,7 +200,7 @@ private struct SuiteParser {
                 var elements: [TOMLValueConvertible] = [raw]
                 if let a = raw.array {
                     // A list of lists for list-valued settings; a list of values otherwise.
-                    if case .ints = setting.type, a.isEmpty || a[0].array == nil { elements = [raw] } else { elements = Array(a) }
+                    if setting.type.isList, a.isEmpty || a[0].array == nil { elements = [raw] } else { elements = Array(a) }
                 }
                 guard !elements.isEmpty else { throw fail(path, "an empty list: the grid would have no runs") }
                 let values = try elements.map { try value($0, setting, path: path) }
@@ -310,7 +311,7 @@ private struct SuiteParser {
         var spec = RunSpec()
         for key in t.keys.sorted() where key != "name" {
             let setting = Settings.byName[key]!
-            if case .ints = setting.type {} else if t[key]!.array != nil { throw fail("\(p).\(key)", "one value per pretrain setting") }
+            if !setting.type.isList, t[key]!.array != nil { throw fail("\(p).\(key)", "one value per pretrain setting") }
             setting.apply(&spec, try value(t[key]!, setting, path: "\(p).\(key)"))
         }
         if spec.splitSeedFollowsRun { spec.data.splitSeed = spec.config.seed }
@@ -332,6 +333,11 @@ private struct SuiteParser {
             throw fail(s.config.optimizer.sam != nil ? optimizerPath : where_("epochs"), "\(s.label): \(error)")
         }
         do { _ = try s.config.lrSchedule(iterationsPerEpoch: 1) } catch { throw fail(where_("lr"), "\(s.label): \(error)") }
+        if let prefixes = s.config.freeze, let model = try? Architectures.make(s.config.model, numClasses: s.data.runClasses),
+           let unknown = prefixes.first(where: { p in !model.params.contains { Checkpoint.name($0.name, isUnder: p) } }) {
+            let modules = Set(model.params.map { String($0.name.split(separator: ".")[0]) }).sorted()
+            throw fail(where_("freeze"), "\(s.label): '\(unknown)' names no parameter of \(s.config.model) (its modules: \(modules.joined(separator: ", ")))")
+        }
         // The training images a run will have, where the dataset's size is known now.
         let total = (s.data.dataset.trainImages ?? s.data.syntheticTrain) * s.data.runClasses / s.data.datasetClasses
         let afterSplit = total - Int((Double(total) * s.data.validationFraction).rounded())
@@ -529,6 +535,12 @@ private struct SuiteParser {
         case .ints:
             guard let a = v.array else { throw fail(path, "expected a list of integers, got \(describe(v))") }
             result = .ints(try a.map { try integer($0, path: path) })
+        case .strings:
+            guard let a = v.array else { throw fail(path, "expected a list of strings, got \(describe(v))") }
+            result = .strings(try a.map { e in
+                guard e.type == .string, let s = e.string else { throw fail(path, "expected a list of strings, got \(describe(e)) in it") }
+                return s
+            })
         case let .string(choices):
             guard v.type == .string, let s = v.string else { throw fail(path, "expected \(setting.type.name), got \(describe(v))") }
             if !choices.isEmpty && !choices.contains(s) {

@@ -70,16 +70,39 @@ public final class TrainStep {
         public var perturbedLoss: Double?
     }
 
+    /// [parameters]: 1 where a parameter trains, 0 where it is frozen (`freeze`); nil: all train.
+    public let trainable: FloatBuffer?
+    /// The frozen parameters' ranges in the flat layout, whose gradients are zeroed after every backward.
+    private let frozenRanges: [Range<Int>]
+
+    /// `freeze`: module prefixes whose parameters keep their values (no gradient, decay, momentum
+    /// or perturbation), e.g. ["conv1", "bn1", "layer1"]; each must name some parameter.
     public init(state: ModelState, batchSize: Int, sgd: SGDConfig, optimizer: OptimizerConfig = .sgd, labelSmoothing: Float = 0,
-                frozenBatchNorm: Bool = false, executor makeExecutor: ExecutorFactory = TrainStep.fastPath) throws {
+                frozenBatchNorm: Bool = false, freeze: [String] = [], executor makeExecutor: ExecutorFactory = TrainStep.fastPath) throws {
+        let model = state.model
+        for prefix in freeze where !model.params.contains(where: { Checkpoint.name($0.name, isUnder: prefix) }) {
+            throw EngineError("freeze: '\(prefix)' names no parameter of \(model.name) (its modules: \(Set(model.params.map { String($0.name.split(separator: ".")[0]) }).sorted().joined(separator: ", ")))")
+        }
+        let frozen = model.params.filter { p in freeze.contains { Checkpoint.name(p.name, isUnder: $0) } }
+        frozenRanges = frozen.map { $0.offset..<($0.offset + $0.count) }
+        if frozen.isEmpty {
+            trainable = nil
+        } else {
+            let mask = FloatBuffer(count: model.parameterCount)
+            mask.pointer.update(repeating: 1, count: model.parameterCount)
+            for r in frozenRanges { (mask.pointer + r.lowerBound).update(repeating: 0, count: r.count) }
+            trainable = mask
+        }
         executor = try makeExecutor(state, batchSize, frozenBatchNorm)
         self.optimizer = try SGD(parameterCount: state.model.parameterCount, config: sgd)
+        self.optimizer.trainable = trainable
         config = optimizer
         self.labelSmoothing = labelSmoothing
         let n = state.model.parameterCount
         if let c = optimizer.sam {
             try c.validate(batchSize: batchSize)
             sam = SAM(model: state.model, config: c, base: self.optimizer)
+            sam!.perturbation.trainable = trainable
             let m = c.microBatch ?? batchSize
             microExecutor = m < batchSize ? try makeExecutor(state, m, frozenBatchNorm) : nil
             look = c.lookInterval > 1 ? LookSAMState(parameterCount: n) : nil
@@ -103,6 +126,7 @@ public final class TrainStep {
         let loss = CrossEntropy.compute(logits: logits, labels: labels, count: n, classes: c, smoothing: labelSmoothing, grad: logitsGrad.pointer)
         let correct = CrossEntropy.correct(logits: logits, labels: labels, count: n, classes: c)
         ex.backward(logitsGrad: logitsGrad.pointer)
+        for r in frozenRanges { (state.grads.pointer + r.lowerBound).update(repeating: 0, count: r.count) }
         return (loss, correct)
     }
 

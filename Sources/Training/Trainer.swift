@@ -40,6 +40,9 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     /// they were (a pretrained model's), the affine weights still trained. nil: false (so that
     /// configurations without it encode, and hash, as before).
     public var freezeBN: Bool?
+    /// Module prefixes whose parameters stay as they start (e.g. a pretrained ["conv1", "bn1",
+    /// "layer1"]); nil: every parameter trains.
+    public var freeze: [String]?
 
     public init() {}
 
@@ -309,7 +312,7 @@ private final class Stage {
         loader = BatchLoader(data: data, batchSize: c.batchSize, augmentation: c.augmentation, seed: c.seed)
         schedule = try c.lrSchedule(iterationsPerEpoch: loader.batchesPerEpoch)
         step = try TrainStep(state: trainer.state, batchSize: c.batchSize, sgd: c.sgd, optimizer: c.optimizer, labelSmoothing: c.labelSmoothing,
-                             frozenBatchNorm: c.freezeBN == true)
+                             frozenBatchNorm: c.freezeBN == true, freeze: c.freeze ?? [])
         evaluator = BatchEvaluator(executor: step.executor, normalization: data.normalization)
         let run = trainer.data
         corrupted = run.trainIndices.filter { run.trainLabels[$0] != run.cleanTrainLabels[$0] }

@@ -66,6 +66,7 @@ struct Train: ParsableCommand {
     @Option(help: "m-sharpness: micro-batch size m (must divide --batch); default: the whole batch.") var microBatch: Int?
     @Option(help: "LookSAM: full SAM gradient every k steps (1 = SAM).") var lookInterval: Int = 1
     @Option(help: "LookSAM alpha.") var lookAlpha: Float = 0.7
+    @Option(help: "Keep the parameters under this module prefix at their starting values (repeatable, e.g. --freeze conv1 --freeze layer1).") var freeze: [String] = []
     @Flag(help: "Freeze BN: eval-mode batch norm while training (running statistics used and left as they are; for finetuning).") var freezeBn = false
     @Flag(help: "Bootstrap: after training, relabel the training set with the model's predictions and train a fresh model on them.") var bootstrap = false
     @Flag(help: "Skip the sharpness measurement at the end of the run.") var noSharpness = false
@@ -134,6 +135,7 @@ struct Train: ParsableCommand {
         config.optimizer = try optimizerConfig()
         config.bootstrap = bootstrap
         config.freezeBN = freezeBn ? true : nil
+        config.freeze = freeze.isEmpty ? nil : freeze
         config.divergenceFactor = divergenceFactor
         config.sharpness = noSharpness ? nil : SharpnessConfig()
 

@@ -139,6 +139,8 @@ final class FinetuneSuiteTests: XCTestCase {
         expect(head + "[[pretrain]]\nname = \"p\"\ndataset = \"synthetic\"\nmodel = \"resnet8\"\n[defaults]\ndataset = \"synthetic\"\nmodel = \"tiny\"\npretrain = \"p\"\n",
                line: 10, "a finetune starts from the same model")
         expect(head + "[defaults]\ndataset = \"cifar10\"\nclasses = [3, 3]\n", line: 5, "each once")
+        expect(head + "[defaults]\ndataset = \"synthetic\"\nmodel = \"tiny\"\nfreeze = [\"conv1\", \"layer9\"]\n", line: 6, "'layer9' names no parameter of tiny")
+        expect(head + "[defaults]\ndataset = \"synthetic\"\nfreeze = \"conv1\"\n", line: 5, "a list of strings")
         expect(head + "[defaults]\ndataset = \"synthetic\"\nclasses = [0, 12]\n", line: 5, "classes 0...9")
     }
 

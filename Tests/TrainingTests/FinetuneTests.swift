@@ -1,6 +1,7 @@
 import Datasets
 import Engine
 import Foundation
+import Optim
 import TestSupport
 import Training
 import XCTest
@@ -78,6 +79,35 @@ final class FinetuneTests: XCTestCase {
         bytes[bytes.count - 1] ^= 1
         try Data(bytes).write(to: URL(fileURLWithPath: weights))
         XCTAssertThrowsError(try Trainer(config: c, data: small)) { XCTAssertTrue("\($0)".contains("SHA-256"), "\($0)") }
+    }
+
+    /// `freeze`: the parameters under the prefixes keep their values through SGD and SAM steps
+    /// (SAM with weight decay in the perturbation, which would move them if they took part),
+    /// the others train; a prefix naming nothing is refused.
+    func testFrozenParametersKeepTheirValues() throws {
+        let model = try Architectures.make("tiny")
+        var rng = Xoshiro256(seed: 4)
+        let input = (0..<(16 * 3 * 32 * 32)).map { _ in Float(rng.nextNormal()) }
+        let labels = (0..<16).map { _ in Int32(rng.nextInt(below: 10)) }
+        let frozenPrefixes = ["conv1", "bn1"]
+        for optimizer: OptimizerConfig in [.sgd, .sam(SAMConfig(variant: .sam, rho: 0.05, perturbationGradient: .lossPlusWeightDecay))] {
+            let state = ModelState(model: model, seed: 1)
+            let start = state.params.array
+            let step = try TrainStep(state: state, batchSize: 16, sgd: SGDConfig(momentum: 0.9, weightDecay: 5e-4), optimizer: optimizer,
+                                     freeze: frozenPrefixes)
+            for _ in 0..<3 { step.step(input: input, labels: labels, lr: 0.1) }
+            for p in model.params {
+                let before = Array(start[p.offset..<(p.offset + p.count)]), after = Array(state.view(p))
+                if frozenPrefixes.contains(where: { Checkpoint.name(p.name, isUnder: $0) }) {
+                    XCTAssertEqual(after, before, "\(optimizer.family) moved frozen \(p.name)")
+                } else {
+                    XCTAssertNotEqual(after, before, "\(optimizer.family) did not train \(p.name)")
+                }
+            }
+        }
+        XCTAssertThrowsError(try TrainStep(state: ModelState(model: model, seed: 1), batchSize: 16, sgd: SGDConfig(), freeze: ["layer9"])) {
+            XCTAssertTrue("\($0)".contains("'layer9' names no parameter of tiny"), "\($0)")
+        }
     }
 
     /// From the command line: `train --save`, `eval` of the saved file (the same test accuracy
