@@ -177,7 +177,7 @@ public final class Store: @unchecked Sendable {
     }
 
     /// The v2 view with the settings finetune suites added (classes, pretrain, checkpoint,
-    /// reinit_head, freeze_bn, freeze).
+    /// reinit_head, freeze_bn, freeze, image_size).
     static let settingsViewV3 = settingsViewV2.replacingOccurrences(of: "\nFROM runs", with: """
         ,
             json_extract(config, '$.data.classes') AS classes,
@@ -186,7 +186,8 @@ public final class Store: @unchecked Sendable {
             'sha256:' || substr(json_extract(config, '$.config.initialWeights.sha256'), 1, 12) AS checkpoint,
             CASE WHEN task = 'finetune' THEN coalesce(json_extract(config, '$.reinitHead'), 0) END AS reinit_head,
             CASE WHEN json_extract(config, '$.config.freezeBN') THEN 1 WHEN task = 'finetune' THEN 0 END AS freeze_bn,
-            replace(json_extract(config, '$.config.freeze'), '"', '') AS freeze
+            replace(json_extract(config, '$.config.freeze'), '"', '') AS freeze,
+            json_extract(config, '$.config.imageSize') AS image_size
         FROM runs
         """)
 

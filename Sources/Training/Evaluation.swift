@@ -10,12 +10,15 @@ public final class BatchEvaluator {
     public let normalization: Normalization
     private let images: FloatBuffer
     private let labels: UnsafeMutablePointer<Int32>
+    /// To the model's input size, where it is not CIFAR's 32x32.
+    private let resizer: InputResizer
 
     public init(executor: Executor, normalization: Normalization) {
         self.executor = executor
         self.normalization = normalization
         images = FloatBuffer(count: executor.batchSize * RawImages.imageBytes)
         labels = .allocate(capacity: executor.batchSize)
+        resizer = InputResizer(model: executor.model, batchSize: executor.batchSize)
     }
 
     deinit { labels.deallocate() }
@@ -41,7 +44,7 @@ public final class BatchEvaluator {
             let n = min(b, indices.count - start)
             Self.normalise(pixels, indices[start..<(start + n)], normalization: normalization, into: images.pointer)
             if n < b { (images.pointer + n * size).update(repeating: 0, count: (b - n) * size) }
-            body(executor.forward(input: images.pointer, mode: .eval), n, start)
+            body(executor.forward(input: resizer.prepare(images.pointer), mode: .eval), n, start)
             start += n
         }
     }
@@ -90,6 +93,29 @@ public final class BatchEvaluator {
             onLogits(logits, n, start)
         }
         return EvaluationResult(confusion: confusion, loss: lossSum / Double(max(indices.count, 1)))
+    }
+}
+
+/// Brings batches of CIFAR's 32x32 images to a model's input size (`image_size`) by bilinear
+/// resizing into a buffer made once; at 32x32 it passes them through.
+public final class InputResizer {
+    public let resize: BilinearResize?
+    private let buffer: FloatBuffer
+    private let batchSize: Int
+
+    public init(model: Model, batchSize: Int) {
+        let s = model.tensors[model.inputTensor]
+        self.batchSize = batchSize
+        resize = s.height == 32 ? nil : BilinearResize(from: 32, to: s.height)
+        buffer = FloatBuffer(count: resize == nil ? 0 : batchSize * s.perImage)
+    }
+
+    /// `count` images (default: a batch) at 32x32, at the model's size.
+    public func prepare(_ images: UnsafePointer<Float>, count: Int? = nil) -> UnsafePointer<Float> {
+        guard let resize else { return images }
+        let out = 3 * resize.to * resize.to
+        for j in 0..<(count ?? batchSize) { resize.apply(images + j * RawImages.imageBytes, into: buffer.pointer + j * out) }
+        return UnsafePointer(buffer.pointer)
     }
 }
 

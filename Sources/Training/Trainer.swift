@@ -43,6 +43,9 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     /// Module prefixes whose parameters stay as they start (e.g. a pretrained ["conv1", "bn1",
     /// "layer1"]); nil: every parameter trains.
     public var freeze: [String]?
+    /// Inputs bilinearly resized from CIFAR's 32x32 to this size, for weights trained on larger
+    /// images (the model is built for it); nil: 32.
+    public var imageSize: Int?
 
     public init() {}
 
@@ -62,6 +65,7 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     public func validate() throws {
         guard epochs >= 1 else { throw EngineError("epochs must be >= 1, got \(epochs)") }
         guard batchSize >= 1 else { throw EngineError("batch size must be >= 1, got \(batchSize)") }
+        if let s = imageSize { guard (8...512).contains(s) else { throw EngineError("image size must be in [8, 512], got \(s)") } }
         guard divergenceFactor > 1 else { throw EngineError("divergence factor must be > 1, got \(divergenceFactor)") }
         guard augmentation.cropPadding >= 0, augmentation.cutout >= 0 else { throw EngineError("augmentation sizes must be >= 0") }
         try sgd.validate()
@@ -174,7 +178,7 @@ public final class Trainer {
         }
         self.config = config
         self.data = data
-        model = try Architectures.make(config.model, numClasses: data.classes, dropout: config.dropout)
+        model = try Architectures.make(config.model, numClasses: data.classes, dropout: config.dropout, inputSize: config.imageSize ?? 32)
         state = ModelState(model: model, seed: config.seed)
         if let w = config.initialWeights { initialWeightsReport = try w.load(into: state) }
         _ = try config.lrSchedule(iterationsPerEpoch: data.trainIndices.count / config.batchSize)
@@ -293,6 +297,8 @@ private final class Stage {
     let loader: BatchLoader
     let schedule: LRSchedule
     let step: TrainStep
+    /// Batches to the model's input size (`imageSize`).
+    let resizer: InputResizer
     /// Eval-mode passes on the training executor.
     let evaluator: BatchEvaluator
     /// Training samples whose label the noise changed: memorisation is measured on them against
@@ -314,6 +320,7 @@ private final class Stage {
         step = try TrainStep(state: trainer.state, batchSize: c.batchSize, sgd: c.sgd, optimizer: c.optimizer, labelSmoothing: c.labelSmoothing,
                              frozenBatchNorm: c.freezeBN == true, freeze: c.freeze ?? [])
         evaluator = BatchEvaluator(executor: step.executor, normalization: data.normalization)
+        resizer = InputResizer(model: trainer.model, batchSize: c.batchSize)
         let run = trainer.data
         corrupted = run.trainIndices.filter { run.trainLabels[$0] != run.cleanTrainLabels[$0] }
     }
@@ -354,7 +361,7 @@ private final class Stage {
         var done = 0
         loader.forEachBatch(epoch: epoch) { images, labels, _ in
             lr = schedule.lr(at: iteration)
-            let r = step.step(input: images, labels: labels, lr: lr, dropoutSeed: splitMix64(config.seed &+ UInt64(iteration) &* 2))
+            let r = step.step(input: resizer.prepare(images), labels: labels, lr: lr, dropoutSeed: splitMix64(config.seed &+ UInt64(iteration) &* 2))
             let reference = firstLoss ?? r.loss
             if firstLoss == nil { firstLoss = r.loss }
             if !r.loss.isFinite || r.loss > config.divergenceFactor * reference || !(r.perturbedLoss?.isFinite ?? true) {
@@ -405,6 +412,17 @@ private final class Stage {
         var labels = indices.map { data.trainLabels[$0] }
         images.withUnsafeMutableBufferPointer {
             BatchEvaluator.normalise(data.trainImages, indices[...], normalization: data.normalization, into: $0.baseAddress!)
+        }
+        if let resize = resizer.resize {
+            // At the model's input size, image by image.
+            let out = 3 * resize.to * resize.to
+            var resized = [Float](repeating: 0, count: indices.count * out)
+            images.withUnsafeBufferPointer { src in
+                resized.withUnsafeMutableBufferPointer { dst in
+                    for j in indices.indices { resize.apply(src.baseAddress! + j * RawImages.imageBytes, into: dst.baseAddress! + j * out) }
+                }
+            }
+            images = resized
         }
         return images.withUnsafeBufferPointer { img in
             labels.withUnsafeMutableBufferPointer { lab in

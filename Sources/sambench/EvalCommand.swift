@@ -26,6 +26,7 @@ struct EvalCommand: ParsableCommand {
     @OptionGroup var dataDirectory: DataDirOption
     @Option(help: "Which split: test or train (all 50,000 training images, clean labels).") var split: Split = .test
     @Option(help: "Images per forward pass.") var batch: Int = 250
+    @Option(help: "Resize the 32x32 images bilinearly to this size first (default: the size a sambench checkpoint trained at, else 32).") var imageSize: Int?
     @Option(help: "Per-channel mean, comma-separated (overrides the checkpoint's and the dataset's).") var mean: String?
     @Option(help: "Per-channel std, comma-separated.") var std: String?
     @Option(help: "Output format.") var format: TextOrJSON = .text
@@ -35,6 +36,7 @@ struct EvalCommand: ParsableCommand {
 
     func validate() throws {
         guard batch >= 1 else { throw ValidationError("--batch must be >= 1") }
+        if let imageSize, !(8...512).contains(imageSize) { throw ValidationError("--image-size must be in [8, 512]") }
         guard (mean == nil) == (std == nil) else { throw ValidationError("--mean and --std go together") }
         if let mean, let std { _ = try parseNormalization(mean, std) }
     }
@@ -68,7 +70,8 @@ struct EvalCommand: ParsableCommand {
         } else {
             (normalization, normalizationSource) = (data.normalization, "\(dataset)'s standard")
         }
-        let net = try Architectures.make(modelName, numClasses: data.classes)
+        let recordedConfig = file.metadata[WeightsMetadata.config].flatMap { try? JSONDecoder().decode(TrainConfig.self, from: Data($0.utf8)) }
+        let net = try Architectures.make(modelName, numClasses: data.classes, inputSize: imageSize ?? recordedConfig?.imageSize ?? 32)
         let state = ModelState(model: net, seed: 0)
         let report = try Checkpoint.load(into: state, file: file, source: checkpoint)
         let executor = try DNNLExecutor(state: state, batchSize: batch)
@@ -99,6 +102,7 @@ struct EvalCommand: ParsableCommand {
             return
         }
         emit("\(checkpoint): \(modelName) (\(net.parameterCount) parameters) on \(dataset) \(split) (\(result.total) images)")
+        if net.tensors[0].height != 32 { emit("inputs resized bilinearly from 32x32 to \(net.tensors[0].height)x\(net.tensors[0].height)") }
         emit("normalization: mean \(normalization.mean), std \(normalization.std) (\(normalizationSource))")
         if !report.missingBatchCounts.isEmpty {
             emit("note: the file has no num_batches_tracked for \(report.missingBatchCounts.count) BN layers (older PyTorch); set to 0")

@@ -66,6 +66,7 @@ struct Train: ParsableCommand {
     @Option(help: "m-sharpness: micro-batch size m (must divide --batch); default: the whole batch.") var microBatch: Int?
     @Option(help: "LookSAM: full SAM gradient every k steps (1 = SAM).") var lookInterval: Int = 1
     @Option(help: "LookSAM alpha.") var lookAlpha: Float = 0.7
+    @Option(help: "Resize the 32x32 inputs bilinearly to this size (for weights trained on larger images; the model is built for it).") var imageSize: Int = 32
     @Option(help: "Keep the parameters under this module prefix at their starting values (repeatable, e.g. --freeze conv1 --freeze layer1).") var freeze: [String] = []
     @Flag(help: "Freeze BN: eval-mode batch norm while training (running statistics used and left as they are; for finetuning).") var freezeBn = false
     @Flag(help: "Bootstrap: after training, relabel the training set with the model's predictions and train a fresh model on them.") var bootstrap = false
@@ -91,6 +92,7 @@ struct Train: ParsableCommand {
         }
         _ = try optimizerConfig()
         guard initFrom != nil || initSkip.isEmpty else { throw ValidationError("--init-skip needs --init") }
+        guard (8...512).contains(imageSize) else { throw ValidationError("--image-size must be in [8, 512]") }
     }
 
     func dataSpec() throws -> DataSpec {
@@ -136,6 +138,7 @@ struct Train: ParsableCommand {
         config.bootstrap = bootstrap
         config.freezeBN = freezeBn ? true : nil
         config.freeze = freeze.isEmpty ? nil : freeze
+        config.imageSize = imageSize == 32 ? nil : imageSize
         config.divergenceFactor = divergenceFactor
         config.sharpness = noSharpness ? nil : SharpnessConfig()
 

@@ -153,4 +153,27 @@ final class PipelineTests: XCTestCase {
         loader.forEachBatch(epoch: 3) { _, _, _ in seen += 1; return seen < 2 }
         XCTAssertEqual(seen, 2)
     }
+
+    /// Bilinear resizing without PyTorch (TorchInteropTests compares it with F.interpolate): the
+    /// same size is the identity, a constant stays constant, a horizontal ramp stays a ramp
+    /// (sampled at the output pixel centres) away from the clamped borders.
+    func testBilinearResizeBasics() {
+        let x = randomArray(3 * 32 * 32, seed: 2)
+        var same = [Float](repeating: 0, count: x.count)
+        BilinearResize(from: 32, to: 32).apply(x, into: &same)
+        XCTAssertEqual(same, x)
+        for size in [8, 48, 100] {
+            var out = [Float](repeating: 0, count: 3 * size * size)
+            BilinearResize(from: 32, to: size).apply([Float](repeating: 0.75, count: 3 * 32 * 32), into: &out)
+            XCTAssertTrue(out.allSatisfy { abs($0 - 0.75) < 1e-6 }, "constant at \(size)")
+            let ramp = (0..<(3 * 32 * 32)).map { Float($0 % 32) }
+            BilinearResize(from: 32, to: size).apply(ramp, into: &out)
+            let scale = 32 / Float(size)
+            for xo in 0..<size {
+                let source = scale * (Float(xo) + 0.5) - 0.5
+                guard source >= 0, source <= 31 else { continue }
+                XCTAssertEqual(out[5 * size + xo], source, accuracy: 1e-4, "ramp at \(size), x \(xo)")
+            }
+        }
+    }
 }

@@ -110,6 +110,27 @@ final class FinetuneTests: XCTestCase {
         }
     }
 
+    /// `image_size`: a run trains at 48x48 (the loader resizes, the model is built for it), and
+    /// `eval` of its saved weights resizes the same way by itself, from the recorded configuration:
+    /// the same test accuracy as the run's last epoch.
+    func testImageSizeTrainsAndEvaluatesResized() throws {
+        let binary = try sambenchExecutable()
+        let weights = dir.appendingPathComponent("tiny48.safetensors").path
+        let train = try runSeparated(binary, ["train", "--image-size", "48", "--epochs", "1", "--train-size", "256", "--test-size", "1000",
+                                              "--batch", "64", "--threads", "2", "--save", weights])
+        XCTAssertEqual(train.status, 0, train.err)
+        XCTAssertTrue(train.out.contains("sharpness over"), train.out)
+        let lastEpoch = try XCTUnwrap(train.out.split(separator: "\n").last { $0.hasPrefix("train ") })
+        let testAccuracy = try XCTUnwrap(lastEpoch.split(separator: " ").last { $0.hasSuffix("%") }.map { Double($0.dropLast())! })
+        let eval = try runSeparated(binary, ["eval", "--checkpoint", weights, "--dataset", "synthetic", "--threads", "2", "--format", "json"])
+        XCTAssertEqual(eval.status, 0, eval.err)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(eval.out.utf8)) as? [String: Any])
+        let correct = try XCTUnwrap(json["correct"] as? Int)
+        XCTAssertEqual(Double(correct) / 10, testAccuracy, accuracy: 0.005, "eval at the recorded 48x48 vs the run's last test accuracy")
+        let text = try runSeparated(binary, ["eval", "--checkpoint", weights, "--dataset", "synthetic", "--threads", "2"])
+        XCTAssertTrue(text.out.contains("resized bilinearly from 32x32 to 48x48"), text.out)
+    }
+
     /// From the command line: `train --save`, `eval` of the saved file (the same test accuracy
     /// as the run's last epoch, its recorded normalization), and `--init` of another model's file
     /// refused with every mismatch listed before anything trains.

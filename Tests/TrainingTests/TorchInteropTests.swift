@@ -1,3 +1,4 @@
+import Datasets
 import Engine
 import Foundation
 import TestSupport
@@ -66,6 +67,35 @@ final class TorchInteropTests: XCTestCase {
             let logits = Array(UnsafeBufferPointer(start: ex.forward(input: input.floats, mode: .eval), count: expected.count))
             XCTAssertGreaterThan(expected.map(abs).max()!, 1e-3, "\(name): logits too small for the comparison to mean anything")
             assertRelative(logits, expected, "\(name) (\(stem) stem): eval logits against PyTorch")
+        }
+    }
+
+    /// `image_size`'s resize is PyTorch's F.interpolate(mode="bilinear", align_corners=False), up and down.
+    func testBilinearResizeMatchesPyTorch() throws {
+        let input = randomArray(2 * 3 * 32 * 32, seed: 31)
+        let inPath = path("resize-in.safetensors")
+        try SafetensorsFile(tensors: ["input": SafetensorsTensor(floats: input, shape: [2, 3, 32, 32])]).write(to: inPath)
+        for size in [48, 224, 20] {
+            let outPath = path("resize-\(size).safetensors")
+            let script = """
+                import sys, torch, torch.nn.functional as F
+                from safetensors.torch import load_file, save_file
+                x = load_file(sys.argv[1])["input"]
+                save_file({"y": F.interpolate(x, size=(int(sys.argv[3]),) * 2, mode="bilinear", align_corners=False).contiguous()}, sys.argv[2])
+                """
+            let r = try runCommand(python, ["-c", script, inPath, outPath, String(size)])
+            XCTAssertEqual(r.status, 0, r.output)
+            let expected = try SafetensorsFile.read(outPath)["y"]!.floats
+            let resize = BilinearResize(from: 32, to: size)
+            var out = [Float](repeating: 0, count: 2 * 3 * size * size)
+            input.withUnsafeBufferPointer { src in
+                out.withUnsafeMutableBufferPointer { dst in
+                    for j in 0..<2 { resize.apply(src.baseAddress! + j * 3072, into: dst.baseAddress! + j * 3 * size * size) }
+                }
+            }
+            // The weights agree to a float32 ulp of the source position (31.x at 224: 1.9e-6, a fused
+            // multiply-add or not), times a neighbour difference of at most a few units.
+            assertClose(out, expected, atol: 2e-5, rtol: 1e-5, "bilinear 32 -> \(size)")
         }
     }
 
