@@ -298,7 +298,7 @@ public enum Checkpoint {
             var hint = ""
             if let fc = classifierPrefix(of: model), missing.isEmpty, unexpected.isEmpty, !wrong.isEmpty,
                wrong.allSatisfy({ $0.hasPrefix(fc + ".") }) {
-                hint = "\n(only the classifier differs: skip it to keep it freshly initialised)"
+                hint = "\n(only the classifier differs, in its class count: a finetune from this file leaves it freshly initialised)"
             }
             throw SafetensorsError(description: "\(source) does not fit model \(model.name) (\(model.numClasses) classes):\n" +
                                    parts.joined(separator: "\n") + hint)
