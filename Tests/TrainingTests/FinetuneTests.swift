@@ -81,6 +81,28 @@ final class FinetuneTests: XCTestCase {
         XCTAssertThrowsError(try Trainer(config: c, data: small)) { XCTAssertTrue("\($0)".contains("SHA-256"), "\($0)") }
     }
 
+    /// A finetune run interrupted after its first epoch resumes from its checkpoint (not from the
+    /// initial weights again) and ends exactly as the uninterrupted run.
+    func testInterruptedFinetuneResumesExactly() throws {
+        EngineThreads.set(2)
+        let pretrain = try Trainer(config: config(epochs: 1), data: try data(train: 1000))
+        _ = try pretrain.run()
+        let weights = dir.appendingPathComponent("p.safetensors").path
+        try pretrain.saveWeights(to: weights)
+        var c = config(epochs: 3, lr: 0.02)
+        c.initialWeights = try initial(weights)
+        c.freezeBN = true
+        c.freeze = ["conv1"]
+        let small = try data(train: 1000, subset: 256)
+        let whole = try Trainer(config: c, data: small).run().epochs
+        struct Stop: Error {}
+        let checkpoint = dir.appendingPathComponent("ft.ckpt").path
+        XCTAssertThrowsError(try Trainer(config: c, data: small).run(checkpoint: checkpoint) { _, m in if m.epoch == 1 { throw Stop() } })
+        let resumed = try Trainer(config: c, data: small).run(checkpoint: checkpoint).epochs
+        XCTAssertEqual(resumed.map(\.testAccuracy), whole.map(\.testAccuracy))
+        XCTAssertEqual(resumed.map(\.trainLoss), whole.map(\.trainLoss))
+    }
+
     /// `freeze`: the parameters under the prefixes keep their values through SGD and SAM steps
     /// (SAM with weight decay in the perturbation, which would move them if they took part),
     /// the others train; a prefix naming nothing is refused.
