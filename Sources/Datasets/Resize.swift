@@ -25,6 +25,11 @@ public struct BilinearResize: Sendable {
         (self.low, self.high, self.weight) = (low, high, weight)
     }
 
+    /// Resizes `count` consecutive 3-channel images.
+    public func apply(images count: Int, _ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>) {
+        for j in 0..<count { apply(src + j * 3 * from * from, into: dst + j * 3 * to * to) }
+    }
+
     /// Resizes `channels` planes of from x from at `src` into planes of to x to at `dst`.
     public func apply(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, channels: Int = 3) {
         for c in 0..<channels {

@@ -98,6 +98,16 @@ public final class Model: Sendable {
     }
 
     public func param(named name: String) -> ParamEntry? { params.first { $0.name == name } }
+
+    /// The parameters under any of the module prefixes (`Checkpoint.name(_:isUnder:)`); a prefix
+    /// that names no parameter is an error listing the model's top-level modules.
+    public func params(under prefixes: [String]) throws -> [ParamEntry] {
+        if let unknown = prefixes.first(where: { p in !params.contains { Checkpoint.name($0.name, isUnder: p) } }) {
+            let modules = Set(params.map { String($0.name.split(separator: ".")[0]) }).sorted()
+            throw EngineError("'\(unknown)' names no parameter of \(name) (its modules: \(modules.joined(separator: ", ")))")
+        }
+        return params.filter { p in prefixes.contains { Checkpoint.name(p.name, isUnder: $0) } }
+    }
 }
 
 /// Builds a `Model` layer by layer, naming parameters exactly as PyTorch's state_dict does.

@@ -243,9 +243,7 @@ private final class EventLoop {
         do {
             if let p = run.pretrainKey {
                 // The pretrain's weights, by content: a file changed under a run is refused on resume.
-                let path = runner.pretrainedWeights(p)
-                guard let bytes = FileManager.default.contents(atPath: path) else { throw RunnerError("cannot read the pretrained weights \(path)") }
-                job.spec.config.initialWeights = InitialWeights(path: path, sha256: SHA256Hex.digest([UInt8](bytes)), reinitHead: run.spec.reinitHead ?? false)
+                job.spec.config.initialWeights = try InitialWeights.reading(runner.pretrainedWeights(p), reinitHead: run.spec.reinitHead ?? false)
             }
             try store.markRunning(run.key, provenance: options.provenance)
             let json = String(decoding: try JSONEncoder().encode(job), as: UTF8.self)

@@ -52,8 +52,9 @@ public enum RunKey {
         family.data.noise.rate = 0
         var base = setting
         base.data.noise = NoiseSpec(kind: .none)
-        return Keys(key: hash(spec, identity), group: hash(group, identity), setting: hash(setting, identity),
-                    family: hash(family, identity), base: hash(base, identity))
+        let pretrain = pretrainKey(spec, identity: identity)
+        return Keys(key: hash(spec, identity, pretrain), group: hash(group, identity, pretrain), setting: hash(setting, identity, pretrain),
+                    family: hash(family, identity, pretrain), base: hash(base, identity, pretrain))
     }
 
     /// The run's key and its group's key.
@@ -62,7 +63,7 @@ public enum RunKey {
         return (k.key, k.group)
     }
 
-    private static func hash(_ spec: RunSpec, _ identity: String) -> String {
+    private static func hash(_ spec: RunSpec, _ identity: String, _ pretrain: String?) -> String {
         var data = spec.data
         // The label file's content is in the identity; of its path only the array name counts.
         if let f = data.noise.labelsFile { data.noise.labelsFile = LabelSpec(path: f.identityPart == "npy" ? "npy" : "pt", key: f.key) }
@@ -70,7 +71,7 @@ public enum RunKey {
         // A checkpoint file counts by its content (the SHA-256), not where it lies.
         config.initialWeights?.path = ""
         let c = Canonical(version: version, task: spec.task, config: config, data: data, identity: identity,
-                          pretrain: pretrainKey(spec, identity: identity), reinitHead: spec.reinitHead == true ? true : nil)
+                          pretrain: pretrain, reinitHead: spec.reinitHead == true ? true : nil)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let json = try! encoder.encode(c)

@@ -285,15 +285,11 @@ private struct SuiteParser {
                 throw fail(where_("pretrain"), "\(s.label): pretrain \"\(name)\" trains \(p.ref.config.model), this run \(s.config.model); a finetune starts from the same model")
             }
         }
-        if var w = s.config.initialWeights {
+        if let w = s.config.initialWeights {
             let path = w.path.hasPrefix("/") ? w.path : ((file as NSString).deletingLastPathComponent as NSString).appendingPathComponent(w.path)
-            guard let bytes = FileManager.default.contents(atPath: path) else {
+            do { s.config.initialWeights = try InitialWeights.reading(path, reinitHead: s.reinitHead ?? false) } catch {
                 throw fail(where_("checkpoint"), "cannot read the checkpoint \(path) (relative paths are taken from the suite file's folder)")
             }
-            w.path = path
-            w.sha256 = SHA256Hex.digest([UInt8](bytes))
-            w.reinitHead = s.reinitHead ?? false
-            s.config.initialWeights = w
         }
     }
 
@@ -333,10 +329,8 @@ private struct SuiteParser {
             throw fail(s.config.optimizer.sam != nil ? optimizerPath : where_("epochs"), "\(s.label): \(error)")
         }
         do { _ = try s.config.lrSchedule(iterationsPerEpoch: 1) } catch { throw fail(where_("lr"), "\(s.label): \(error)") }
-        if let prefixes = s.config.freeze, let model = try? Architectures.make(s.config.model, numClasses: s.data.runClasses),
-           let unknown = prefixes.first(where: { p in !model.params.contains { Checkpoint.name($0.name, isUnder: p) } }) {
-            let modules = Set(model.params.map { String($0.name.split(separator: ".")[0]) }).sorted()
-            throw fail(where_("freeze"), "\(s.label): '\(unknown)' names no parameter of \(s.config.model) (its modules: \(modules.joined(separator: ", ")))")
+        if let prefixes = s.config.freeze, let model = try? Architectures.make(s.config.model, numClasses: s.data.runClasses) {
+            do { _ = try model.params(under: prefixes) } catch { throw fail(where_("freeze"), "\(s.label): \(error)") }
         }
         // The training images a run will have, where the dataset's size is known now.
         let total = (s.data.dataset.trainImages ?? s.data.syntheticTrain) * s.data.runClasses / s.data.datasetClasses

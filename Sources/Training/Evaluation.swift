@@ -113,8 +113,7 @@ public final class InputResizer {
     /// `count` images (default: a batch) at 32x32, at the model's size.
     public func prepare(_ images: UnsafePointer<Float>, count: Int? = nil) -> UnsafePointer<Float> {
         guard let resize else { return images }
-        let out = 3 * resize.to * resize.to
-        for j in 0..<(count ?? batchSize) { resize.apply(images + j * RawImages.imageBytes, into: buffer.pointer + j * out) }
+        resize.apply(images: count ?? batchSize, images, into: buffer.pointer)
         return UnsafePointer(buffer.pointer)
     }
 }

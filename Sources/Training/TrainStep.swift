@@ -80,10 +80,8 @@ public final class TrainStep {
     public init(state: ModelState, batchSize: Int, sgd: SGDConfig, optimizer: OptimizerConfig = .sgd, labelSmoothing: Float = 0,
                 frozenBatchNorm: Bool = false, freeze: [String] = [], executor makeExecutor: ExecutorFactory = TrainStep.fastPath) throws {
         let model = state.model
-        for prefix in freeze where !model.params.contains(where: { Checkpoint.name($0.name, isUnder: prefix) }) {
-            throw EngineError("freeze: '\(prefix)' names no parameter of \(model.name) (its modules: \(Set(model.params.map { String($0.name.split(separator: ".")[0]) }).sorted().joined(separator: ", ")))")
-        }
-        let frozen = model.params.filter { p in freeze.contains { Checkpoint.name(p.name, isUnder: $0) } }
+        let frozen: [ParamEntry]
+        do { frozen = try model.params(under: freeze) } catch { throw EngineError("freeze: \(error)") }
         frozenRanges = frozen.map { $0.offset..<($0.offset + $0.count) }
         if frozen.isEmpty {
             trainable = nil

@@ -95,14 +95,21 @@ public struct InitialWeights: Sendable, Codable, Equatable {
         self.reinitHead = reinitHead
     }
 
+    /// The weights in `path` as they are now: the file read and hashed.
+    public static func reading(_ path: String, skip: [String] = [], reinitHead: Bool = false) throws -> InitialWeights {
+        guard let bytes = FileManager.default.contents(atPath: path) else { throw EngineError("\(path): cannot read the initial weights") }
+        return InitialWeights(path: path, sha256: SHA256Hex.digest([UInt8](bytes)), skip: skip, reinitHead: reinitHead)
+    }
+
     /// Reads the file and checks its hash; the file and the report of loading it into `state`.
     public func load(into state: ModelState) throws -> Checkpoint.LoadReport {
-        guard let bytes = FileManager.default.contents(atPath: path) else { throw EngineError("\(path): cannot read the initial weights") }
-        let digest = SHA256Hex.digest([UInt8](bytes))
+        guard let data = FileManager.default.contents(atPath: path) else { throw EngineError("\(path): cannot read the initial weights") }
+        let bytes = [UInt8](data)
+        let digest = SHA256Hex.digest(bytes)
         guard digest == sha256 else {
             throw EngineError("\(path): SHA-256 \(digest) is not the \(sha256) this run was configured with (the file changed)")
         }
-        let file = try SafetensorsFile.parse(path: path, bytes: [UInt8](bytes))
+        let file = try SafetensorsFile.parse(path: path, bytes: bytes)
         var skips = skip
         if let fc = Checkpoint.classifierPrefix(of: state.model), !skips.contains(fc),
            reinitHead || file[fc + ".weight"].map({ $0.shape.first != state.model.numClasses }) == true {
@@ -414,14 +421,8 @@ private final class Stage {
             BatchEvaluator.normalise(data.trainImages, indices[...], normalization: data.normalization, into: $0.baseAddress!)
         }
         if let resize = resizer.resize {
-            // At the model's input size, image by image.
-            let out = 3 * resize.to * resize.to
-            var resized = [Float](repeating: 0, count: indices.count * out)
-            images.withUnsafeBufferPointer { src in
-                resized.withUnsafeMutableBufferPointer { dst in
-                    for j in indices.indices { resize.apply(src.baseAddress! + j * RawImages.imageBytes, into: dst.baseAddress! + j * out) }
-                }
-            }
+            var resized = [Float](repeating: 0, count: indices.count * 3 * resize.to * resize.to)
+            images.withUnsafeBufferPointer { src in resized.withUnsafeMutableBufferPointer { resize.apply(images: indices.count, src.baseAddress!, into: $0.baseAddress!) } }
             images = resized
         }
         return images.withUnsafeBufferPointer { img in

@@ -144,8 +144,7 @@ struct Train: ParsableCommand {
 
         config.augmentation = Augmentation(cropPadding: cropPadding, flip: !noFlip, cutout: cutout)
         if let initFrom {
-            guard let bytes = FileManager.default.contents(atPath: initFrom) else { throw ValidationError("--init: cannot read \(initFrom)") }
-            config.initialWeights = InitialWeights(path: initFrom, sha256: SHA256Hex.digest([UInt8](bytes)), skip: initSkip)
+            do { config.initialWeights = try InitialWeights.reading(initFrom, skip: initSkip) } catch { throw ValidationError("--init: \(error)") }
         }
         let data = try DataPreparation.prepare(try dataSpec(), dataDir: dataDir)
         let trainer = try Trainer(config: config, data: data)

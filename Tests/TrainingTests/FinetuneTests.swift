@@ -37,10 +37,6 @@ final class FinetuneTests: XCTestCase {
         return try DataPreparation.prepare(spec, dataDir: nil)
     }
 
-    func initial(_ path: String, skip: [String] = []) throws -> InitialWeights {
-        InitialWeights(path: path, sha256: SHA256Hex.digest([UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))), skip: skip)
-    }
-
     /// One epoch on 256 images from a model trained on the full set beats one epoch from scratch
     /// by far; a file changed after configuring is refused; a classifier of another class count
     /// is left fresh by itself.
@@ -57,7 +53,7 @@ final class FinetuneTests: XCTestCase {
         let small = try data(train: 3000, subset: 256)
         let scratch = try Trainer(config: config(epochs: 1, lr: 0.01), data: small).run().epochs.last!.testAccuracy
         var c = config(epochs: 1, lr: 0.01)
-        c.initialWeights = try initial(weights)
+        c.initialWeights = try InitialWeights.reading(weights)
         let finetuner = try Trainer(config: c, data: small)
         XCTAssertEqual(finetuner.initialWeightsReport?.keptFromState, [])
         let finetuned = try finetuner.run().epochs.last!.testAccuracy
@@ -65,12 +61,12 @@ final class FinetuneTests: XCTestCase {
         XCTAssertGreaterThan(finetuned, scratch + 0.3, "finetuned \(finetuned) vs scratch \(scratch) after one epoch on 256 images")
 
         // Skipping the classifier by name, and by itself when the class count differs.
-        c.initialWeights = try initial(weights, skip: ["fc"])
+        c.initialWeights = try InitialWeights.reading(weights, skip: ["fc"])
         XCTAssertEqual(try Trainer(config: c, data: small).initialWeightsReport?.keptFromState, ["fc.weight", "fc.bias"])
         var five = DataSpec()
         five.syntheticTrain = 512
         five.syntheticClasses = 5
-        c.initialWeights = try initial(weights)
+        c.initialWeights = try InitialWeights.reading(weights)
         XCTAssertEqual(try Trainer(config: c, data: try DataPreparation.prepare(five, dataDir: nil)).initialWeightsReport?.keptFromState,
                        ["fc.weight", "fc.bias"])
 
@@ -90,7 +86,7 @@ final class FinetuneTests: XCTestCase {
         let weights = dir.appendingPathComponent("p.safetensors").path
         try pretrain.saveWeights(to: weights)
         var c = config(epochs: 3, lr: 0.02)
-        c.initialWeights = try initial(weights)
+        c.initialWeights = try InitialWeights.reading(weights)
         c.freezeBN = true
         c.freeze = ["conv1"]
         let small = try data(train: 1000, subset: 256)
