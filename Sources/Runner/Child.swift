@@ -71,6 +71,9 @@ final class Child {
         return lines
     }
 
+    /// The signal that ended the child (after `wait`), nil when it exited.
+    private(set) var terminatingSignal: Int32?
+
     /// Waits for the child to exit; returns a description of how it ended when not with 0.
     func wait() -> String? {
         var status: Int32 = 0
@@ -79,6 +82,7 @@ final class Child {
             let code = (status >> 8) & 0xff
             return code == 0 ? nil : "worker exited with status \(code)"
         }
+        terminatingSignal = status & 0x7f
         return "worker killed by signal \(status & 0x7f)"
     }
 

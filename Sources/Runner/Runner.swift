@@ -306,9 +306,13 @@ private final class EventLoop {
     private func complete(_ slot: Slot) throws {
         let exit = slot.child.wait()
         if slot.finished { return }
-        if stopping {
+        // Stopped by us, or asked to stop from outside: a batch system's cancellation signals
+        // every process of the job, so a worker may die of it before this runner hears its own.
+        let stoppedFromOutside = slot.child.terminatingSignal.map { [SIGTERM, SIGHUP, SIGINT].contains($0) } ?? false
+        if stopping || stoppedFromOutside {
             try store.markInterrupted(slot.run.key)
             summary.interrupted += 1
+            if !stopping { display.ended(slot.run.spec.label, status: .interrupted, detail: "its worker was ended by signal \(slot.child.terminatingSignal!) from outside sambench; it resumes when run again") }
             return
         }
         let tail = String(decoding: slot.child.stderrTail, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)

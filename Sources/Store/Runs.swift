@@ -93,13 +93,13 @@ public extension Store {
                 let config = String(decoding: try encoder.encode(s), as: UTF8.self)
                 try db.execute(sql: """
                     INSERT OR IGNORE INTO runs (key, group_key, setting_key, label, task, dataset, model, optimizer, rho, noise_kind, noise_rate,
-                        noise_labels, seed, epochs, batch_size, lr, weight_decay, train_subset, validation, config, data_identity, created_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        noise_labels, seed, epochs, batch_size, lr, weight_decay, train_subset, validation, config, data_identity, created_at, key_version)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """, arguments: [r.key, r.group, r.setting, s.label, s.task.rawValue, s.data.dataset.rawValue, s.config.model, s.optimizer.rawValue,
                                      s.config.optimizer.sam.map { decimal($0.rho) }, s.data.noise.kind.rawValue, s.data.noise.rate,
                                      s.data.noise.labelsFile?.description, Int64(s.config.seed), s.config.epochs, s.config.batchSize,
                                      decimal(s.config.lr), decimal(s.config.sgd.weightDecay),
-                                     s.data.trainSubset, s.data.validationFraction, config, r.identity, now])
+                                     s.data.trainSubset, s.data.validationFraction, config, r.identity, now, RunKey.version])
                 try db.execute(sql: "INSERT OR IGNORE INTO suite_runs (suite_id, run_key, position) VALUES (?, ?, ?)",
                                arguments: [id, r.key, position])
             }

@@ -173,6 +173,11 @@ public final class Store: @unchecked Sendable {
             try db.execute(sql: "DROP VIEW settings")
             try db.execute(sql: Store.settingsViewV3)
         }
+        m.registerMigration("v4: the run-key version of each run") { db in
+            // The training semantics a run was keyed under (`RunKey.version`): `merge` refuses
+            // shards keyed under another. Every run stored before this migration was keyed under 1.
+            try db.execute(sql: "ALTER TABLE runs ADD COLUMN key_version INTEGER NOT NULL DEFAULT 1")
+        }
         return m
     }
 

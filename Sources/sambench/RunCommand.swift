@@ -25,7 +25,7 @@ struct RunCommand: ParsableCommand {
         the databases afterwards.
 
         Exit status: 0 when every run finished (done or diverged), 1 when some failed, 2 for a \
-        bad suite or option, 130 when interrupted.
+        bad suite or option, 130 when interrupted (stopped by a signal, or a worker ended from outside).
         """
     )
 
@@ -76,7 +76,7 @@ struct RunCommand: ParsableCommand {
         let display = ConsoleDisplay.forStandardOutput(quiet ? .quiet : verbose ? .verbose : .normal)
         let summary = try Runner(store: store, runs: runs, options: options, display: display).run()
         withExtendedLifetime(lock) {}
-        if summary.stopped { throw ExitCode(130) }
+        if summary.stopped || summary.interrupted > 0 { throw ExitCode(130) }
         if summary.failed > 0 { throw ExitCode(1) }
     }
 

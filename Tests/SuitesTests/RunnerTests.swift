@@ -208,6 +208,44 @@ final class RunnerTests: XCTestCase {
         XCTAssertTrue(try statuses("term.sqlite").values.allSatisfy { $0 == "done" })
     }
 
+    /// A worker ended by SIGTERM from outside sambench (a batch system's cancellation signals
+    /// every process of the job, so a worker may die before its runner hears its own signal)
+    /// leaves its run interrupted, not failed; the runner goes on, exits 130, and the next run
+    /// resumes it.
+    func testWorkerEndedFromOutsideIsInterrupted() throws {
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = args("outside.sqlite").filter { $0 != "--quiet" } + ["--verbose"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        var text = "", killed = false
+        while true {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            text += String(decoding: chunk, as: UTF8.self)
+            // At the first run's start its worker exists: end it as a batch system would.
+            if !killed, text.contains("start ") {
+                let children = try String(contentsOfFile: "/proc/\(p.processIdentifier)/task/\(p.processIdentifier)/children", encoding: .utf8)
+                    .split(separator: " ").compactMap { Int32($0) }
+                XCTAssertEqual(children.count, 1, text)
+                for c in children { kill(c, SIGTERM) }
+                killed = !children.isEmpty
+            }
+        }
+        p.waitUntilExit()
+        XCTAssertTrue(killed)
+        XCTAssertEqual(p.terminationStatus, 130, text)
+        XCTAssertTrue(text.contains("INTERRUPTED") && text.contains("ended by signal 15 from outside sambench"), text)
+        let s = try statuses("outside.sqlite")
+        XCTAssertEqual(s.values.filter { $0 == "interrupted" }.count, 1, "\(s)")
+        XCTAssertEqual(s.values.filter { $0 == "done" }.count, 3, "\(s)")
+        let again = try runSeparated(binary, args("outside.sqlite"))
+        XCTAssertEqual(again.status, 0, again.err)
+        XCTAssertTrue(try statuses("outside.sqlite").values.allSatisfy { $0 == "done" })
+    }
+
     /// Two workers at once store the same numbers as one at a time (one thread each: the
     /// results do not depend on scheduling).
     func testJobsDoNotChangeResults() throws {
