@@ -100,11 +100,13 @@ struct RunCommand: ParsableCommand {
             if runs.isEmpty { throw RunnerError("--filter '\(filter)' matches none of the suite's \(suite.runs.count) runs") }
         }
         if let shard { runs = try Shard(shard).select(runs) }
-        // A finetune run needs its pretrain: selected with it, ahead of it.
-        let selected = Set(runs.map(\.key))
-        let needed = Set(runs.compactMap(\.pretrainKey)).subtracting(selected)
-        runs = all.filter { needed.contains($0.key) } + runs
-        return (suite, runs, folded)
+        return (suite, withPretrains(runs, from: all), folded)
+    }
+
+    /// A finetune run needs its pretrain: `runs` with the pretrains they need (from `all`) ahead of them.
+    static func withPretrains(_ runs: [KeyedRun], from all: [KeyedRun]) -> [KeyedRun] {
+        let needed = Set(runs.compactMap(\.pretrainKey)).subtracting(runs.map(\.key))
+        return all.filter { needed.contains($0.key) } + runs
     }
 
     func printPlan(_ suite: Suite, _ runs: [KeyedRun], folded: Int) throws {

@@ -19,7 +19,7 @@ struct Sambench: ParsableCommand {
           sambench bench --model resnet20
         """,
         version: SambenchVersion.string,
-        subcommands: [RunCommand.self, RunsCommand.self, ReportCommand.self, CheckCommand.self, MergeCommand.self, Train.self, EvalCommand.self, Bench.self, DataCommand.self, NoiseCommand.self,
+        subcommands: [RunCommand.self, RunsCommand.self, ReportCommand.self, CheckCommand.self, MergeCommand.self, SlurmCommand.self, Train.self, EvalCommand.self, Bench.self, DataCommand.self, NoiseCommand.self,
                       WorkerCommand.self]
     )
 }
