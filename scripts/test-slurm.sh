@@ -4,10 +4,11 @@
 # happens), then
 #   1. submits suites/quick.toml as 3 shards and checks that the merged database holds exactly the
 #      runs of a plain local `sambench run` of the suite, with identical final metrics and epochs;
-#   2. submits it again into a new folder, cancels shard 2 (scancel) once it has finished a run,
-#      checks that the merge took the other shards' runs and listed the cancelled shard's
-#      unfinished ones, then runs the same `sambench slurm --submit` again and checks that the
-#      suite completes, identical to the local run.
+#   2. submits it again into a new folder, cancels shard 2 (scancel) once it has finished a run
+#      and sends shard 3 what Slurm sends before a time limit (SIGTERM to the batch shell), checks
+#      that the merge took every finished run and listed the stopped shards' unfinished ones (as
+#      interrupted, never failed), then runs the same `sambench slurm --submit` again and checks
+#      that the suite completes, identical to the local run.
 # Usage: scripts/test-slurm.sh [SAMBENCH_BINARY]   (default .build/release/sambench). Run by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -130,37 +131,53 @@ same_as_local "$W/a.sqlite"
 grep -q "suite quick: 18 of 18 runs finished" "$W"/a/logs/merge.*.out || fail "the merge job did not report the suite complete"
 step "   merged database identical to the local run: 18 runs, metrics and epochs"
 
-step "2. three shards, shard 2 cancelled once it has finished a run"
+step "2. three shards; shard 2 cancelled (scancel) and shard 3 sent Slurm's time-limit signal, each once it has finished a run"
 "$BIN" slurm "$SUITE" --shards 3 --cpus-per-task 1 --out "$W/b" --db "$W/b.sqlite" --submit | tee "$W/b-submit.txt"
 ARRAY=$(sed -n 's/.* as job array \([0-9][0-9]*\).*/\1/p' "$W/b-submit.txt")
 [ -n "$ARRAY" ] || fail "no job array id printed"
-# A progress point, not a delay: shard 2's database holds a finished run.
-for _ in $(seq 1800); do
-    n=$(sqlite3 "$W/b/shard-2.sqlite" "SELECT count(*) FROM runs WHERE status = 'done'" 2>/dev/null || echo 0)
-    [ "${n:-0}" -ge 1 ] && break
-    sleep 0.2
-done
-[ "${n:-0}" -ge 1 ] || fail "shard 2 never finished a run"
+# Waits for a progress point, not a delay: shard $1's database holds a finished run.
+wait_for_a_run() {
+    local n=0
+    for _ in $(seq 3000); do
+        n=$(sqlite3 "$W/b/shard-$1.sqlite" "SELECT count(*) FROM runs WHERE status = 'done'" 2>/dev/null || echo 0)
+        [ "${n:-0}" -ge 1 ] && return 0
+        sleep 0.2
+    done
+    fail "shard $1 never finished a run"
+}
+wait_for_a_run 2
 scancel "${ARRAY}_2"
+# What --signal=B:TERM@120 does two minutes before the time limit: SIGTERM to the batch shell
+# (the runner) alone.
+wait_for_a_run 3
+scancel --batch --signal=TERM "${ARRAY}_3"
 wait_jobs
 done_b=$(sqlite3 "$W/b.sqlite" "SELECT count(*) FROM runs WHERE status = 'done'")
-[ "$done_b" -lt 18 ] || fail "shard 2 finished before it was cancelled; nothing was tested"
-# Every run of shards 1 and 3 is in the merge, done.
-for k in 1 3; do
-    missing=$(sqlite3 "$W/b.sqlite" "ATTACH '$W/b/shard-$k.sqlite' AS s; SELECT count(*) FROM s.runs WHERE key NOT IN (SELECT key FROM runs WHERE status = 'done')")
-    [ "$missing" = 0 ] || fail "shard $k: $missing runs missing from the merge"
+for k in 2 3; do
+    left=$(sqlite3 "$W/b/shard-$k.sqlite" "SELECT count(*) FROM runs WHERE status != 'done'")
+    [ "$left" -gt 0 ] || fail "shard $k finished before it was stopped; nothing was tested"
+    [ "$(sqlite3 "$W/b/shard-$k.sqlite" "SELECT count(*) FROM runs WHERE status IN ('running', 'failed')")" = 0 ] \
+        || fail "stopped shard $k left runs running or failed, not interrupted or pending"
+    [ "$(sqlite3 "$W/b/shard-$k.sqlite" "SELECT count(*) FROM runs WHERE status = 'interrupted'")" -ge 1 ] \
+        || fail "stopped shard $k has no interrupted run"
 done
-[ "$(sqlite3 "$W/b/shard-2.sqlite" "SELECT count(*) FROM runs WHERE status IN ('running', 'failed')")" = 0 ] \
-    || fail "the cancelled shard left runs running or failed, not interrupted or pending"
+# Every run of shard 1 and every finished run of the others is in the merge, done.
+for k in 1 2 3; do
+    missing=$(sqlite3 "$W/b.sqlite" "ATTACH '$W/b/shard-$k.sqlite' AS s; SELECT count(*) FROM s.runs WHERE status = 'done' AND key NOT IN (SELECT key FROM runs WHERE status = 'done')")
+    [ "$missing" = 0 ] || fail "shard $k: $missing finished runs missing from the merge"
+done
+[ "$(sqlite3 "$W/b/shard-1.sqlite" "SELECT count(*) FROM runs WHERE status != 'done'")" = 0 ] || fail "shard 1 did not finish"
 MERGE_LOG=$(ls "$W"/b/logs/merge.*.out)
-grep -q "shard-2.sqlite: .* not finished\|not finished: " "$MERGE_LOG" || fail "the merge did not list the cancelled shard's runs"
+grep -q "shard-2.sqlite: .*interrupted" "$MERGE_LOG" && grep -q "shard-3.sqlite: .*interrupted" "$MERGE_LOG" \
+    || fail "the merge did not list the stopped shards' runs"
+grep -q "not finished: interrupted: " "$MERGE_LOG" || fail "the merge did not list the unfinished runs"
 grep -q "suite quick: $done_b of 18 runs finished" "$MERGE_LOG" || fail "the merge did not report the suite incomplete"
-step "   merged $done_b of 18 runs; the cancelled shard's others listed:"
-grep "not finished" "$MERGE_LOG" | head -n 3
+step "   merged $done_b of 18 runs; the merge job's log:"
+sed 's/^/     | /' "$MERGE_LOG"
 
 step "3. the same command again completes the suite"
 "$BIN" slurm "$SUITE" --shards 3 --cpus-per-task 1 --out "$W/b" --db "$W/b.sqlite" --submit | tee "$W/b-again.txt"
-grep -q "submitted shards 2 (2 of 3 have finished)" "$W/b-again.txt" || fail "the resubmission did not submit shard 2 alone"
+grep -q "submitted shards 2,3 (1 of 3 have finished)" "$W/b-again.txt" || fail "the resubmission did not submit shards 2 and 3 alone"
 wait_jobs
 same_as_local "$W/b.sqlite"
 step "   merged database identical to the local run"
