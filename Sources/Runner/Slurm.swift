@@ -182,6 +182,20 @@ public extension SlurmJob {
         let merge = try Slurm.jobID(Slurm.call("sbatch", ["--parsable"] + (array.map { ["--dependency=afterany:\($0)"] } ?? []) + [mergeScript]))
         return (array, merge)
     }
+
+    /// Appends a submission to OUT/submissions.log (date, array id, shards, merge id).
+    func record(shards: [Int], ids: (array: String?, merge: String)) {
+        let line = "\(ISO8601DateFormatter().string(from: Date())) array=\(ids.array ?? "-") " +
+            "shards=\(shards.map(String.init).joined(separator: ",")) merge=\(ids.merge)\n"
+        let log = (out as NSString).appendingPathComponent("submissions.log")
+        if let h = FileHandle(forWritingAtPath: log) {
+            h.seekToEndOfFile()
+            h.write(Data(line.utf8))
+            try? h.close()
+        } else {
+            try? Data(line.utf8).write(to: URL(fileURLWithPath: log))
+        }
+    }
 }
 
 /// Slurm's commands, called as a user would.

@@ -40,9 +40,10 @@ struct MergeCommand: ParsableCommand {
         // Planned before anything is locked or created: a refused merge leaves no trace.
         _ = try usageFailure { try Store.planMerge(into: into, from: sources, prefer: prefer) }
         let lock = try usageFailure { try WriterLock(database: into, purpose: "sambench merge") }
-        let store = try usageFailure { try Store(path: into) }
-        // Planned again under the lock: what is applied is what the target holds now.
+        // Planned again under the lock (what is applied is what the target holds now), and only
+        // then is the target created or migrated.
         let plan = try usageFailure { try Store.planMerge(into: into, from: sources, prefer: prefer) }
+        let store = try usageFailure { try Store(path: into) }
         let suites = try store.apply(plan)
         for (s, added) in zip(plan.sources, suites) { report(s, suites: added) }
         if !plan.conflicts.isEmpty {

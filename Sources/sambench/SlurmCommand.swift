@@ -79,18 +79,10 @@ struct SlurmCommand: ParsableCommand {
         } else {
             emit("every shard has finished in its database: submitted the merge alone")
         }
-        emit("merge job \(ids.merge) merges into \(job.target) after \(ids.array.map { "array \($0) has ended (afterany)" } ?? "nothing")")
+        emit("merge job \(ids.merge) merges into \(job.target)" + (ids.array.map { " after array \($0) has ended (afterany)" } ?? ""))
         emit("follow with: squeue -j \([ids.array, ids.merge].compactMap { $0 }.joined(separator: ",")); logs in \(job.logs)")
         emit("after a failure, a cancellation or a time limit, run this same command again: only what has not finished runs")
-        let line = "\(ISO8601DateFormatter().string(from: Date())) array=\(ids.array ?? "-") shards=\(todo.map(String.init).joined(separator: ",")) merge=\(ids.merge)\n"
-        let log = (job.out as NSString).appendingPathComponent("submissions.log")
-        if let h = FileHandle(forWritingAtPath: log) {
-            h.seekToEndOfFile()
-            h.write(Data(line.utf8))
-            try? h.close()
-        } else {
-            try? Data(line.utf8).write(to: URL(fileURLWithPath: log))
-        }
+        job.record(shards: todo, ids: ids)
     }
 
     static func absolute(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }
