@@ -89,11 +89,12 @@ public extension Store {
         let targetFile = FileIdentity(target)
         // The target's reader (nil when it does not exist yet), then each source's.
         var readers: [DatabasePool?] = []
-        var holders: [String: (status: RunStatus, holder: Int, label: String)] = [:]
+        // Each key's copy so far: its status and where it is (-1 the target, else the source's index).
+        var holders: [String: (status: RunStatus, holder: Int)] = [:]
         if FileManager.default.fileExists(atPath: target) {
             let t = try Store(path: target, readOnly: true)
-            for row in try t.db.read({ try Row.fetchAll($0, sql: "SELECT key, status, label FROM runs") }) {
-                holders[row["key"]] = (row["status"], -1, row["label"])
+            for row in try t.db.read({ try Row.fetchAll($0, sql: "SELECT key, status FROM runs") }) {
+                holders[row["key"]] = (row["status"], -1)
             }
             readers.append(t.db)
         } else {
@@ -136,7 +137,7 @@ public extension Store {
                 if !status.finished { source.unfinished.append((label, status, row["error"])) }
                 guard let had = holders[key] else {
                     source.added += 1
-                    holders[key] = (status, i, label)
+                    holders[key] = (status, i)
                     take.insert(key)
                     continue
                 }
@@ -157,7 +158,7 @@ public extension Store {
                     source.kept += 1
                     continue
                 }
-                holders[key] = (status, i, label)
+                holders[key] = (status, i)
                 take.insert(key)
             }
             plan.sources.append(source)
