@@ -74,7 +74,7 @@ struct SlurmCommand: ParsableCommand {
         let ids = try usageFailure { try job.submit(todo) }
         if let array = ids.array {
             let done = shards - todo.count
-            emit("submitted shards \(todo.count == shards ? "1-\(shards)" : todo.map(String.init).joined(separator: ","))" +
+            emit("submitted \(shards == 1 ? "the shard" : "shards " + (todo.count == shards ? "1-\(shards)" : todo.map(String.init).joined(separator: ",")))" +
                  (done > 0 ? " (\(done) of \(shards) have finished)" : "") + " as job array \(array)")
         } else {
             emit("every shard has finished in its database: submitted the merge alone")
