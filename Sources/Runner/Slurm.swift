@@ -62,9 +62,11 @@ public struct SlurmJob: Sendable {
 
     /// The job name: the suite's name and the output folder's hash, so two folders of one suite
     /// do not see each other's jobs.
-    public var jobName: String {
-        let name = suiteName.map { $0.isLetter || $0.isNumber || "._-".contains($0) ? String($0) : "_" }.joined()
-        return "sambench-\(name)-\(SHA256Hex.digest(Array(out.utf8)).prefix(6))"
+    public var jobName: String { "sambench-\(SlurmJob.plainName(suiteName))-\(SHA256Hex.digest(Array(out.utf8)).prefix(6))" }
+
+    /// A suite name as a job name or folder name: letters, digits, `.`, `_` and `-`, others `_`.
+    public static func plainName(_ name: String) -> String {
+        name.map { $0.isLetter || $0.isNumber || "._-".contains($0) ? String($0) : "_" }.joined()
     }
 
     public var shardsScript: String { (out as NSString).appendingPathComponent("shards.sbatch") }

@@ -44,7 +44,7 @@ struct SlurmCommand: ParsableCommand {
         if shards > runs.count {
             _ = try usageFailure { throw RunnerError("--shards \(shards): the suite has \(runs.count) runs, so some shards would be empty; use at most \(runs.count)") }
         }
-        let folder = out ?? "results/slurm/\(suite.name.map { $0.isLetter || $0.isNumber || "._-".contains($0) ? String($0) : "_" }.joined())"
+        let folder = out ?? "results/slurm/\(SlurmJob.plainName(suite.name))"
         let bytes = try usageFailure { () throws -> [UInt8] in
             guard let d = FileManager.default.contents(atPath: self.suite) else { throw RunnerError("\(self.suite): cannot read the suite") }
             return Array(d)

@@ -56,6 +56,18 @@ final class RunnerTests: XCTestCase {
         ["run", path("s.toml"), "--db", path(db), "--checkpoints", path("ck-" + db), "--threads", "1", "--quiet"] + extra
     }
 
+    /// A runner on `db` printing every start and epoch, its standard output on the returned pipe.
+    func startVerbose(_ db: String) throws -> (Process, Pipe) {
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = args(db).filter { $0 != "--quiet" } + ["--verbose"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        return (p, out)
+    }
+
     func start(_ arguments: [String]) throws -> Process {
         let p = Process()
         p.executableURL = binary
@@ -109,13 +121,7 @@ final class RunnerTests: XCTestCase {
             let atStart = rng.nextInt(below: 4) == 0
             let target = atStart ? 1 : 1 + rng.nextInt(below: 2)
             let marker = atStart ? "start " : "epoch "
-            let p = Process()
-            p.executableURL = binary
-            p.arguments = args("kill.sqlite").filter { $0 != "--quiet" } + ["--verbose"]
-            let out = Pipe()
-            p.standardOutput = out
-            p.standardError = FileHandle.nullDevice
-            try p.run()
+            let (p, out) = try startVerbose("kill.sqlite")
             var seen = 0, buffer = Data(), reached = false
             while !reached {
                 let chunk = out.fileHandleForReading.availableData
@@ -213,13 +219,7 @@ final class RunnerTests: XCTestCase {
     /// leaves its run interrupted, not failed; the runner goes on, exits 130, and the next run
     /// resumes it.
     func testWorkerEndedFromOutsideIsInterrupted() throws {
-        let p = Process()
-        p.executableURL = binary
-        p.arguments = args("outside.sqlite").filter { $0 != "--quiet" } + ["--verbose"]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
+        let (p, out) = try startVerbose("outside.sqlite")
         var text = "", killed = false
         while true {
             let chunk = out.fileHandleForReading.availableData

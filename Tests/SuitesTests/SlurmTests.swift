@@ -40,6 +40,13 @@ final class SlurmTests: XCTestCase {
         try runSeparated(URL(fileURLWithPath: "/bin/bash"), [script], environment: environment)
     }
 
+    /// Shard `k` of `n` run here into out/shard-k.sqlite, as its array task would.
+    func runShard(_ k: Int, of n: Int) throws {
+        let r = try runSeparated(binary, ["run", path("s.toml"), "--shard", "\(k)/\(n)", "--db", path("out/shard-\(k).sqlite"),
+                                          "--checkpoints", path("ck"), "--threads", "1", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.err)
+    }
+
     func job(dataDir: String? = nil) -> SlurmJob {
         SlurmJob(executable: path("fake-sambench"), suite: path("s.toml"), suiteSHA256: "", suiteName: "kill", shards: 3, out: path("out"),
                  target: path("all.sqlite"), dataDir: dataDir, time: "04:00:00", cpusPerTask: 4, mem: "8G", arrayParallelism: 2,
@@ -142,9 +149,7 @@ final class SlurmTests: XCTestCase {
         XCTAssertTrue(calls("bin/squeue").first?.contains { $0.hasPrefix("--name=sambench-kill-") } == true, "\(calls("bin/squeue"))")
 
         // Shard 1 finished (run here as its task would), shard 2 not: only shard 2 again.
-        let shard = try runSeparated(binary, ["run", path("s.toml"), "--shard", "1/2", "--db", path("out/shard-1.sqlite"),
-                                              "--checkpoints", path("ck"), "--threads", "1", "--quiet"])
-        XCTAssertEqual(shard.status, 0, shard.err)
+        try runShard(1, of: 2)
         let again = try runSeparated(binary, args, environment: env)
         XCTAssertEqual(again.status, 0, again.err)
         XCTAssertTrue(again.out.contains("submitted shards 2 (1 of 2 have finished) as job array 102"), again.out)
@@ -152,9 +157,7 @@ final class SlurmTests: XCTestCase {
                                                        ["--parsable", "--dependency=afterany:102", out + "/merge.sbatch"]])
 
         // Both finished: the merge alone.
-        let other = try runSeparated(binary, ["run", path("s.toml"), "--shard", "2/2", "--db", path("out/shard-2.sqlite"),
-                                              "--checkpoints", path("ck"), "--threads", "1", "--quiet"])
-        XCTAssertEqual(other.status, 0, other.err)
+        try runShard(2, of: 2)
         let merge = try runSeparated(binary, args, environment: env)
         XCTAssertEqual(merge.status, 0, merge.err)
         XCTAssertTrue(merge.out.contains("every shard has finished in its database: submitted the merge alone"), merge.out)
