@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "Runner", dependencies: ["Store", "Suites", "Training", "Datasets", "CProcess"]),
         // Report: statistics over seeds from the store; Charts: cairo drawings written by libpng.
         .target(name: "Report", dependencies: ["Store", "Suites", "Training", "Datasets"]),
-        .target(name: "Charts", dependencies: ["Report", "Suites", "Training", "Datasets", "CCairo", "CPNG", "CZlib"]),
+        .target(name: "Charts", dependencies: ["Report", "Store", "Suites", "Training", "Datasets", "CCairo", "CPNG", "CZlib"]),
         .executableTarget(name: "sambench", dependencies: [
             "Training", "Datasets", "Suites", "Store", "Runner", "Report", "Charts",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

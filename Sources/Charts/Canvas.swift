@@ -34,6 +34,8 @@ final class Canvas {
     private let surface: OpaquePointer
     let cr: OpaquePointer
     private let svg: Bool
+    /// The chart's subtitle, as drawn (what it shows, for alt text).
+    var subtitle = ""
 
     init(width: Double, height: Double, scale: Double, svgPath: String? = nil) throws {
         self.width = width
@@ -67,9 +69,9 @@ final class Canvas {
         cairo_fill(cr)
     }
 
-    func line(_ points: [(Double, Double)], _ c: Colour, width: Double = 3, dash: [Double] = []) {
+    func line(_ points: [(Double, Double)], _ c: Colour, width: Double = 3, dash: [Double] = [], alpha: Double = 1) {
         guard let first = points.first else { return }
-        colour(c)
+        colour(c, alpha: alpha)
         cairo_set_line_width(cr, width)
         cairo_set_line_join(cr, CAIRO_LINE_JOIN_ROUND)
         dash.withUnsafeBufferPointer { cairo_set_dash(cr, $0.baseAddress, Int32(dash.count), 0) }
@@ -98,6 +100,58 @@ final class Canvas {
 
     func diamond(_ x: Double, _ y: Double, radius: Double, _ c: Colour) {
         polygon([(x, y - radius), (x + radius, y), (x, y + radius), (x - radius, y)], c, alpha: 1)
+    }
+
+    /// Marker shapes, so that series differ without colour.
+    enum Shape: CaseIterable { case circle, square, triangle, invertedTriangle, diamond }
+
+    /// A marker, filled or outlined (white inside).
+    func marker(_ shape: Shape, _ x: Double, _ y: Double, radius r: Double, _ c: Colour, filled: Bool = true) {
+        let points: [(Double, Double)]
+        switch shape {
+        case .circle:
+            if !filled { circle(x, y, radius: r, .white) }
+            circle(x, y, radius: r, c, filled: filled)
+            return
+        case .square: points = [(x - r * 0.85, y - r * 0.85), (x + r * 0.85, y - r * 0.85), (x + r * 0.85, y + r * 0.85), (x - r * 0.85, y + r * 0.85)]
+        case .triangle: points = [(x, y - r * 1.1), (x + r, y + r * 0.7), (x - r, y + r * 0.7)]
+        case .invertedTriangle: points = [(x, y + r * 1.1), (x + r, y - r * 0.7), (x - r, y - r * 0.7)]
+        case .diamond: points = [(x, y - r * 1.15), (x + r, y), (x, y + r * 1.15), (x - r, y)]
+        }
+        if filled {
+            polygon(points, c, alpha: 1)
+        } else {
+            polygon(points, .white, alpha: 1)
+            line(points + [points[0]], c, width: 2.5)
+        }
+    }
+
+    /// A polygon filled with parallel lines at `angle` degrees (hatching reads in print and
+    /// without colour, and two overlapping bands stay apart instead of blending), edged with
+    /// thin dashed lines.
+    func hatch(_ points: [(Double, Double)], _ c: Colour, angle: Double, spacing: Double = 14, alpha: Double = 0.55) {
+        guard let first = points.first else { return }
+        cairo_save(cr)
+        cairo_move_to(cr, first.0, first.1)
+        for p in points.dropFirst() { cairo_line_to(cr, p.0, p.1) }
+        cairo_close_path(cr)
+        cairo_clip(cr)
+        colour(c, alpha: 0.07)
+        cairo_paint(cr)
+        let xs = points.map(\.0), ys = points.map(\.1)
+        let cx = (xs.min()! + xs.max()!) / 2, cy = (ys.min()! + ys.max()!) / 2
+        let reach = hypot(xs.max()! - xs.min()!, ys.max()! - ys.min()!) / 2 + spacing
+        let t = angle * Double.pi / 180, (dx, dy) = (cos(t), -sin(t)), (nx, ny) = (-sin(t), -cos(t))
+        colour(c, alpha: alpha)
+        cairo_set_line_width(cr, 1.6)
+        var k = -reach
+        while k <= reach {
+            cairo_move_to(cr, cx + nx * k - dx * reach, cy + ny * k - dy * reach)
+            cairo_line_to(cr, cx + nx * k + dx * reach, cy + ny * k + dy * reach)
+            k += spacing
+        }
+        cairo_stroke(cr)
+        cairo_restore(cr)
     }
 
     enum Anchor { case left, centre, right }

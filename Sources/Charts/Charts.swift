@@ -1,3 +1,4 @@
+import Datasets
 import Foundation
 import Report
 import Suites
@@ -43,8 +44,19 @@ public struct ChartOptions: Sendable {
     public init(directory: String) { self.directory = directory }
 }
 
-/// The report's charts: accuracy against noise rate (one line per optimizer, 95% bands),
-/// a rho-by-noise heatmap, and learning curves with memorisation.
+/// A chart as written: its PNG (and SVG when asked), its title and subtitle (the alt text of
+/// an HTML page).
+public struct ChartFile: Sendable, Equatable {
+    public var png: String
+    public var svg: String?
+    public var title: String
+    public var subtitle: String
+    public var paths: [String] { [png] + (svg.map { [$0] } ?? []) }
+}
+
+/// The report's charts: the headline (SAM minus SGD, paired by seed, against the noise rate),
+/// accuracy against noise rate (one line per optimizer, hatched 95% bands), a rho-by-noise
+/// heatmap, and learning curves with memorisation, banded over seeds.
 public enum Charts {
     static let size = (w: 1600.0, h: 1000.0)
 
@@ -52,10 +64,10 @@ public enum Charts {
     /// together by their keys: a chart of accuracy against noise per family (the setting but for
     /// its noise rate; a clean group joins the families of its base setting at rate 0), curves
     /// per setting. File names come from the (unique) labels, made unique again if two slugs meet.
-    public static func render(_ report: Report, options: ChartOptions) throws -> [String] {
+    public static func render(_ report: Report, options: ChartOptions) throws -> [ChartFile] {
         try FileManager.default.createDirectory(atPath: options.directory, withIntermediateDirectories: true)
         let finished = report.groups.filter { $0.accuracy != nil }
-        var written: [String] = []
+        var written: [ChartFile] = []
         var names = Set<String>()
         func name(_ prefix: String, _ label: String, _ key: String) -> String {
             var n = "\(prefix)_\(slug(label))"
@@ -69,6 +81,10 @@ public enum Charts {
             let base = members[0].baseKey
             let groups = members + finished.filter { $0.noiseKind == .none && base != nil && $0.baseKey == base }
             let label = members[0].family ?? members[0].setting
+            let compared = Set(groups.map(\.group))
+            if report.comparisons.contains(where: { compared.contains($0.samGroup) && $0.difference != nil }) {
+                written += try draw(name("sam-minus-sgd", label, f), report, options) { try difference($0, groups, report, label) }
+            }
             written += try draw(name("accuracy-vs-noise", label, f), report, options) { try accuracyVsNoise($0, groups, report, label, options) }
             if groups.contains(where: { $0.optimizer != .sgd }) {
                 written += try draw(name("rho-heatmap", label, f), report, options) { try heatmap($0, groups, label) }
@@ -76,6 +92,12 @@ public enum Charts {
         }
         var settings: [String] = []
         for g in finished where !settings.contains(g.settingIdentity) { settings.append(g.settingIdentity) }
+        // Per-class accuracy where the noise is class-dependent (asymmetric, pair flips, human labels).
+        for s in settings {
+            let groups = finished.filter { $0.settingIdentity == s && $0.perClass != nil }
+            guard let g = groups.first, [.asymmetric, .asymmetricBlocks, .pairflip, .human].contains(g.noiseKind) else { continue }
+            written += try draw(name("per-class", g.setting, s), report, options) { try perClass($0, groups, report) }
+        }
         for s in settings {
             let groups = finished.filter { $0.settingIdentity == s && !$0.curve.isEmpty }
             guard let label = groups.first?.setting else { continue }
@@ -85,7 +107,7 @@ public enum Charts {
     }
 
     /// Runs `body` on a PNG canvas (and an SVG one when asked) and writes the files.
-    static func draw(_ name: String, _ report: Report, _ options: ChartOptions, _ body: (Canvas) throws -> String) throws -> [String] {
+    static func draw(_ name: String, _ report: Report, _ options: ChartOptions, _ body: (Canvas) throws -> String) throws -> [ChartFile] {
         let png = (options.directory as NSString).appendingPathComponent(name + ".png")
         let canvas = try Canvas(width: size.w, height: size.h, scale: options.scale)
         let title = try body(canvas)
@@ -93,15 +115,15 @@ public enum Charts {
                     ("Suite", report.suites.joined(separator: ", ")), ("Runs", String(report.runs)),
                     ("Metric", report.metric.title), ("Creation Time", options.date)]
         try canvas.finish(pngPath: png, text: text)
-        var out = [png]
+        var out = ChartFile(png: png, title: title, subtitle: canvas.subtitle)
         if options.svg {
             let svg = (options.directory as NSString).appendingPathComponent(name + ".svg")
             let c = try Canvas(width: size.w, height: size.h, scale: options.scale, svgPath: svg)
             _ = try body(c)
             try c.finish(pngPath: nil, text: [])
-            out.append(svg)
+            out.svg = svg
         }
-        return out
+        return [out]
     }
 
     // MARK: grouping
@@ -170,34 +192,77 @@ public enum Charts {
         c.text(yLabel, x: x.p0 - 95, y: (y.p0 + y.p1) / 2, size: 26, anchor: .centre, rotated: true)
     }
 
-    enum Mark { case line, dashed, diamond }
+    /// How a series looks: colour, and for reading without colour a marker shape, a dash
+    /// pattern and a hatching angle, each taken in turn.
+    struct Style {
+        var colour: Colour
+        var shape: Canvas.Shape
+        var dash: [Double]
+        var hatch: Double
+        static let dashes: [[Double]] = [[], [16, 8], [4, 7], [20, 6, 4, 6]]
+        static let hatches: [Double] = [45, -45, 0, 90]
 
-    /// The legend, in a column right of the plot: never over the data.
-    static func legend(_ c: Canvas, _ items: [(String, Colour, Mark)], x: Double, y: Double) {
+        static func at(_ i: Int) -> Style {
+            Style(colour: Colour.series[i % Colour.series.count], shape: Canvas.Shape.allCases[i % Canvas.Shape.allCases.count],
+                  dash: dashes[i % dashes.count], hatch: hatches[i % hatches.count])
+        }
+    }
+
+    struct LegendItem {
+        var name: String
+        var style: Style
+        var line = true
+        var marker = true
+        var filled = true
+    }
+
+    /// The legend, in a column right of the plot: never over the data. Each entry shows its
+    /// line's dash pattern and its marker.
+    static func legend(_ c: Canvas, _ items: [LegendItem], x: Double, y: Double) {
         for (i, item) in items.enumerated() {
             let yy = y + Double(i) * 44
-            switch item.2 {
-            case .line: c.line([(x, yy), (x + 44, yy)], item.1, width: 5)
-            case .dashed: c.line([(x, yy), (x + 44, yy)], item.1, width: 5, dash: [10, 6])
-            case .diamond: c.diamond(x + 22, yy, radius: 10, item.1)
+            if item.line { c.line([(x, yy), (x + 56, yy)], item.style.colour, width: 4, dash: item.style.dash) }
+            if item.marker { c.marker(item.style.shape, x + 28, yy, radius: 9, item.style.colour, filled: item.filled) }
+            c.text(item.name, x: x + 70, y: yy, size: 22, middle: true)
+        }
+    }
+
+    /// Places short labels beside points without covering any marker or another label: tries
+    /// right-above, right-below, left-above, left-below, and keeps the first free place.
+    struct LabelPlacer {
+        var taken: [(x0: Double, y0: Double, x1: Double, y1: Double)] = []
+
+        mutating func avoid(x: Double, y: Double, radius: Double) { taken.append((x - radius, y - radius, x + radius, y + radius)) }
+
+        mutating func place(_ text: String, x: Double, y: Double, size: Double, width: Double, limit: (Double, Double)) -> (x: Double, y: Double, anchor: Canvas.Anchor) {
+            let h = size * 1.1
+            let candidates: [(Double, Double, Canvas.Anchor)] = [(x + 14, y - 14, .left), (x + 14, y + 14 + h, .left), (x - 14, y - 14, .right), (x - 14, y + 14 + h, .right)]
+            func box(_ c: (Double, Double, Canvas.Anchor)) -> (x0: Double, y0: Double, x1: Double, y1: Double) {
+                c.2 == .left ? (c.0, c.1 - h, c.0 + width, c.1 + 4) : (c.0 - width, c.1 - h, c.0, c.1 + 4)
             }
-            c.text(item.0, x: x + 58, y: yy, size: 22, middle: true)
+            func free(_ b: (x0: Double, y0: Double, x1: Double, y1: Double)) -> Bool {
+                b.x0 >= limit.0 && b.x1 <= limit.1 && !taken.contains { $0.x0 < b.x1 && b.x0 < $0.x1 && $0.y0 < b.y1 && b.y0 < $0.y1 }
+            }
+            let chosen = candidates.first { free(box($0)) } ?? candidates[0]
+            taken.append(box(chosen))
+            return (chosen.0, chosen.1, chosen.2)
         }
     }
 
     static func titles(_ c: Canvas, _ title: String, _ subtitle: String) {
         c.text(title, x: 60, y: 62, size: 34, bold: true)
         c.text(subtitle, x: 60, y: 102, size: 22, .grey)
+        c.subtitle = subtitle
     }
 
     // MARK: charts
 
     static func accuracyVsNoise(_ c: Canvas, _ groups: [Group], _ report: Report, _ family: String, _ options: ChartOptions) throws -> String {
-        struct Series { var name: String; var colour: Colour; var points: [(rate: Double, mean: Double, ci: Double?, note: String?)] }
+        struct Series { var name: String; var style: Style; var points: [(rate: Double, mean: Double, ci: Double?, note: String?)] }
         var series: [Series] = []
         let sgd = groups.filter { $0.optimizer == .sgd }.sorted { rate($0) < rate($1) }
         if !sgd.isEmpty {
-            series.append(Series(name: "SGD", colour: Colour.series[0], points: sgd.map { (rate($0), $0.accuracy!.mean, $0.accuracy!.ci95, nil) }))
+            series.append(Series(name: "SGD", style: .at(0), points: sgd.map { (rate($0), $0.accuracy!.mean, $0.accuracy!.ci95, nil) }))
         }
         for optimizer in OptimizerFamily.sharpnessAware {
             let mine = groups.filter { $0.optimizer == optimizer }
@@ -207,12 +272,12 @@ public enum Charts {
             let selected = report.comparisons.filter { c in c.selected && settings.contains(c.settingKey ?? c.setting) && mine.contains { $0.group == c.samGroup } }
             if configurations.count > 1 && selected.count == settings.count {
                 let points = selected.compactMap { s in mine.first { $0.group == s.samGroup } }.sorted { rate($0) < rate($1) }
-                series.append(Series(name: "\(optimizer.title), ρ chosen on validation", colour: Colour.series[series.count % Colour.series.count],
+                series.append(Series(name: "\(optimizer.title), ρ chosen on validation", style: .at(series.count),
                                      points: points.map { (rate($0), $0.accuracy!.mean, $0.accuracy!.ci95, "ρ=\($0.rho.map { "\(Float($0))" } ?? "")") }))
             } else {
                 for configuration in configurations.sorted() {
                     let points = mine.filter { optimizerTitle($0) == configuration }.sorted { rate($0) < rate($1) }
-                    series.append(Series(name: configuration, colour: Colour.series[series.count % Colour.series.count],
+                    series.append(Series(name: configuration, style: .at(series.count),
                                          points: points.map { (rate($0), $0.accuracy!.mean, $0.accuracy!.ci95, nil) }))
                 }
             }
@@ -226,36 +291,122 @@ public enum Charts {
         let margin = max((last - first) * 0.08, 0.04)
         let x = Axis(lo: first == 0 ? 0 : first - margin, hi: last + margin, p0: 170, p1: 1130), y = Axis(lo: ylo, hi: yhi, p0: 860, p1: 150)
         let title = "Test accuracy against label noise: \(family)"
-        titles(c, title, "\(report.metric.title); mean over seeds, band: 95% CI")
+        titles(c, title, "\(report.metric.title); mean over seeds; hatched band (or bar, for a single point): 95% CI")
         frame(c, x: x, y: y, xTicks: rates, yTicks: ticks(ylo, yhi), xFormat: { String(format: "%g%%", 100 * $0) },
               yFormat: { String(format: "%g", $0) }, xLabel: "noise rate", yLabel: "test accuracy (%)")
         c.clip(x: x.p0, y: y.p1, w: x.p1 - x.p0, h: y.p0 - y.p1)
-        for s in series where s.points.count > 1 {
-            let upper = s.points.map { (x.at($0.rate), y.at(100 * ($0.mean + ($0.ci ?? 0)))) }
-            let lower = s.points.reversed().map { (x.at($0.rate), y.at(100 * ($0.mean - ($0.ci ?? 0)))) }
-            c.polygon(upper + lower, s.colour, alpha: 0.18)
+        // Bands: hatched, each series at its own angle, so that overlaps read in grey print.
+        for s in series where s.points.count > 1 && s.points.allSatisfy({ $0.ci != nil }) {
+            let upper = s.points.map { (x.at($0.rate), y.at(100 * ($0.mean + $0.ci!))) }
+            let lower = s.points.reversed().map { (x.at($0.rate), y.at(100 * ($0.mean - $0.ci!))) }
+            c.hatch(upper + lower, s.style.colour, angle: s.style.hatch)
+            c.line(upper, s.style.colour, width: 1.2, alpha: 0.8)
+            c.line(lower, s.style.colour, width: 1.2, alpha: 0.8)
         }
+        var placer = LabelPlacer()
         for s in series {
-            c.line(s.points.map { (x.at($0.rate), y.at(100 * $0.mean)) }, s.colour, width: 4)
+            c.line(s.points.map { (x.at($0.rate), y.at(100 * $0.mean)) }, s.style.colour, width: 4, dash: s.style.dash)
+            let banded = s.points.count > 1 && s.points.allSatisfy { $0.ci != nil }
             for p in s.points {
-                c.circle(x.at(p.rate), y.at(100 * p.mean), radius: 7, s.colour)
-                if let ci = p.ci {   // error bar, also visible for a single point
-                    c.line([(x.at(p.rate), y.at(100 * (p.mean - ci))), (x.at(p.rate), y.at(100 * (p.mean + ci)))], s.colour, width: 2)
+                // An error bar only where no band shows the interval.
+                if let ci = p.ci, !banded {
+                    c.line([(x.at(p.rate), y.at(100 * (p.mean - ci))), (x.at(p.rate), y.at(100 * (p.mean + ci)))], s.style.colour, width: 2)
                 }
+                c.marker(s.style.shape, x.at(p.rate), y.at(100 * p.mean), radius: 9, s.style.colour)
+                placer.avoid(x: x.at(p.rate), y: y.at(100 * p.mean), radius: 11)
             }
         }
-        for r in refs { c.diamond(x.at(r.noiseRate), y.at(r.accuracy), radius: 10, .black) }
+        for r in refs {
+            c.diamond(x.at(r.noiseRate), y.at(r.accuracy), radius: 10, .black)
+            placer.avoid(x: x.at(r.noiseRate), y: y.at(r.accuracy), radius: 11)
+        }
         c.unclip()
-        // The chosen rho beside each point, outside the clip so that none is cut.
+        // The chosen rho beside each point, outside the clip so that none is cut, never on a marker.
         for s in series {
             for p in s.points {
                 guard let note = p.note else { continue }
-                let right = x.at(p.rate) + 14 + c.textWidth(note, size: 19) < x.p1 + 40
-                c.text(note, x: x.at(p.rate) + (right ? 14 : -14), y: y.at(100 * p.mean) - 16, size: 19, s.colour, anchor: right ? .left : .right)
+                let at = placer.place(note, x: x.at(p.rate), y: y.at(100 * p.mean), size: 19, width: c.textWidth(note, size: 19), limit: (x.p0, x.p1 + 40))
+                c.text(note, x: at.x, y: at.y, size: 19, s.style.colour, anchor: at.anchor)
             }
         }
-        var items = series.map { ($0.name, $0.colour, Mark.line) }
-        for label in Set(refs.map(\.label)).sorted() { items.append(("\(label) (reference)", .black, .diamond)) }
+        var items = series.map { LegendItem(name: $0.name, style: $0.style) }
+        for label in Set(refs.map(\.label)).sorted() {
+            items.append(LegendItem(name: "\(label) (reference)", style: Style(colour: .black, shape: .diamond, dash: [], hatch: 0), line: false))
+        }
+        legend(c, items, x: 1175, y: 170)
+        return title
+    }
+
+    /// The headline: SAM minus SGD paired by seed (mean and 95% CI) against the noise rate, one
+    /// series per SAM configuration, the rho chosen on validation filled and ringed, zero marked.
+    static func difference(_ c: Canvas, _ groups: [Group], _ report: Report, _ family: String) throws -> String {
+        let members = Dictionary(groups.map { ($0.group, $0) }, uniquingKeysWith: { a, _ in a })
+        let comparisons = report.comparisons.filter { members[$0.samGroup] != nil && $0.difference != nil }
+        var configurations: [String] = []
+        for cmp in comparisons {
+            let t = optimizerTitle(members[cmp.samGroup]!)
+            if !configurations.contains(t) { configurations.append(t) }
+        }
+        configurations.sort { a, b in
+            let ga = comparisons.first { optimizerTitle(members[$0.samGroup]!) == a }.flatMap { members[$0.samGroup] }
+            let gb = comparisons.first { optimizerTitle(members[$0.samGroup]!) == b }.flatMap { members[$0.samGroup] }
+            let (fa, fb) = (ga.map { OptimizerFamily.sharpnessAware.firstIndex(of: $0.optimizer) ?? 0 } ?? 0, gb.map { OptimizerFamily.sharpnessAware.firstIndex(of: $0.optimizer) ?? 0 } ?? 0)
+            if fa != fb { return fa < fb }
+            let (ra, rb) = (ga?.rho ?? 0, gb?.rho ?? 0)
+            return ra != rb ? ra < rb : a < b
+        }
+        let rates = Set(comparisons.map { rate(members[$0.samGroup]!) }).sorted()
+        let ends = comparisons.flatMap { cmp -> [Double] in
+            let d = cmp.difference!
+            return [100 * (d.meanDifference - (d.ci95 ?? 0)), 100 * (d.meanDifference + (d.ci95 ?? 0))]
+        }
+        let (ylo, yhi) = range(ends + [0])
+        let first = rates.first ?? 0, last = rates.last ?? 1
+        let margin = max((last - first) * 0.1, 0.05)
+        let x = Axis(lo: first - margin, hi: last + margin, p0: 170, p1: 1130), y = Axis(lo: ylo, hi: yhi, p0: 860, p1: 150)
+        let title = "SAM minus SGD: \(family)"
+        let anySelected = comparisons.contains(where: \.selected)
+        titles(c, title, "\(report.metric.title), in points; paired by seed and noisy labels: mean and 95% CI" +
+               (anySelected ? "; filled and ringed: ρ chosen on validation" : ""))
+        frame(c, x: x, y: y, xTicks: rates, yTicks: ticks(ylo, yhi), xFormat: { String(format: "%g%%", 100 * $0) },
+              yFormat: { String(format: "%+g", $0).replacingOccurrences(of: "+0", with: "0") }, xLabel: "noise rate",
+              yLabel: "SAM − SGD (accuracy points)")
+        c.line([(x.p0, y.at(0)), (x.p1, y.at(0))], .black, width: 2.5, dash: [12, 6])
+        c.text("no difference", x: x.p1 - 8, y: y.at(0) - 10, size: 19, .grey, anchor: .right)
+        // Configurations side by side at each rate, so that their intervals never overlap.
+        let step = min(0.7 * (x.at(rates.count > 1 ? rates[1] : first + 0.1) - x.at(first)) / Double(max(configurations.count, 1)), 40)
+        var placer = LabelPlacer()
+        var items: [LegendItem] = []
+        for (i, name) in configurations.enumerated() {
+            let style = Style.at(i + 1)   // SGD's style (0) is the baseline, not drawn
+            let offset = (Double(i) - Double(configurations.count - 1) / 2) * step
+            let mine = comparisons.filter { optimizerTitle(members[$0.samGroup]!) == name }.sorted { rate(members[$0.samGroup]!) < rate(members[$1.samGroup]!) }
+            let points = mine.map { (x.at(rate(members[$0.samGroup]!)) + offset, y.at(100 * $0.difference!.meanDifference)) }
+            if points.count > 1 { c.line(points, style.colour, width: 2.5, dash: style.dash, alpha: 0.7) }
+            for (cmp, p) in zip(mine, points) {
+                let d = cmp.difference!
+                if let ci = d.ci95 {
+                    let top = y.at(100 * (d.meanDifference + ci)), bottom = y.at(100 * (d.meanDifference - ci))
+                    c.line([(p.0, top), (p.0, bottom)], style.colour, width: 3)
+                    c.line([(p.0 - 8, top), (p.0 + 8, top)], style.colour, width: 3)
+                    c.line([(p.0 - 8, bottom), (p.0 + 8, bottom)], style.colour, width: 3)
+                }
+                if cmp.selected { c.circle(p.0, p.1, radius: 16, .black, filled: false) }
+                c.marker(style.shape, p.0, p.1, radius: 10, style.colour, filled: cmp.selected || !anySelected)
+                placer.avoid(x: p.0, y: p.1, radius: 17)
+            }
+            items.append(LegendItem(name: name, style: style))
+        }
+        // The chosen comparisons' means, written beside them.
+        for cmp in comparisons where cmp.selected || !anySelected {
+            let i = configurations.firstIndex(of: optimizerTitle(members[cmp.samGroup]!))!
+            let offset = (Double(i) - Double(configurations.count - 1) / 2) * step
+            let px = x.at(rate(members[cmp.samGroup]!)) + offset, py = y.at(100 * cmp.difference!.meanDifference)
+            let note = String(format: "%+.1f", 100 * cmp.difference!.meanDifference)
+            let at = placer.place(note, x: px, y: py, size: 20, width: c.textWidth(note, size: 20), limit: (x.p0, x.p1 + 40))
+            c.text(note, x: at.x, y: at.y, size: 20, Style.at(i + 1).colour, anchor: at.anchor, bold: true)
+        }
+        if anySelected { items.append(LegendItem(name: "ρ chosen on validation", style: Style(colour: .black, shape: .circle, dash: [], hatch: 0), line: false, filled: false)) }
         legend(c, items, x: 1175, y: 170)
         return title
     }
@@ -320,34 +471,87 @@ public enum Charts {
         return title
     }
 
+    /// Test accuracy per true class: SGD against the SAM family (the rho chosen on validation
+    /// where there is one), mean over seeds with 95% CI bars.
+    static func perClass(_ c: Canvas, _ groups: [Group], _ report: Report) throws -> String {
+        var shown = groups.filter { $0.optimizer == .sgd }
+        for optimizer in OptimizerFamily.sharpnessAware {
+            let mine = groups.filter { $0.optimizer == optimizer }
+            let chosen = mine.filter { g in report.comparisons.contains { $0.samGroup == g.group && $0.selected } }
+            shown += chosen.isEmpty ? mine : chosen
+        }
+        shown = Array(shown.prefix(5))
+        let classes = shown.map { $0.perClass!.count }.max() ?? 0
+        let names: [String] = shown.first?.dataset == .cifar10 && classes == 10 ? CIFAR.cifar10ClassNames : (0..<classes).map(String.init)
+        let setting = shown.first?.setting ?? ""
+        let title = "Test accuracy by class: \(setting)"
+        titles(c, title, "last epoch; mean over seeds, bar: 95% CI" + (shown.contains { g in report.comparisons.contains { $0.samGroup == g.group && $0.selected } } ? "; SAM at the ρ chosen on validation" : ""))
+        let x = Axis(lo: 0, hi: Double(classes), p0: 170, p1: 1130), y = Axis(lo: 0, hi: 100, p0: 860, p1: 150)
+        let bars = classes <= 20
+        frame(c, x: x, y: y, xTicks: [], yTicks: ticks(0, 100), xFormat: { _ in "" }, yFormat: { String(format: "%g", $0) },
+              xLabel: "true class", yLabel: "test accuracy (%)")
+        let slot = (x.p1 - x.p0) / Double(max(classes, 1)), w = 0.8 * slot / Double(max(shown.count, 1))
+        for k in 0..<classes where bars || k % 10 == 0 {
+            c.text(names[k], x: x.at(Double(k) + 0.5), y: y.p0 + 30, size: classes > 10 ? 16 : 20, .grey, anchor: .centre)
+        }
+        for (i, g) in shown.enumerated() {
+            let style = Style.at(i)
+            for (k, s) in g.perClass!.enumerated() {
+                guard let s else { continue }
+                let cx = x.at(Double(k)) + 0.1 * slot + (Double(i) + 0.5) * w
+                if bars {
+                    c.fill(x: cx - w / 2, y: y.at(100 * s.mean), w: w * 0.92, h: y.p0 - y.at(100 * s.mean), style.colour, alpha: 0.85)
+                    if i % 2 == 1 { c.hatch([(cx - w / 2, y.at(100 * s.mean)), (cx + w * 0.42, y.at(100 * s.mean)), (cx + w * 0.42, y.p0), (cx - w / 2, y.p0)], .white, angle: style.hatch, spacing: 8, alpha: 0.8) }
+                } else {
+                    c.marker(style.shape, cx, y.at(100 * s.mean), radius: 5, style.colour)
+                }
+                if let ci = s.ci95 {
+                    c.line([(cx, y.at(100 * max(s.mean - ci, 0))), (cx, y.at(100 * min(s.mean + ci, 1)))], .black, width: 1.5)
+                }
+            }
+        }
+        legend(c, shown.enumerated().map { i, g in LegendItem(name: optimizerTitle(g) + " (n=\(g.done))", style: .at(i), line: false) }, x: 1175, y: 170)
+        return title
+    }
+
     static func curves(_ c: Canvas, _ groups: [Group], _ setting: String) throws -> String {
         let hasMemorised = groups.contains { $0.curve.contains { $0.memorised != nil } }
+        let banded = groups.contains { $0.curve.contains { $0.testStd != nil } }
         let title = "Learning curves: \(setting)"
-        titles(c, title, "mean over seeds, per epoch" + (hasMemorised ? "; memorised: accuracy on the corrupted training samples against their noisy labels" : ""))
+        titles(c, title, "mean over seeds per epoch" + (banded ? ", hatched: ± 1 std" : "") +
+               (hasMemorised ? "; memorised: accuracy of the corrupted training samples on their noisy labels" : ""))
         let epochs = groups.flatMap { $0.curve.map(\.epoch) }
         let x0 = 1.0, x1 = Double(epochs.max() ?? 1)
-        let panels: [(String, (CurvePoint) -> Double?)] = hasMemorised
-            ? [("test accuracy (%)", { $0.testAccuracy }), ("memorised (%)", { $0.memorised })]
-            : [("test accuracy (%)", { $0.testAccuracy })]
+        typealias Panel = (label: String, mean: (CurvePoint) -> Double?, std: (CurvePoint) -> Double?)
+        let panels: [Panel] = hasMemorised
+            ? [("test accuracy (%)", { $0.testAccuracy }, { $0.testStd }), ("memorised (%)", { $0.memorised }, { $0.memorisedStd })]
+            : [("test accuracy (%)", { $0.testAccuracy }, { $0.testStd })]
         let width = hasMemorised ? 480.0 : 960.0
         for (k, panel) in panels.enumerated() {
             let left = 150 + Double(k) * (width + 140)
-            let values = groups.flatMap { $0.curve.compactMap(panel.1) }.map { 100 * $0 }
+            let values = groups.flatMap { $0.curve.flatMap { p -> [Double] in
+                guard let m = panel.mean(p) else { return [] }
+                let s = panel.std(p) ?? 0
+                return [100 * (m - s), 100 * (m + s)]
+            } }
             let (lo, hi) = range(values + (k == 1 ? [0] : []))
             let x = Axis(lo: x0, hi: max(x1, x0 + 1), p0: left, p1: left + width), y = Axis(lo: max(lo, 0), hi: min(hi, 100), p0: 860, p1: 150)
             frame(c, x: x, y: y, xTicks: ticks(x0, x1, count: 5).filter { $0 >= x0 }, yTicks: ticks(y.lo, y.hi),
-                  xFormat: { String(format: "%g", $0) }, yFormat: { String(format: "%g", $0) }, xLabel: "epoch", yLabel: panel.0)
+                  xFormat: { String(format: "%g", $0) }, yFormat: { String(format: "%g", $0) }, xLabel: "epoch", yLabel: panel.label)
             c.clip(x: x.p0, y: y.p1, w: x.p1 - x.p0, h: y.p0 - y.p1)
             for (i, g) in groups.enumerated() {
-                let pts = g.curve.compactMap { p in panel.1(p).map { (x.at(Double(p.epoch)), y.at(100 * $0)) } }
-                c.line(pts, Colour.series[i % Colour.series.count], width: 4, dash: g.optimizer == .sgd ? [] : (i % 2 == 0 ? [] : [14, 7]))
+                let style = Style.at(i)
+                let rows = g.curve.compactMap { p in panel.mean(p).map { (epoch: Double(p.epoch), mean: $0, std: panel.std(p)) } }
+                if rows.count > 1, rows.allSatisfy({ $0.std != nil }) {
+                    let upper = rows.map { (x.at($0.epoch), y.at(100 * ($0.mean + $0.std!))) }
+                    let lower = rows.reversed().map { (x.at($0.epoch), y.at(100 * ($0.mean - $0.std!))) }
+                    c.hatch(upper + lower, style.colour, angle: style.hatch, spacing: 16, alpha: 0.4)
+                }
+                c.line(rows.map { (x.at($0.epoch), y.at(100 * $0.mean)) }, style.colour, width: 4, dash: style.dash)
             }
             c.unclip()
         }
-        legend(c, groups.enumerated().map { i, g in
-            (optimizerTitle(g) + " (n=\(g.done))", Colour.series[i % Colour.series.count],
-             g.optimizer == .sgd || i % 2 == 0 ? Mark.line : Mark.dashed)
-        }, x: 1290, y: 170)
+        legend(c, groups.enumerated().map { i, g in LegendItem(name: optimizerTitle(g) + " (n=\(g.done))", style: .at(i), marker: false) }, x: 1290, y: 170)
         return title
     }
 }

@@ -7,8 +7,9 @@ public struct ChartError: Error, CustomStringConvertible, Sendable {
     public init(_ description: String) { self.description = description }
 }
 
-/// PNG files through libpng's simplified API, with text chunks (`tEXt`: suite, runs, version,
-/// date) spliced in before `IEND`, which the simplified API cannot write itself.
+/// PNG files through libpng's simplified API, with text chunks (suite, runs, version, date)
+/// spliced in before `IEND`, which the simplified API cannot write itself: `tEXt` for ASCII
+/// values, `iTXt` (UTF-8, uncompressed) for the others, since `tEXt` is Latin-1 only.
 public enum PNGFile {
     /// Writes 8-bit RGB pixels (row-major, no padding) and the text chunks.
     public static func write(rgb: [UInt8], width: Int, height: Int, text: [(String, String)], to path: String) throws {
@@ -29,14 +30,20 @@ public enum PNGFile {
         encoded.removeSubrange(size...)
         // IEND is the last 12 bytes (length 0, type, CRC).
         var chunks: [UInt8] = []
-        for (keyword, value) in text { chunks += chunk("tEXt", Array(keyword.utf8) + [0] + Array(value.utf8)) }
+        for (keyword, value) in text {
+            let k = Array(keyword.utf8), v = Array(value.utf8)
+            precondition(!k.isEmpty && k.count < 80 && k.allSatisfy { $0 >= 32 && $0 < 127 }, "PNG keywords are 1-79 printable ASCII bytes")
+            // iTXt: keyword, 0, compression flag and method (0, 0), empty language tag and translated keyword.
+            chunks += v.allSatisfy({ $0 < 128 && $0 != 0 }) ? chunk("tEXt", k + [0] + v) : chunk("iTXt", k + [0, 0, 0, 0, 0] + v)
+        }
         encoded.insert(contentsOf: chunks, at: encoded.count - 12)
         guard FileManager.default.createFile(atPath: path, contents: Data(encoded)) else {
             throw ChartError("\(path): cannot write the file")
         }
     }
 
-    /// Decodes a PNG to 8-bit RGBA and reads its `tEXt` chunks, checking every chunk's CRC.
+    /// Decodes a PNG to 8-bit RGBA and reads its `tEXt` and uncompressed `iTXt` chunks (whose
+    /// text must be valid UTF-8), checking every chunk's CRC.
     public static func read(_ path: String) throws -> (width: Int, height: Int, rgba: [UInt8], text: [String: String]) {
         guard let data = FileManager.default.contents(atPath: path) else { throw ChartError("\(path): cannot read") }
         let bytes = [UInt8](data)
@@ -51,6 +58,13 @@ public enum PNGFile {
             guard crc(type + body) == stored else { throw ChartError("\(path): bad CRC in chunk \(String(decoding: type, as: UTF8.self))") }
             if type == Array("tEXt".utf8), let zero = body.firstIndex(of: 0) {
                 text[String(decoding: body[..<zero], as: UTF8.self)] = String(decoding: body[(zero + 1)...], as: UTF8.self)
+            }
+            if type == Array("iTXt".utf8), let zero = body.firstIndex(of: 0), zero + 2 < body.count, body[zero + 1] == 0,
+               let language = body[(zero + 3)...].firstIndex(of: 0), let translated = body[(language + 1)...].firstIndex(of: 0) {
+                guard let value = String(validating: body[(translated + 1)...], as: UTF8.self) else {
+                    throw ChartError("\(path): iTXt chunk '\(String(decoding: body[..<zero], as: UTF8.self))' is not valid UTF-8")
+                }
+                text[String(decoding: body[..<zero], as: UTF8.self)] = value
             }
             offset += 12 + length
         }

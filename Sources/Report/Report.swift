@@ -47,6 +47,9 @@ public struct Group: Sendable, Codable, Equatable {
     public var validation: Summary?
     /// Mean curves over the finished runs, by epoch.
     public var curve: [CurvePoint]
+    /// Test accuracy per class (true class) at the last epoch, over the finished runs with a
+    /// stored confusion matrix (nil without one).
+    public var perClass: [Summary?]?
     public var flags: [String]
 
     /// The setting's identity: its key, or (for reports made before setting keys) its label.
@@ -57,6 +60,9 @@ public struct CurvePoint: Sendable, Codable, Equatable {
     public var epoch: Int
     public var testAccuracy: Double
     public var memorised: Double?
+    /// Standard deviations over the seeds (nil for one seed, and in reports made before them).
+    public var testStd: Double?
+    public var memorisedStd: Double?
 }
 
 /// A SAM-family group against the SGD group of the same setting, paired by seed and noise
@@ -142,7 +148,7 @@ public enum ReportBuilder {
                       accuracy: Summary(finished.compactMap { value($0, metric) }),
                       memorised: Summary(finished.compactMap { $0.metrics?.lastMemorised }),
                       validation: Summary(finished.compactMap { validation($0, metric) }),
-                      curve: meanCurve(finished), flags: [])
+                      curve: meanCurve(finished), perClass: perClass(finished), flags: [])
         g.unfinished = g.runs - g.done - g.diverged - g.failed
         if g.diverged > 0 { g.flags.append("\(g.diverged) diverged") }
         if g.failed > 0 { g.flags.append("\(g.failed) failed") }
@@ -150,13 +156,24 @@ public enum ReportBuilder {
         return g
     }
 
+    static func perClass(_ runs: [StoredRun]) -> [Summary?]? {
+        let matrices = runs.compactMap(\.confusion)
+        guard let classes = matrices.first?.count, classes > 0, matrices.allSatisfy({ $0.count == classes }) else { return nil }
+        return (0..<classes).map { c in
+            Summary(matrices.compactMap { m in
+                let total = m[c].reduce(0, +)
+                return total > 0 && c < m[c].count ? Double(m[c][c]) / Double(total) : nil
+            })
+        }
+    }
+
     static func meanCurve(_ runs: [StoredRun]) -> [CurvePoint] {
         guard let length = runs.map(\.curve.count).min(), length > 0 else { return [] }
         return (0..<length).map { i in
             let points = runs.map { $0.curve[i] }
             let memorised = points.compactMap(\.memorised)
-            return CurvePoint(epoch: points[0].epoch, testAccuracy: points.map(\.testAccuracy).reduce(0, +) / Double(points.count),
-                              memorised: memorised.count == points.count ? memorised.reduce(0, +) / Double(memorised.count) : nil)
+            let test = Summary(points.map(\.testAccuracy))!, m = memorised.count == points.count ? Summary(memorised) : nil
+            return CurvePoint(epoch: points[0].epoch, testAccuracy: test.mean, memorised: m?.mean, testStd: test.std, memorisedStd: m?.std)
         }
     }
 

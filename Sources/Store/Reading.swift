@@ -24,6 +24,29 @@ public struct StoredRun: Sendable {
     public var realisedRate: Double?
     /// The last stage's epochs, in order.
     public var curve: [EpochPoint]
+    /// The test set's confusion matrix after the last epoch (true class by predicted class).
+    public var confusion: [[Int]]?
+    /// Provenance, timings, noise and sharpness, for a report's per-run details.
+    public var details = Details()
+
+    public struct Details: Sendable {
+        public var host: String?
+        public var sambenchVersion: String?
+        public var gitRevision: String?
+        public var threads: Int?
+        public var attempts = 0
+        public var startedAt: String?
+        public var finishedAt: String?
+        public var trainSeconds: Double?
+        /// The median over the last stage's epochs.
+        public var imagesPerSecond: Double?
+        public var noiseSelection: String?
+        public var noiseSeed: Int64?
+        public var corrupted: Int?
+        public var mSharpness: Double?
+        public var hessianTop: Double?
+        public init() {}
+    }
 
     /// A run whose stored keys are `keys` (the family and base keys come from it too).
     public init(keys: RunKey.Keys, label: String, status: RunStatus, spec: RunSpec, identity: String, epochsDone: Int,
@@ -89,9 +112,12 @@ public extension Store {
     /// The runs of the suites called `suite` (every run when nil), in suite order.
     func storedRuns(suite: String? = nil) throws -> [StoredRun] {
         try db.read { db in
+            // A database opened read-only is not migrated: one from before v5 has no confusion matrices.
+            let confusion = try db.columns(in: "metrics").contains { $0.name == "test_confusion" } ? "m.test_confusion" : "NULL AS test_confusion"
             let rows = try Row.fetchAll(db, sql: """
                 SELECT r.*, m.last_test_accuracy, m.best_test_accuracy, m.val_test_accuracy, m.val_accuracy, m.last_memorised,
-                       m.stage AS metric_stage, m.last_epoch, n.labels_sha256, n.realised_rate,
+                       m.stage AS metric_stage, m.last_epoch, \(confusion), m.m_sharpness, m.hessian_top,
+                       n.labels_sha256, n.realised_rate, n.selection AS noise_selection, n.seed AS noise_seed, n.corrupted,
                        (SELECT min(s.suite_id * 1000000 + s.position) FROM suite_runs s JOIN suites t ON t.id = s.suite_id
                         WHERE s.run_key = r.key AND (?1 IS NULL OR t.name = ?1)) AS position
                 FROM runs r LEFT JOIN metrics m ON m.run_key = r.key LEFT JOIN noise n ON n.run_key = r.key
@@ -102,7 +128,7 @@ public extension Store {
                 let key: String = r["key"]
                 let spec = try Store.spec(of: r, in: path)
                 let epochRows = try Row.fetchAll(db, sql: """
-                    SELECT epoch, test_accuracy, corrupted_noisy_accuracy, validation_accuracy FROM epochs
+                    SELECT epoch, test_accuracy, corrupted_noisy_accuracy, validation_accuracy, images_per_second FROM epochs
                     WHERE run_key = ? AND stage = (SELECT stage FROM epochs WHERE run_key = ?1 ORDER BY stage = 'train' LIMIT 1)
                     ORDER BY epoch
                     """, arguments: [key])
@@ -116,9 +142,24 @@ public extension Store {
                                     valAccuracy: r["val_accuracy"], lastMemorised: r["last_memorised"],
                                     lastValidationAccuracy: curve.last?.validationAccuracy)
                 }
-                return StoredRun(keys: Store.keys(of: r, spec: spec), label: r["label"], status: r["status"], spec: spec,
-                                 identity: r["data_identity"], epochsDone: r["epochs_done"], error: r["error"], metrics: metrics,
-                                 noiseLabels: r["labels_sha256"], realisedRate: r["realised_rate"], curve: curve)
+                var run = StoredRun(keys: Store.keys(of: r, spec: spec), label: r["label"], status: r["status"], spec: spec,
+                                    identity: r["data_identity"], epochsDone: r["epochs_done"], error: r["error"], metrics: metrics,
+                                    noiseLabels: r["labels_sha256"], realisedRate: r["realised_rate"], curve: curve)
+                if let json = r["test_confusion"] as String? {
+                    guard let m = try? JSONDecoder().decode([[Int]].self, from: Data(json.utf8)) else {
+                        throw StoreError("\(path): run \(key): the stored confusion matrix is not a JSON array of count rows")
+                    }
+                    run.confusion = m
+                }
+                var d = StoredRun.Details()
+                (d.host, d.sambenchVersion, d.gitRevision, d.threads) = (r["host"], r["sambench_version"], r["git_revision"], r["threads"])
+                (d.attempts, d.startedAt, d.finishedAt, d.trainSeconds) = (r["attempts"], r["started_at"], r["finished_at"], r["train_seconds"])
+                let rates = epochRows.compactMap { $0["images_per_second"] as Double? }.sorted()
+                d.imagesPerSecond = rates.isEmpty ? nil : rates[rates.count / 2]
+                (d.noiseSelection, d.noiseSeed, d.corrupted) = (r["noise_selection"], r["noise_seed"], r["corrupted"])
+                (d.mSharpness, d.hessianTop) = (r["m_sharpness"], r["hessian_top"])
+                run.details = d
+                return run
             }
         }
     }

@@ -175,11 +175,12 @@ public extension Store {
             try db.execute(sql: """
                 INSERT INTO metrics (run_key, stage, last_epoch, last_test_accuracy, last_test_loss, last_train_accuracy, last_memorised,
                     last_corrupted_clean, best_epoch, best_test_accuracy, val_epoch, val_accuracy, val_test_accuracy, m_sharpness,
-                    hessian_top, relabelled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    hessian_top, relabelled, test_confusion) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """, arguments: [key, last.stage, final.epoch, final.testAccuracy, final.testLoss, final.trainAccuracy,
                                  final.corruptedNoisyAccuracy, final.corruptedCleanAccuracy, best.epoch, best.testAccuracy,
                                  val?.epoch, val?.validationAccuracy, val?.testAccuracy, last.sharpness?.mSharpness,
-                                 last.sharpness?.topHessianEigenvalue, last.relabelled])
+                                 last.sharpness?.topHessianEigenvalue, last.relabelled,
+                                 last.confusion.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }])
         }
     }
 

@@ -178,6 +178,10 @@ public final class Store: @unchecked Sendable {
             // shards keyed under another. Every run stored before this migration was keyed under 1.
             try db.execute(sql: "ALTER TABLE runs ADD COLUMN key_version INTEGER NOT NULL DEFAULT 1")
         }
+        m.registerMigration("v5: the test set's final confusion matrix") { db in
+            // JSON rows (true class) of counts by predicted class; NULL for runs finished before it.
+            try db.execute(sql: "ALTER TABLE metrics ADD COLUMN test_confusion TEXT")
+        }
         return m
     }
 

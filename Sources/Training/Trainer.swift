@@ -154,6 +154,10 @@ public struct StageResult: Sendable, Codable, Equatable {
     public var sharpness: SharpnessMetrics?
     /// For the bootstrap stage: training labels the first stage's model changed.
     public var relabelled: Int?
+    /// The test set's confusion matrix after the last epoch of a finished stage: row = true
+    /// class, column = predicted class, counts (nil for a diverged stage, and in results made
+    /// before it).
+    public var confusion: [[Int]]?
 }
 
 public struct RunResult: Sendable, Codable, Equatable {
@@ -286,7 +290,9 @@ public final class Trainer {
             try stage.save(completedEpochs: epoch)
             try onEpoch(name, m)
         }
-        return stage.result(.done, sharpness: stage.measureSharpness())
+        var result = stage.result(.done, sharpness: stage.measureSharpness())
+        result.confusion = stage.testConfusion()
+        return result
     }
 }
 
@@ -406,6 +412,14 @@ private final class Stage {
             m.corruptedNoisyAccuracy = Double(zip(corrupted, predicted).filter { run.trainLabels[$0.0] == $0.1 }.count) / Double(corrupted.count)
             m.corruptedCleanAccuracy = Double(zip(corrupted, predicted).filter { data.cleanTrainLabels[$0.0] == $0.1 }.count) / Double(corrupted.count)
         }
+        return m
+    }
+
+    /// The test set's confusion matrix (true class by predicted class) of the current weights.
+    func testConfusion() -> [[Int]] {
+        let predicted = evaluator.predict(images: data.testImages, indices: Array(data.testLabels.indices))
+        var m = [[Int]](repeating: [Int](repeating: 0, count: data.classes), count: data.classes)
+        for (truth, p) in zip(data.testLabels, predicted) { m[Int(truth)][Int(p)] += 1 }
         return m
     }
 

@@ -71,7 +71,6 @@ extension OptimizerFamily: ExpressibleByArgument {}
 extension PerturbationGradient: ExpressibleByArgument {}
 extension BNPolicy: ExpressibleByArgument {}
 extension Metric: ExpressibleByArgument {}
-extension ReportFormat: ExpressibleByArgument {}
 extension RunStatus: ExpressibleByArgument {}
 
 extension LabelSpec: ExpressibleByArgument {

@@ -115,6 +115,12 @@ extension ReportBuilderTests {
         XCTAssertEqual(sgd.accuracy!.mean, 0.72 + 0.01, accuracy: 1e-12)   // 0.8 - 0.08 + mean(0, 1, 2) / 100
         XCTAssertEqual(sgd.accuracy!.std!, 0.01, accuracy: 1e-12)
         XCTAssertEqual(sgd.seeds, [0, 1, 2])
+        // Curves carry the spread over seeds (accuracies base + seed / 100: std 0.01 at every epoch).
+        XCTAssertEqual(sgd.curve.count, 2)
+        XCTAssertEqual(sgd.curve[1].testAccuracy, 0.73, accuracy: 1e-12)
+        XCTAssertEqual(sgd.curve[1].testStd!, 0.01, accuracy: 1e-12)
+        XCTAssertEqual(sgd.curve[1].memorisedStd!, 0, accuracy: 1e-12)
+        XCTAssertNil(sgd.perClass, "no confusion matrices stored")
         XCTAssertEqual(report.comparisons.count, 4)
         for c in report.comparisons {
             let d = c.difference!
@@ -127,6 +133,20 @@ extension ReportBuilderTests {
         // The best-epoch metric reads the other column.
         let best = ReportBuilder.build(try runs(), suites: ["r"], metric: .best)
         XCTAssertEqual(best.groups[0].accuracy!.mean, report.groups[0].accuracy!.mean + 0.01, accuracy: 1e-12)
+    }
+
+    func testPerClassAccuracyFromConfusionMatrices() throws {
+        // Seed s: class 0 all right, class 1 with s of 4 wrong; class 2 has no test images.
+        let report = ReportBuilder.build(try runs { r in
+            let s = Int(r.spec.config.seed)
+            r.confusion = [[4, 0, 0], [s, 4 - s, 0], [0, 0, 0]]
+        }, suites: ["r"], metric: .last)
+        let pc = try XCTUnwrap(report.groups[0].perClass)
+        XCTAssertEqual(pc.count, 3)
+        XCTAssertEqual(pc[0]!.mean, 1, accuracy: 1e-12)
+        XCTAssertEqual(pc[1]!.mean, 0.75, accuracy: 1e-12)   // (4 + 3 + 2) / 12
+        XCTAssertEqual(pc[1]!.n, 3)
+        XCTAssertNil(pc[2], "a class without test images has no accuracy, not 0")
     }
 
     func testFlagsAndPairing() throws {
@@ -182,6 +202,18 @@ extension ReportBuilderTests {
     }
 }
 
+/// The share of pixels (RGBA) darker than `below` in some channel, and the count of distinct colours.
+func inkAndColours(_ rgba: [UInt8], below: UInt8) -> (ink: Double, colours: Int) {
+    var ink = 0
+    var colours = Set<UInt32>()
+    for i in stride(from: 0, to: rgba.count, by: 4) {
+        let (r, g, b) = (rgba[i], rgba[i + 1], rgba[i + 2])
+        if r < below || g < below || b < below { ink += 1 }
+        colours.insert(UInt32(r) << 16 | UInt32(g) << 8 | UInt32(b))
+    }
+    return (Double(ink) / Double(max(rgba.count / 4, 1)), colours.count)
+}
+
 final class ChartTests: XCTestCase {
     func testChartsAreValidPNGsWithTextAndContent() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charts-\(UUID().uuidString)").path
@@ -191,11 +223,16 @@ final class ChartTests: XCTestCase {
         options.svg = true
         options.reference = [ReferencePoint(label: "paper", noiseRate: 0.2, accuracy: 75)]
         let files = try Charts.render(report, options: options)
-        let pngs = files.filter { $0.hasSuffix(".png") }
+        let pngs = files.map(\.png)
         XCTAssertEqual(Set(pngs.map { ($0 as NSString).lastPathComponent }),
-                       ["accuracy-vs-noise_synthetic-tiny-symmetric.png", "rho-heatmap_synthetic-tiny-symmetric.png",
-                        "curves_synthetic-tiny-symmetric-0.2.png", "curves_synthetic-tiny-symmetric-0.6.png"])
-        XCTAssertEqual(files.filter { $0.hasSuffix(".svg") }.count, 4)
+                       ["sam-minus-sgd_synthetic-tiny-symmetric.png", "accuracy-vs-noise_synthetic-tiny-symmetric.png",
+                        "rho-heatmap_synthetic-tiny-symmetric.png", "curves_synthetic-tiny-symmetric-0.2.png", "curves_synthetic-tiny-symmetric-0.6.png"])
+        XCTAssertEqual(files.compactMap(\.svg).count, 5)
+        XCTAssertTrue(files.allSatisfy { !$0.title.isEmpty && !$0.subtitle.isEmpty })
+        // The headline comes first; a title with a non-ASCII letter (ρ) reads back intact (iTXt, UTF-8).
+        XCTAssertTrue(pngs[0].hasSuffix("sam-minus-sgd_synthetic-tiny-symmetric.png"))
+        XCTAssertEqual(try PNGFile.read(files.first { $0.png.contains("rho-heatmap") }!.png).text["Title"],
+                       "Test accuracy (%) by noise rate and ρ: synthetic tiny symmetric")
         for f in pngs {
             let png = try PNGFile.read(f)
             XCTAssertEqual(png.width, 1600)
@@ -206,23 +243,17 @@ final class ChartTests: XCTestCase {
             XCTAssertNotNil(png.text["Creation Time"])
             XCTAssertFalse(png.text["Title"]?.isEmpty ?? true)
             // Not blank: a fair share of non-white pixels, in several colours.
-            var ink = 0
-            var colours = Set<UInt32>()
-            for i in stride(from: 0, to: png.rgba.count, by: 4) {
-                let (r, g, b) = (png.rgba[i], png.rgba[i + 1], png.rgba[i + 2])
-                if r < 250 || g < 250 || b < 250 { ink += 1 }
-                colours.insert(UInt32(r) << 16 | UInt32(g) << 8 | UInt32(b))
-            }
-            XCTAssertGreaterThan(Double(ink) / Double(png.width * png.height), 0.01, f)
-            XCTAssertGreaterThan(colours.count, 20, f)
+            let (ink, colours) = inkAndColours(png.rgba, below: 250)
+            XCTAssertGreaterThan(ink, 0.01, f)
+            XCTAssertGreaterThan(colours, 20, f)
         }
-        let svg = try String(contentsOfFile: files.first { $0.hasSuffix(".svg") }!, encoding: .utf8)
+        let svg = try String(contentsOfFile: files[0].svg!, encoding: .utf8)
         XCTAssertTrue(svg.contains("<svg"), String(svg.prefix(200)))
         // A scale option sizes the image.
         options.scale = 0.5
         options.svg = false
         let half = try Charts.render(report, options: options)
-        XCTAssertEqual(try PNGFile.read(half[0]).width, 800)
+        XCTAssertEqual(try PNGFile.read(half[0].png).width, 800)
     }
 
     func testBadReferenceFileIsLocated() throws {
@@ -239,6 +270,15 @@ final class ChartTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: path) }
         try PNGFile.write(rgb: [UInt8](repeating: 200, count: 4 * 3 * 3), width: 4, height: 3, text: [("Suite", "x")], to: path)
         XCTAssertEqual(try PNGFile.read(path).text, ["Suite": "x"])
+        // tEXt is Latin-1: a UTF-8 value goes to an iTXt chunk (uncompressed, no language tag).
+        try PNGFile.write(rgb: [UInt8](repeating: 200, count: 4 * 3 * 3), width: 4, height: 3,
+                          text: [("Suite", "x"), ("Title", "ρ − 日本")], to: path)
+        let written = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        func has(_ bytes: [UInt8]) -> Bool { written.count >= bytes.count && (0...(written.count - bytes.count)).contains { Array(written[$0..<$0 + bytes.count]) == bytes } }
+        XCTAssertTrue(has(Array("tEXtSuite".utf8) + [0] + Array("x".utf8)))
+        XCTAssertTrue(has(Array("iTXtTitle".utf8) + [0, 0, 0, 0, 0] + Array("ρ − 日本".utf8)))
+        XCTAssertFalse(has(Array("tEXtTitle".utf8)))
+        XCTAssertEqual(try PNGFile.read(path).text, ["Suite": "x", "Title": "ρ − 日本"])
         var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
         bytes[bytes.count - 20] ^= 0xFF
         try Data(bytes).write(to: URL(fileURLWithPath: path))
