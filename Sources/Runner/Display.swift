@@ -18,8 +18,9 @@ public protocol RunnerDisplay: AnyObject {
 
 public enum Verbosity: Sendable { case quiet, normal, verbose }
 
-/// On a terminal: a live view (runs done of total with an ETA, and each active run's epoch,
-/// batch and latest accuracy) under the log of started and finished runs. In a pipe or CI: one
+/// On a terminal: a live view (a progress bar for the suite with its ETA, and for each active
+/// run a bar, its epoch and batch, images/s, elapsed time and ETA, fitted to the terminal's
+/// width) under the log of started and finished runs. In a pipe or CI: one
 /// plain line per epoch and per run. Quiet: failures and the summary only.
 public final class ConsoleDisplay: RunnerDisplay {
     let live: Bool
@@ -106,19 +107,62 @@ public final class ConsoleDisplay: RunnerDisplay {
         lastDraw = Date()
         var w = winsize()
         let width = ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), &w) == 0 && w.ws_col > 20 ? Int(w.ws_col) - 1 : 99
-        var lines = ["runs \(p.finished)/\(p.total)" + (p.failed > 0 ? " (\(p.failed) failed)" : "") + ", \(p.active.count) active" +
-                     (p.eta.map { ", ETA " + ConsoleDisplay.duration($0) } ?? "")]
-        for a in p.active {
-            var s = "  \(a.label): epoch \(min(a.epoch + 1, a.epochs))/\(a.epochs)"
-            if a.stage != "train" { s += " [\(a.stage)]" }
-            if a.batches > 0 { s += " batch \(a.batch)/\(a.batches)" }
-            if let t = a.testAccuracy { s += String(format: ", test %.1f%%", 100 * t) }
-            if let m = a.memorised { s += String(format: ", memorised %.1f%%", 100 * m) }
-            lines.append(s)
-        }
-        write(lines.map { String($0.prefix(width)) }.joined(separator: "\n") + "\n")
+        let lines = ConsoleDisplay.lines(p, width: width)
+        write(lines.joined(separator: "\n") + "\n")
         blockLines = lines.count
     }
+
+    /// The live view: the suite's bar and counts, then one line per active run (bar, epoch and
+    /// batch, images/s, elapsed, ETA, then the label, shortened from the left to fit), every
+    /// line at most `width` columns. Accuracies are shown where the width allows.
+    public static func lines(_ p: Progress, width: Int) -> [String] {
+        let width = max(width, 30)
+        let barWidth = width >= 100 ? 20 : 10
+        let done = p.total > 0 ? Double(p.finished) / Double(p.total) : 0
+        // The suite's fraction counts the active runs' progress too.
+        let moving = p.total > 0 ? (Double(p.finished) + p.active.map(\.fraction).reduce(0, +)) / Double(p.total) : done
+        var head = "\(bar(moving, barWidth)) \(p.finished)/\(p.total) runs"
+        if p.failed > 0 { head += " (\(p.failed) failed)" }
+        head += ", \(p.active.count) active"
+        head += p.eta.map { ", ETA " + duration($0) } ?? ", ETA measuring"
+        var lines = [fit(head, width)]
+        let narrow = width < 100
+        for a in p.active {
+            // Narrow terminals get the compact form, so that the label keeps some room.
+            var s = "  " + (narrow ? bar(a.fraction, 8, percent: false) : bar(a.fraction, barWidth)) + " "
+            s += (a.stages > 1 ? "\(a.stage) " : "") + (narrow ? "e" : "ep ") + "\(min(a.epoch + 1, a.epochs))/\(a.epochs)"
+            if a.batches > 0 { s += (narrow ? " b" : " b ") + "\(a.batch)/\(a.batches)" }
+            s += a.imagesPerSecond.map { String(format: narrow ? " %.0fim/s" : " %.0f img/s", $0) } ?? ""
+            s += " " + duration(a.elapsed) + " ETA " + (a.eta.map(duration) ?? "?")
+            if width >= 110 {
+                if let t = a.testAccuracy { s += String(format: " test %.1f%%", 100 * t) }
+                if let m = a.memorised { s += String(format: " mem. %.1f%%", 100 * m) }
+            }
+            if let label = shorten(a.label, width - s.count - 2) { s += "  " + label }
+            lines.append(fit(s, width))
+        }
+        return lines
+    }
+
+    static func bar(_ fraction: Double, _ width: Int, percent: Bool = true) -> String {
+        let f = min(max(fraction, 0), 1)
+        let filled = Int((f * Double(width)).rounded(.down))
+        return "[" + String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled) + "]" +
+            (percent ? String(format: "%4.0f%%", 100 * f) : "")
+    }
+
+    /// A label within `room` columns: whole words dropped from the front (where a suite's runs
+    /// agree: dataset, model), then cut; nil when there is no useful room.
+    static func shorten(_ label: String, _ room: Int) -> String? {
+        guard room >= 8 else { return nil }
+        if label.count <= room { return label }
+        var words = label.split(separator: " ")
+        while words.count > 1 && words.joined(separator: " ").count + 1 > room { words.removeFirst() }
+        let s = "…" + words.joined(separator: " ")
+        return s.count <= room ? s : "…" + String(label.suffix(room - 1))
+    }
+
+    static func fit(_ s: String, _ width: Int) -> String { s.count <= width ? s : String(s.prefix(width - 1)) + "…" }
 
     public static func duration(_ s: Double) -> String {
         let t = Int(s.rounded())
