@@ -35,7 +35,7 @@ struct RunCommand: ParsableCommand {
     @OptionGroup var threadsOption: ThreadsOption
     /// oneDNN threads per run: as asked, else the cores divided by --jobs.
     var threads: Int { threadsOption.resolved(max(1, ProcessInfo.processInfo.activeProcessorCount / jobs)) }
-    @Flag(help: "Print the runs and their status without training.") var dryRun = false
+    @Flag(help: "Print the runs and their status without training, and the wall time they would take here (from a few steps of each model, timed now).") var dryRun = false
     @Option(help: "Only the runs that match, e.g. 'optimizer=sam,rho<=0.05,noise_rate>=0.4' (fields: \(RunFilter.fields.joined(separator: ", "))).")
     var filter: String?
     @Option(help: "Run the K-th of N deterministic parts of the grid, e.g. 2/4.") var shard: String?
@@ -122,9 +122,19 @@ struct RunCommand: ParsableCommand {
             }
         }
         let finished = runs.filter { statuses[$0.key]?.finished == true }.count
-        emit("\(finished) finished, \(runs.count - finished) to run: about \(units < 1e5 ? "<0.1" : String(format: "%.1f", units / 1e6)) million " +
-             "training images (a SAM step counts as its two passes)")
+        let left = runs.filter { statuses[$0.key]?.finished != true }
+        guard !left.isEmpty else { return emit("\(finished) finished, nothing to run") }
+        let estimate = try WallTimeEstimate.make(left, jobs: jobs, threads: threads, progress: { FileHandle.standardError.write(Data("\($0)\n".utf8)) })
+        for (id, r) in estimate.rates.sorted(by: { $0.key < $1.key }) {
+            emit("measured \(id.replacingOccurrences(of: " ", with: " at batch ")): SGD step \(Self.seconds(r.sgdStep)), SAM step \(Self.seconds(r.samStep)), " +
+                 "eval \(String(format: "%.0f", 1 / r.evalImage)) images/s (\(threads) thread\(threads == 1 ? "" : "s"))")
+        }
+        emit("\(finished) finished, \(left.count) to run: about \(ConsoleDisplay.duration(estimate.wall)) of wall time with --jobs \(jobs) " +
+             "--threads \(threads) (\(ConsoleDisplay.duration(estimate.perRun.reduce(0, +))) of run time; \(units < 1e5 ? "<0.1" : String(format: "%.1f", units / 1e6)) " +
+             "million training images, a SAM step counting as its two passes). An estimate from steps timed just now: jobs that share cores run slower.")
     }
+
+    static func seconds(_ s: Double) -> String { s < 1 ? String(format: "%.0f ms", 1000 * s) : String(format: "%.2f s", s) }
 
     /// This executable, for the workers.
     static func executable() -> String {

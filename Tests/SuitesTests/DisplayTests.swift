@@ -1,5 +1,7 @@
 import Foundation
 @testable import Runner
+import Store
+import Suites
 import XCTest
 
 /// The live view's arithmetic and layout, with times given (never measured).
@@ -70,5 +72,42 @@ final class DisplayTests: XCTestCase {
         XCTAssertTrue(wide[1].contains("ep 41/200 b 200/390 427 img/s 31s ETA ") && wide[1].contains("test 50.0%"), wide[1])
         XCTAssertTrue(wide[1].hasSuffix("  cifar10 resnet20 symmetric-0.6 sgd seed 0"), "the whole label where it fits: \(wide[1])")
         XCTAssertEqual(ConsoleDisplay.bar(0.25, 8, percent: false), "[##------]")
+    }
+
+    func testWallTimeEstimateFromMeasuredSteps() throws {
+        let suite = try Suite.parse("""
+            name = "e"
+            [defaults]
+            dataset = "synthetic"
+            synthetic_train = 1100
+            synthetic_test = 300
+            model = "tiny"
+            epochs = 3
+            batch_size = 100
+            validation = 0.1
+            [[noise]]
+            kind = "symmetric"
+            rates = [0.5]
+            [[optimizer]]
+            name = "sgd"
+            [[optimizer]]
+            name = "sam"
+            rho = [0.05]
+            look_interval = [1, 4]
+            """, file: "e.toml")
+        let runs = suite.runs.map { KeyedRun(spec: $0, identity: "synthetic") }
+        var asked: [String] = []
+        let e = try WallTimeEstimate.make(runs, jobs: 2, threads: 1) { model, mode, batch, threads in
+            asked.append("\(model) \(mode) \(batch) \(threads)")
+            return ["sgd": 0.2, "sam": 0.5, "eval": 0.1][mode]!
+        }
+        XCTAssertEqual(asked, ["tiny sgd 100 1", "tiny sam 100 1", "tiny eval 100 1"], "one measurement per model and batch")
+        // 110 validation images, 990 trained: 9 steps; evaluated 300 test + 110 validation + 495 corrupted at 1 ms.
+        let eval = Double(300 + 110 + 495) * 0.001
+        XCTAssertEqual(e.perRun[0], 3 * (9 * 0.2 + eval), accuracy: 1e-9)
+        XCTAssertEqual(e.perRun[1], 3 * (9 * 0.5 + eval), accuracy: 1e-9)
+        XCTAssertEqual(e.perRun[2], 3 * (9 * (0.2 + 0.3 / 4) + eval), accuracy: 1e-9, "LookSAM: the extra pass one step in four")
+        // Two lanes, runs taken in order by the first free one: SGD and SAM start, LookSAM follows SGD.
+        XCTAssertEqual(e.wall, max(e.perRun[0] + e.perRun[2], e.perRun[1]), accuracy: 1e-9)
     }
 }

@@ -289,6 +289,7 @@ final class RunnerTests: XCTestCase {
         try text.write(to: dir.appendingPathComponent("s.toml"), atomically: true, encoding: .utf8)
         let plan = try runSeparated(binary, ["run", path("s.toml"), "--dry-run", "--db", path("f.sqlite")])
         XCTAssertEqual(plan.status, 0, plan.err)
+        XCTAssertTrue(plan.out.contains("of wall time with --jobs 1") && plan.out.contains("measured tiny at batch"), plan.out)
         let firstKey = String(plan.out.split(separator: "\n").first { $0.contains("sgd seed 0") }!.prefix(20))
         try FileManager.default.createDirectory(atPath: path("ck-f.sqlite/\(firstKey)"), withIntermediateDirectories: true)
         try Data("not a checkpoint".utf8).write(to: URL(fileURLWithPath: path("ck-f.sqlite/\(firstKey)/checkpoint.safetensors")))
