@@ -18,7 +18,7 @@ struct Bench: ParsableCommand {
     )
 
     @Option(help: "Model: \(Architectures.names).") var model: String = "resnet20"
-    @Option(help: "Batch size.") var batch: Int = 128
+    @Option(name: [.customLong("batch-size"), .customLong("batch")], help: "Batch size (suites: batch_size).") var batch: Int = 128
     @OptionGroup var threadsOption: ThreadsOption
     var threads: Int { threadsOption.resolved() }
     @Option(help: "Timed steps per mode (the median is reported).") var steps: Int = 20

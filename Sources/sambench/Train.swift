@@ -32,11 +32,11 @@ struct Train: ParsableCommand {
     @Option(help: "Dataset: synthetic (built in, no download), cifar10 or cifar100 (see `sambench data`).") var dataset: Dataset = .synthetic
     @OptionGroup var dataDirectory: DataDirOption
     var dataDir: String? { dataDirectory.dataDir }
-    @Option(help: "Classes of the synthetic dataset.") var classes: Int = 10
-    @Option(help: "Training images (synthetic).") var trainSize: Int = 5000
-    @Option(help: "Test images (synthetic).") var testSize: Int = 1000
-    @Option(help: "Seed of the synthetic data.") var dataSeed: UInt64 = 1
-    @Option(help: "Label noise (docs/NOISE.md).") var noise: NoiseKind = .none
+    @Option(name: [.customLong("synthetic-classes"), .customLong("classes")], help: "Classes of the synthetic dataset (suites: synthetic_classes).") var classes: Int = 10
+    @Option(name: [.customLong("synthetic-train"), .customLong("train-size")], help: "Training images of the synthetic dataset (suites: synthetic_train).") var trainSize: Int = 5000
+    @Option(name: [.customLong("synthetic-test"), .customLong("test-size")], help: "Test images of the synthetic dataset (suites: synthetic_test).") var testSize: Int = 1000
+    @Option(name: [.customLong("synthetic-seed"), .customLong("data-seed")], help: "Seed of the synthetic dataset (suites: synthetic_seed).") var dataSeed: UInt64 = 1
+    @Option(help: "Label noise (docs/NOISE.md; suites: a [[noise]] entry's kind).") var noise: NoiseKind = .none
     @Option(help: "Noise rate in [0, 1].") var noiseRate: Double = 0
     @Option(help: "Which samples are corrupted.") var noiseSelection: NoiseSelection = .exact
     @Option(help: "Seed of the noise realisation.") var noiseSeed: UInt64 = 0
@@ -49,7 +49,7 @@ struct Train: ParsableCommand {
     @Flag(help: "No random horizontal flip.") var noFlip = false
     @Option(help: "Cutout square size (0: none).") var cutout: Int = 0
     @Option(help: "Epochs.") var epochs: Int = 5
-    @Option(help: "Batch size.") var batch: Int = 128
+    @Option(name: [.customLong("batch-size"), .customLong("batch")], help: "Batch size (suites: batch_size).") var batch: Int = 128
     @Option(help: "Base learning rate.") var lr: Float = 0.05
     @Option(help: "Learning-rate schedule, stepped per iteration.") var schedule: Schedule = .cosine
     @Option(help: "Epochs at which multistep multiplies the rate by --gamma, comma-separated.") var milestones: String = ""
@@ -61,7 +61,7 @@ struct Train: ParsableCommand {
     @Option(help: "Optimizer (the SAM family uses the SGD settings as its base optimizer).") var optimizer: OptimizerFamily = .sgd
     @Option(help: "SAM/ASAM radius rho (default 0.05 for sam, 0.5 for asam).") var rho: Float?
     @Option(help: "ASAM eta.") var eta: Float = 0.01
-    @Option(help: "Gradient in the perturbation: loss (davda54/sam) or loss+wd (official JAX code).") var samGradient: PerturbationGradient = .loss
+    @Option(name: [.customLong("sam-gradient"), .customLong("gradient")], help: "Gradient in the perturbation: loss (davda54/sam) or loss+wd (official JAX code) (suites: gradient).") var samGradient: PerturbationGradient = .loss
     @Option(help: "BN running statistics in a SAM step.") var bnPolicy: BNPolicy = .firstPass
     @Option(help: "m-sharpness: micro-batch size m (must divide --batch); default: the whole batch.") var microBatch: Int?
     @Option(help: "LookSAM: full SAM gradient every k steps (1 = SAM).") var lookInterval: Int = 1
