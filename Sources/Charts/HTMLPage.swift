@@ -139,12 +139,15 @@ public enum HTMLPage {
     /// The comparisons that answer the question: per setting, the rho chosen on validation where
     /// rho was chosen, else every rho; with the SAM group (for its noise rate).
     static func headlineComparisons(_ r: Report) -> [(Comparison, Group)] {
-        let bySetting = Dictionary(grouping: r.comparisons) { $0.settingKey ?? $0.setting }
+        let groups = Dictionary(r.groups.map { ($0.group, $0) }, uniquingKeysWith: { a, _ in a })
         return r.comparisons.compactMap { c in
-            let peers = bySetting[c.settingKey ?? c.setting] ?? []
-            let chosen = peers.contains { $0.selected && $0.optimizerLabel.split(separator: "(").first == c.optimizerLabel.split(separator: "(").first }
-            guard !chosen || c.selected, let g = r.groups.first(where: { $0.group == c.samGroup }) else { return nil }
-            return (c, g)
+            guard let g = groups[c.samGroup] else { return nil }
+            // Where a rho was chosen among this group's rho peers, only the chosen one answers.
+            let chosen = r.comparisons.contains { o in
+                guard o.selected, let h = groups[o.samGroup] else { return false }
+                return h.settingIdentity == g.settingIdentity && h.optimizer == g.optimizer && ReportBuilder.rhoPeers(h, g)
+            }
+            return !chosen || c.selected ? (c, g) : nil
         }
     }
 

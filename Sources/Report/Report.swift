@@ -224,7 +224,7 @@ public enum ReportBuilder {
 
     /// Two groups of one setting and optimizer that differ at most in rho: the candidates among
     /// which rho is chosen.
-    static func rhoPeers(_ a: Group, _ b: Group) -> Bool {
+    public static func rhoPeers(_ a: Group, _ b: Group) -> Bool {
         guard let x = a.axes, let y = b.axes else { return true }
         return x.filter { $0.key != "rho" } == y.filter { $0.key != "rho" }
     }

@@ -393,7 +393,9 @@ private final class EventLoop {
         progress.finished = summary.skipped + summary.done + summary.diverged + summary.failed
         progress.failed = summary.failed
         progress.eta = Progress.suiteETA(active: slots.map { ($0.active, Runner.cost($0.run)) },
-                                         queued: queue.map { Double($0.spec.config.epochs * ($0.spec.config.bootstrap ? 2 : 1)) * Runner.cost($0) },
+                                         queued: queue.map { r in
+                                             Double(max(r.spec.config.epochs * (r.spec.config.bootstrap ? 2 : 1) - (epochsDone[r.key] ?? 0), 0)) * Runner.cost(r)
+                                         },
                                          secondsPerUnit: secondsPerUnit.units > 0 ? secondsPerUnit.seconds / secondsPerUnit.units : nil,
                                          jobs: options.jobs)
     }
