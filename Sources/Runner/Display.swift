@@ -151,15 +151,17 @@ public final class ConsoleDisplay: RunnerDisplay {
             (percent ? String(format: "%4.0f%%", 100 * f) : "")
     }
 
-    /// A label within `room` columns: whole words dropped from the front (where a suite's runs
-    /// agree: dataset, model), then cut; nil when there is no useful room.
-    static func shorten(_ label: String, _ room: Int) -> String? {
+    /// A text within `room` columns, for display only: whole words dropped from the front (where
+    /// a suite's runs agree: dataset, model), then cut; nil when there is no useful room.
+    static func shorten(_ text: String, _ room: Int) -> String? {
         guard room >= 8 else { return nil }
-        if label.count <= room { return label }
-        var words = label.split(separator: " ")
-        while words.count > 1 && words.joined(separator: " ").count + 1 > room { words.removeFirst() }
-        let s = "…" + words.joined(separator: " ")
-        return s.count <= room ? s : "…" + String(label.suffix(room - 1))
+        if text.count <= room { return text }
+        var rest = Substring(text)
+        while let space = rest.firstIndex(of: " ") {
+            rest = rest[rest.index(after: space)...]
+            if rest.count + 1 <= room { return "…" + rest }
+        }
+        return "…" + String(text.suffix(room - 1))
     }
 
     static func fit(_ s: String, _ width: Int) -> String { s.count <= width ? s : String(s.prefix(width - 1)) + "…" }

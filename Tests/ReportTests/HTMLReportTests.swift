@@ -95,6 +95,11 @@ final class HTMLReportTests: XCTestCase {
             XCTAssertEqual(Double(trace) / 320, try XCTUnwrap(r.metrics).lastTestAccuracy, accuracy: 1e-12, r.label)
         }
 
+        // A folder that does not exist is refused before any work, naming it.
+        let nowhere = try runSeparated(binary, ["report", "--db", db, "--format", "html", "--out", dir.appendingPathComponent("no/such/r.html").path])
+        XCTAssertEqual(nowhere.status, 2)
+        XCTAssertTrue(nowhere.err.contains("the folder \(dir.appendingPathComponent("no/such").path) does not exist"), nowhere.err)
+
         let page = dir.appendingPathComponent("report.html").path
         let report = try runSeparated(binary, ["report", "--db", db, "--format", "html", "--out", page, "--charts", dir.appendingPathComponent("charts").path])
         XCTAssertEqual(report.status, 0, report.err)

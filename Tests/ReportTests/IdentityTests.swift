@@ -200,7 +200,7 @@ final class IdentityTests: XCTestCase {
         // Take the database back to the first schema.
         try DatabaseQueue(path: db).write { db in
             try db.execute(sql: """
-                DROP VIEW settings; DROP INDEX runs_setting; ALTER TABLE runs DROP COLUMN setting_key; ALTER TABLE runs DROP COLUMN key_version;
+                DROP VIEW settings; DROP INDEX runs_setting; ALTER TABLE runs DROP COLUMN setting_key; ALTER TABLE runs DROP COLUMN key_version; ALTER TABLE metrics DROP COLUMN test_confusion;
                 DELETE FROM grdb_migrations WHERE identifier NOT LIKE 'v1%'
                 """)
         }
