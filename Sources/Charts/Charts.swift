@@ -214,6 +214,8 @@ public enum Charts {
         var line = true
         var marker = true
         var filled = true
+        /// A bar swatch instead: true for a hatched one (as the bars of odd series are).
+        var swatch: Bool? = nil
     }
 
     /// The legend, in a column right of the plot: never over the data. Each entry shows its
@@ -221,6 +223,10 @@ public enum Charts {
     static func legend(_ c: Canvas, _ items: [LegendItem], x: Double, y: Double) {
         for (i, item) in items.enumerated() {
             let yy = y + Double(i) * 44
+            if let hatched = item.swatch {
+                c.fill(x: x + 10, y: yy - 13, w: 36, h: 26, item.style.colour, alpha: 0.85)
+                if hatched { c.hatch([(x + 10, yy - 13), (x + 46, yy - 13), (x + 46, yy + 13), (x + 10, yy + 13)], .white, angle: item.style.hatch, spacing: 8, alpha: 0.8) }
+            }
             if item.line { c.line([(x, yy), (x + 56, yy)], item.style.colour, width: 4, dash: item.style.dash) }
             if item.marker { c.marker(item.style.shape, x + 28, yy, radius: 9, item.style.colour, filled: item.filled) }
             c.text(item.name, x: x + 70, y: yy, size: 22, middle: true)
@@ -510,7 +516,9 @@ public enum Charts {
                 }
             }
         }
-        legend(c, shown.enumerated().map { i, g in LegendItem(name: optimizerTitle(g) + " (n=\(g.done))", style: .at(i), line: false) }, x: 1175, y: 170)
+        legend(c, shown.enumerated().map { i, g in
+            LegendItem(name: optimizerTitle(g) + " (n=\(g.done))", style: .at(i), line: false, marker: !bars, swatch: bars ? i % 2 == 1 : nil)
+        }, x: 1175, y: 170)
         return title
     }
 
