@@ -348,18 +348,14 @@ public enum Charts {
     static func difference(_ c: Canvas, _ groups: [Group], _ report: Report, _ family: String) throws -> String {
         let members = Dictionary(groups.map { ($0.group, $0) }, uniquingKeysWith: { a, _ in a })
         let comparisons = report.comparisons.filter { members[$0.samGroup] != nil && $0.difference != nil }
-        var configurations: [String] = []
-        for cmp in comparisons {
-            let t = optimizerTitle(members[cmp.samGroup]!)
-            if !configurations.contains(t) { configurations.append(t) }
-        }
-        configurations.sort { a, b in
-            let ga = comparisons.first { optimizerTitle(members[$0.samGroup]!) == a }.flatMap { members[$0.samGroup] }
-            let gb = comparisons.first { optimizerTitle(members[$0.samGroup]!) == b }.flatMap { members[$0.samGroup] }
-            let (fa, fb) = (ga.map { OptimizerFamily.sharpnessAware.firstIndex(of: $0.optimizer) ?? 0 } ?? 0, gb.map { OptimizerFamily.sharpnessAware.firstIndex(of: $0.optimizer) ?? 0 } ?? 0)
+        // One series per configuration (its title), ordered by family, then rho, then title.
+        var byTitle: [String: Group] = [:]
+        for cmp in comparisons { let g = members[cmp.samGroup]!; if byTitle[optimizerTitle(g)] == nil { byTitle[optimizerTitle(g)] = g } }
+        let configurations = byTitle.keys.sorted { a, b in
+            let (ga, gb) = (byTitle[a]!, byTitle[b]!)
+            let (fa, fb) = (OptimizerFamily.sharpnessAware.firstIndex(of: ga.optimizer) ?? 0, OptimizerFamily.sharpnessAware.firstIndex(of: gb.optimizer) ?? 0)
             if fa != fb { return fa < fb }
-            let (ra, rb) = (ga?.rho ?? 0, gb?.rho ?? 0)
-            return ra != rb ? ra < rb : a < b
+            return ga.rho != gb.rho ? (ga.rho ?? 0) < (gb.rho ?? 0) : a < b
         }
         let rates = Set(comparisons.map { rate(members[$0.samGroup]!) }).sorted()
         let ends = comparisons.flatMap { cmp -> [Double] in
