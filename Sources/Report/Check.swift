@@ -73,6 +73,34 @@ public struct CheckOutcome: Sendable, Codable, Equatable {
     public var passed: Bool { regressions.isEmpty && missing.isEmpty && expectations.allSatisfy(\.passed) }
 }
 
+public extension Report {
+    /// Why this report cannot serve as a baseline, one line per problem (empty when it can): a
+    /// gate compared against it would pass without having compared anything meaningful. No
+    /// groups; a group without a finished run; a count of runs or seeds out of range; an accuracy,
+    /// standard deviation or interval that no set of accuracies in [0, 1] can have.
+    var baselineProblems: [String] {
+        var out: [String] = []
+        if groups.isEmpty { out.append("it has no groups: nothing would be compared") }
+        for g in groups {
+            let name = "group \(g.label) (\(g.group))"
+            let counts = [g.runs, g.done, g.diverged, g.failed, g.unfinished]
+            if counts.contains(where: { $0 < 0 }) || g.done + g.diverged + g.failed + g.unfinished != g.runs {
+                out.append("\(name): run counts that do not add up (runs \(g.runs), done \(g.done), diverged \(g.diverged), failed \(g.failed), unfinished \(g.unfinished))")
+            }
+            guard let a = g.accuracy else { out.append("\(name): no finished run, so no accuracy to compare with"); continue }
+            if a.n < 1 || a.n > g.runs { out.append("\(name): n = \(a.n) finished runs (of \(g.runs))") }
+            if !(a.mean.isFinite && (0...1).contains(a.mean)) { out.append("\(name): mean accuracy \(a.mean) is not in [0, 1]") }
+            // The sample standard deviation of values in [0, 1] is at most sqrt(1/2).
+            if let sd = a.std, !(sd.isFinite && (0...0.5.squareRoot()).contains(sd)) {
+                out.append("\(name): standard deviation \(sd) is not possible for accuracies in [0, 1]")
+            }
+            if a.n >= 2 && a.std == nil { out.append("\(name): n = \(a.n) but no standard deviation") }
+            if let ci = a.ci95, !(ci.isFinite && ci >= 0) { out.append("\(name): confidence interval half-width \(ci) is not a width") }
+        }
+        return out
+    }
+}
+
 public enum Checker {
     /// Compares the current report with a baseline report, group by group. Groups are matched by
     /// their group key; a baseline group whose key is not among the current ones is matched with
@@ -195,6 +223,13 @@ public enum Checker {
                 for g in groups where g.diverged + g.failed > 0 {
                     passed = false
                     details.append("\(g.label): \(g.diverged) diverged, \(g.failed) failed")
+                }
+            case .memorised:
+                for g in groups {
+                    guard let m = g.memorised else { details.append("\(g.label): no memorisation measured (no noise, or no finished run)"); passed = false; continue }
+                    let ok = m.mean >= (e.min ?? 0) / 100 && m.mean <= (e.max ?? 100) / 100
+                    passed = passed && ok
+                    details.append(String(format: "%@: %.2f%@", g.label, 100 * m.mean, ok ? "" : " (outside)"))
                 }
             case .allDone:
                 for g in groups where g.done + g.diverged < g.runs {

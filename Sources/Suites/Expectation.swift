@@ -14,10 +14,15 @@ public struct Expectation: Sendable, Codable, Equatable {
         case noDivergence = "no-divergence"
         /// Every matching run finished.
         case allDone = "all-done"
+        /// Every matching group's mean memorisation at the last epoch (the corrupted training
+        /// samples' accuracy against their noisy labels) is at least `min` and at most `max`.
+        case memorised
     }
 
     public var kind: Kind
     public var min: Double?
+    /// For memorised: the most it may be, in percent.
+    public var max: Double?
     public var filter: Conditions?
     public var metric: Metric
     /// For sam-gain: sam or asam.
@@ -29,7 +34,7 @@ public struct Expectation: Sendable, Codable, Equatable {
 
     /// The fields `where` may name.
     public static var fields: [String] { Axes.names + ["label"] }
-    public static let keys = ["what", "min", "where", "metric", "optimizer", "rho"]
+    public static let keys = ["what", "min", "max", "where", "metric", "optimizer", "rho"]
 
     public var summary: String {
         var s: String
@@ -38,6 +43,7 @@ public struct Expectation: Sendable, Codable, Equatable {
         case .samGain: s = "\(optimizer)\(rho.map { "(rho=\(Float($0)))" } ?? "") - sgd >= \(min.map { "\($0)" } ?? "?") points"
         case .noDivergence: s = "no run diverged or failed"
         case .allDone: s = "every run finished"
+        case .memorised: s = "memorised" + [min.map { " >= \($0)" }, max.map { " <= \($0)" }].compactMap { $0 }.joined(separator: " and")
         }
         if let filter { s += " where \(filter.text)" }
         if kind == .accuracy || kind == .samGain, metric != .last { s += " (metric \(metric))" }

@@ -487,12 +487,21 @@ private struct SuiteParser {
         guard let kind = Expectation.Kind(rawValue: what) else {
             throw fail("\(p).what", "unknown expectation \"\(what)\"" + (suggestion(for: what, among: kinds).map { "; did you mean \"\($0)\"?" } ?? " (\(kinds.joined(separator: ", ")))"))
         }
-        var e = Expectation(kind: kind, min: nil, filter: nil, metric: .last, optimizer: .sam, rho: nil, line: locator.line(p) ?? 1)
+        var e = Expectation(kind: kind, min: nil, max: nil, filter: nil, metric: .last, optimizer: .sam, rho: nil, line: locator.line(p) ?? 1)
+        let percent: (Double) -> String? = { (0...100).contains($0) ? nil : kind == .accuracy ? "an accuracy in percent, in [0, 100]" : "a percentage, in [0, 100]" }
         if let v = t["min"] {
-            guard kind == .accuracy || kind == .samGain else { throw fail("\(p).min", "`min` is for accuracy and sam-gain") }
-            e.min = try number(v, path: "\(p).min") { kind == .accuracy && !(0...100).contains($0) ? "an accuracy in percent, in [0, 100]" : nil }
+            guard kind == .accuracy || kind == .samGain || kind == .memorised else { throw fail("\(p).min", "`min` is for accuracy, sam-gain and memorised") }
+            e.min = try number(v, path: "\(p).min") { kind == .samGain ? nil : percent($0) }
         } else if kind == .accuracy || kind == .samGain {
             throw fail(p, "\(what) needs `min` (in percentage points)")
+        }
+        if let v = t["max"] {
+            guard kind == .memorised else { throw fail("\(p).max", "`max` is for memorised only") }
+            e.max = try number(v, path: "\(p).max", check: percent)
+        }
+        if kind == .memorised {
+            guard e.min != nil || e.max != nil else { throw fail(p, "memorised needs `min` or `max` (in percent)") }
+            if let lo = e.min, let hi = e.max, lo > hi { throw fail("\(p).max", "`max` (\(hi)) is below `min` (\(lo))") }
         }
         if let w = try string(t, "where", path: "\(p).where") {
             do { e.filter = try Conditions(w, fields: Expectation.fields) } catch { throw fail("\(p).where", "\(error)") }

@@ -10,7 +10,7 @@ struct CheckCommand: ParsableCommand {
         abstract: "A regression gate: compare results with a baseline, and check a suite's expectations.",
         discussion: """
         --baseline FILE is the JSON of `sambench report` (commit it). Groups (runs that differ \
-        only in seed) are matched by label; a group regresses when its mean test accuracy drops \
+        only in seed) are matched by their group key (docs/CI.md); a group regresses when its mean test accuracy drops \
         by more than max(floor, k x the standard error of the difference), the standard error \
         taken from the seed variance measured (never below the pooled spread of all groups), or \
         when it has more diverged or failed runs. Defaults: floor 1 point, k 3 (--tolerance \
@@ -19,6 +19,10 @@ struct CheckCommand: ParsableCommand {
 
         --suite FILE also checks the suite's [[expect]] assertions (docs/SUITES.md); --suite \
         NAME only restricts the results to that suite's runs.
+
+        A check that would compare nothing is refused, never a PASS: a baseline with no groups, \
+        or with a group that has no finished run or numbers no accuracies can have (n = 0, a \
+        negative or impossible standard deviation); no --baseline and no [[expect]] to check.
 
         Exit status: 0 pass, 1 regression (or missing groups, or a failed expectation), 2 usage \
         or data error. docs/CI.md shows how to use it in CI.
@@ -47,10 +51,21 @@ struct CheckCommand: ParsableCommand {
         let base: Report? = try baseline.map { path in
             try usageFailure {
                 guard let data = FileManager.default.contents(atPath: path) else { throw CheckError("\(path): cannot read the baseline") }
-                do { return try JSONDecoder().decode(Report.self, from: data) } catch {
+                let report: Report
+                do { report = try JSONDecoder().decode(Report.self, from: data) } catch {
                     throw CheckError("\(path): not the JSON of `sambench report --format json` (\(error))")
                 }
+                let problems = report.baselineProblems
+                guard problems.isEmpty else {
+                    throw CheckError("\(path): not a baseline anything can be checked against:\n  " + problems.joined(separator: "\n  "))
+                }
+                return report
             }
+        }
+        // A gate that compared nothing must not say PASS.
+        if base == nil && expectations.isEmpty, let suite {
+            let why = name == suite ? "--suite \(suite) names results, not assertions" : "the suite \(suite) has no [[expect]] entries"
+            try usageFailure { throw CheckError("nothing to check: \(why), and no --baseline was given") }
         }
         let store = try usageFailure { try Store(path: database.db, readOnly: true) }
         let runs = try store.storedRuns(suite: name)

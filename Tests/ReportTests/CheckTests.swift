@@ -135,6 +135,9 @@ final class CheckTests: XCTestCase {
             what = "sam-gain"
             min = -50
             where = "noise_rate>=0.4"
+            [[expect]]
+            what = "memorised"
+            max = 99
             """
         let file = try run(Self.suite(expect: passing), "expect.sqlite")
         let ok = try runSeparated(binary, ["check", "--db", path("expect.sqlite"), "--suite", file])
@@ -142,14 +145,67 @@ final class CheckTests: XCTestCase {
         XCTAssertTrue(ok.out.contains("sam(rho=0.05) - sgd") || ok.out.contains("sam - sgd"), ok.out)
         // The same results against stricter assertions: each failure named with its line.
         let strict = Self.suite(expect: passing.replacingOccurrences(of: "min = 30", with: "min = 99")
-            .replacingOccurrences(of: "min = -50", with: "min = 50"))
+            .replacingOccurrences(of: "min = -50", with: "min = 50").replacingOccurrences(of: "max = 99", with: "min = 99"))
         try strict.write(toFile: file, atomically: true, encoding: .utf8)
         let fail = try runSeparated(binary, ["check", "--db", path("expect.sqlite"), "--suite", file])
         XCTAssertEqual(fail.status, 1, fail.out)
-        XCTAssertTrue(fail.out.contains("FAIL: 2 expectations failed") && fail.out.contains("(below)"), fail.out)
+        XCTAssertTrue(fail.out.contains("FAIL: 3 expectations failed") && fail.out.contains("(below)") && fail.out.contains("(outside)"), fail.out)
         let parsed = try Suite.load(file)
-        XCTAssertEqual(parsed.expectations.map(\.kind), [.noDivergence, .allDone, .accuracy, .samGain])
+        XCTAssertEqual(parsed.expectations.map(\.kind), [.noDivergence, .allDone, .accuracy, .samGain, .memorised])
+        XCTAssertTrue(fail.out.contains("line \(parsed.expectations[4].line): memorised >= 99.0: FAILED"), fail.out)
         XCTAssertTrue(fail.out.contains("line \(parsed.expectations[2].line): accuracy >= 99.0 where optimizer=sgd: FAILED"), fail.out)
+    }
+
+    /// A baseline that cannot mean anything is refused with exit 2 and the problem named, never
+    /// passed: a gate against it would compare nothing (or nonsense) and say PASS.
+    func testMeaninglessBaselinesAreRefused() throws {
+        try makeBaseline()
+        let data = try Data(contentsOf: URL(fileURLWithPath: path("baseline.json")))
+        func firstGroup(_ json: inout [String: Any], _ change: (inout [String: Any]) -> Void) {
+            var groups = json["groups"] as! [[String: Any]]
+            change(&groups[0])
+            json["groups"] = groups
+        }
+        func accuracy(_ key: String, _ value: Any) -> (inout [String: Any]) -> Void {
+            { json in firstGroup(&json) { g in var a = g["accuracy"] as! [String: Any]; a[key] = value; g["accuracy"] = a } }
+        }
+        let cases: [(name: String, expected: String, change: (inout [String: Any]) -> Void)] = [
+            ("no-groups", "no groups", { $0["groups"] = [Any](); $0["comparisons"] = [Any]() }),
+            ("no-accuracy", "no finished run", { json in firstGroup(&json) { $0.removeValue(forKey: "accuracy") } }),
+            ("n-zero", "n = 0 finished runs", accuracy("n", 0)),
+            ("n-beyond-runs", "n = 40 finished runs", accuracy("n", 40)),
+            ("negative-std", "standard deviation -0.02 is not possible", accuracy("std", -0.02)),
+            ("absurd-std", "standard deviation 3.0 is not possible", accuracy("std", 3)),
+            ("no-std", "but no standard deviation", { json in firstGroup(&json) { g in var a = g["accuracy"] as! [String: Any]; a.removeValue(forKey: "std"); g["accuracy"] = a } }),
+            ("mean", "mean accuracy 1.7 is not in [0, 1]", accuracy("mean", 1.7)),
+            ("interval", "half-width -0.1", accuracy("ci95", -0.1)),
+            ("counts", "run counts that do not add up", { json in firstGroup(&json) { $0["failed"] = -1 } }),
+        ]
+        for c in cases {
+            var json = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+            c.change(&json)
+            let file = path(c.name + ".json")
+            try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: file))
+            let r = try runSeparated(binary, ["check", "--db", path("base.sqlite"), "--baseline", file])
+            XCTAssertEqual(r.status, 2, c.name + ": " + r.out + r.err)
+            XCTAssertTrue(r.err.contains(c.expected) && r.err.contains(file), c.name + ": " + r.err)
+            XCTAssertFalse(r.out.contains("PASS"), c.name + ": " + r.out)
+        }
+        // The unchanged baseline against its own results passes: what failed above is the baseline.
+        let same = try check("base.sqlite")
+        XCTAssertEqual(same.status, 0, same.out + same.err)
+    }
+
+    /// No baseline and no [[expect]]: nothing would be compared, so no PASS (exit 2, said why),
+    /// whether the suite is given as a file without assertions or by name.
+    func testNothingToCheckIsRefused() throws {
+        let file = try run(Self.suite(), "plain.sqlite")
+        for (args, expected) in [(["--suite", file], "has no [[expect]] entries"), (["--suite", "gate"], "names results, not assertions")] {
+            let r = try runSeparated(binary, ["check", "--db", path("plain.sqlite")] + args)
+            XCTAssertEqual(r.status, 2, r.out + r.err)
+            XCTAssertTrue(r.err.contains("nothing to check") && r.err.contains(expected), r.err)
+            XCTAssertFalse(r.out.contains("PASS"), r.out)
+        }
     }
 
     func testToleranceSpec() throws {
