@@ -39,21 +39,29 @@ public enum NPY {
         let n = dims[0]
         let sizes: [String: Int] = ["|u1": 1, "|i1": 1, "u1": 1, "i1": 1, "<i2": 2, "<i4": 4, "<i8": 8, "<u2": 2, "<u4": 4, "<u8": 8]
         guard let size = sizes[descr] else { throw DataError("\(source): dtype \(descr) is not a little-endian integer type") }
+        // The header's count is the file's word, not a fact: checked before any arithmetic on it.
+        let (bytes, overflow) = n.multipliedReportingOverflow(by: size)
+        guard n >= 0, !overflow else { throw DataError("\(source): shape (\(n),) of \(descr) is not a possible array size") }
         let dataStart = start + headerLength
-        guard b.count - dataStart == n * size else {
-            throw DataError("\(source): \(b.count - dataStart) data bytes, expected \(n * size) for \(n) values of \(descr) (truncated?)")
+        guard b.count - dataStart == bytes else {
+            throw DataError("\(source): \(b.count - dataStart) data bytes, expected \(bytes) for \(n) values of \(descr) (truncated?)")
         }
-        return littleEndianIntegers(b[dataStart...], count: n, size: size, signed: descr.contains("i"))
+        return try littleEndianIntegers(b[dataStart...], count: n, size: size, signed: descr.contains("i"), source: source)
     }
 
-    /// `count` little-endian integers of `size` bytes each, sign-extended when `signed`.
-    static func littleEndianIntegers(_ bytes: ArraySlice<UInt8>, count: Int, size: Int, signed: Bool) -> [Int32] {
+    /// `count` little-endian integers of `size` bytes each, sign-extended when `signed`; a value
+    /// that does not fit in Int32 is an error (narrowing it would turn 2^32 + 3 into a valid 3).
+    static func littleEndianIntegers(_ bytes: ArraySlice<UInt8>, count: Int, size: Int, signed: Bool, source: String) throws -> [Int32] {
         let base = bytes.startIndex
-        return (0..<count).map { i in
+        return try (0..<count).map { i in
             var v: UInt64 = 0
             for k in 0..<size { v |= UInt64(bytes[base + i * size + k]) << (8 * UInt64(k)) }
             if signed && size < 8 && v & (1 << (UInt64(size) * 8 - 1)) != 0 { v |= ~((1 << (UInt64(size) * 8)) - 1) }
-            return Int32(truncatingIfNeeded: Int64(bitPattern: v))
+            let value: Int32? = signed ? Int32(exactly: Int64(bitPattern: v)) : Int32(exactly: v)
+            guard let value else {
+                throw DataError("\(source): value \(signed ? String(Int64(bitPattern: v)) : String(v)) at index \(i) does not fit a label (32-bit integer)")
+            }
+            return value
         }
     }
 

@@ -214,8 +214,9 @@ struct Unpickler {
             guard case let .string(key) = k, case let .array(shape, dtype, data) = v else { continue }
             let sizes = ["<i8": 8, "i8": 8, "<i4": 4, "i4": 4, "|u1": 1, "u1": 1, "|i1": 1, "<i2": 2]
             guard let size = sizes[dtype], shape.count == 1 else { continue }
-            guard data.count == shape[0] * size else { throw fail("array \(key): \(data.count) bytes for \(shape[0]) values of \(dtype)") }
-            out[key] = NPY.littleEndianIntegers(data[...], count: shape[0], size: size, signed: dtype.contains("i"))
+            let (bytes, overflow) = shape[0].multipliedReportingOverflow(by: size)
+            guard shape[0] >= 0, !overflow, data.count == bytes else { throw fail("array \(key): \(data.count) bytes for \(shape[0]) values of \(dtype)") }
+            out[key] = try NPY.littleEndianIntegers(data[...], count: shape[0], size: size, signed: dtype.contains("i"), source: "\(source): array \(key)")
         }
         return out
     }

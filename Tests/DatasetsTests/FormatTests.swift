@@ -91,6 +91,36 @@ final class FormatTests: XCTestCase {
         XCTAssertThrowsError(try NPY.readLabels("\(dir!)/bad.npy")) { XCTAssertTrue("\($0)".contains("bad.npy"), "\($0)") }
     }
 
+    /// A header or a value the .npy file states is checked before it is used: a count whose byte
+    /// size overflows or is negative, and values that do not fit a 32-bit label (which narrowing
+    /// would turn into valid small labels: 2^32 + 3 into 3), are errors naming the file.
+    func testNPYSizesAndValuesOutOfRangeAreErrors() throws {
+        func npy(_ descr: String, shape: String, data: [UInt8]) -> [UInt8] {
+            var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': (\(shape),), }"
+            while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
+            header += "\n"
+            return [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xff), UInt8(header.utf8.count >> 8)] + Array(header.utf8) + data
+        }
+        func le(_ v: UInt64, _ size: Int) -> [UInt8] { (0..<size).map { UInt8(truncatingIfNeeded: v >> (8 * UInt64($0))) } }
+        let cases: [(String, [UInt8], String)] = [
+            ("i8-2^32+3", npy("<i8", shape: "2", data: le(1, 8) + le((1 << 32) + 3, 8)), "value 4294967299 at index 1"),
+            ("i8-negative", npy("<i8", shape: "1", data: le(UInt64(bitPattern: -(1 << 40)), 8)), "value -1099511627776 at index 0"),
+            ("u4-2^31", npy("<u4", shape: "1", data: le(1 << 31, 4)), "value 2147483648 at index 0"),
+            ("u8-2^63", npy("<u8", shape: "1", data: le(1 << 63, 8)), "value 9223372036854775808 at index 0"),
+            ("overflowing-shape", npy("<i8", shape: "\(Int.max / 4)", data: le(1, 8)), "not a possible array size"),
+            ("negative-shape", npy("<i4", shape: "-2", data: []), "not a possible array size"),
+        ]
+        for (name, bytes, expected) in cases {
+            let path = "\(dir!)/\(name).npy"
+            FileManager.default.createFile(atPath: path, contents: Data(bytes))
+            XCTAssertThrowsError(try NPY.readLabels(path), name) { XCTAssertTrue("\($0)".contains(path) && "\($0)".contains(expected), "\(name): \($0)") }
+        }
+        // The edges that do fit are read as they are.
+        let edges = "\(dir!)/edges.npy"
+        FileManager.default.createFile(atPath: edges, contents: Data(npy("<i8", shape: "2", data: le(UInt64(Int32.max), 8) + le(UInt64(bitPattern: Int64(Int32.min)), 8))))
+        XCTAssertEqual(try NPY.readLabels(edges), [Int32.max, Int32.min])
+    }
+
     /// The official CIFAR-N files give the published noise rates against the clean labels.
     func testCIFARNFilesGiveThePublishedRates() throws {
         let base = sharedDir.appendingPathComponent("datasets/cifar-n").path
