@@ -130,7 +130,12 @@ public struct SafetensorsFile: Sendable {
             guard b0 >= 0, b0 <= b1, b1 <= dataSize else {
                 throw fail("tensor \(name): data_offsets [\(b0), \(b1)] outside the \(dataSize)-byte data area (truncated file?)")
             }
-            let expected = shape.reduce(1, *) * dtype.byteSize
+            // The shape is the file's word: its element count may overflow (a trap, not an error).
+            let expected = try shape.reduce(dtype.byteSize) { acc, d in
+                let (p, overflow) = acc.multipliedReportingOverflow(by: d)
+                guard !overflow else { throw fail("tensor \(name): shape \(shape) has more elements than any file can hold") }
+                return p
+            }
             guard b1 - b0 == expected else {
                 throw fail("tensor \(name): \(b1 - b0) bytes for shape \(shape) \(dtype), expected \(expected)")
             }
@@ -271,7 +276,13 @@ public enum Checkpoint {
             guard let t = file[name] else { missing.append("\(name) \(shape)"); return }
             guard t.dtype == .F32 else { wrong.append("\(name): dtype \(t.dtype), expected F32"); return }
             guard t.shape == shape else { wrong.append("\(name): shape \(t.shape) in the file, \(shape) in the model"); return }
-            values.append((dst, t.floats))
+            let v = t.floats
+            // NaN or infinite weights or statistics would train (or evaluate) to chance and end `done`.
+            if let first = v.firstIndex(where: { !$0.isFinite }) {
+                wrong.append("\(name): \(v.count(where: { !$0.isFinite })) non-finite values (the first, \(v[first]), at index \(first))")
+                return
+            }
+            values.append((dst, v))
         }
         for p in model.params { floats(p.name, p.shape, into: state.view(p)) }
         for (i, bn) in model.batchNorms.enumerated() {

@@ -93,6 +93,25 @@ final class CheckpointTests: XCTestCase {
         expectError(SafetensorsFile(tensors: tensors).serialized(), mentions: ["extra.weight"])
     }
 
+    /// A shape whose element count overflows is an error naming the tensor (it trapped), and
+    /// non-finite weights or BN statistics are refused by name (they trained to chance, `done`).
+    func testOverflowingShapesAndNonFiniteValuesAreErrors() throws {
+        for shape in ["[4294967296,4294967296]", "[4611686018427387904,2]", "[3037000500,3037000500]", "[2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2]"] {
+            expectError(header("{\"fc.bias\":{\"dtype\":\"F32\",\"shape\":\(shape),\"data_offsets\":[0,8]}}") + [UInt8](repeating: 0, count: 8),
+                        mentions: ["fc.bias", "more elements"])
+        }
+        let good = try trainedState()
+        for (name, value) in [("conv1.weight", Float.nan), ("fc.bias", -Float.infinity), ("bn1.running_var", Float.infinity),
+                              ("layer1.0.bn2.weight", Float.nan)] {
+            var tensors = Checkpoint.tensors(of: good)
+            var v = tensors[name]!.floats
+            v[v.count - 1] = value
+            v[0] = value
+            tensors[name] = SafetensorsTensor(floats: v, shape: tensors[name]!.shape)
+            expectError(SafetensorsFile(tensors: tensors).serialized(), mentions: [name, "2 non-finite values", "at index 0"])
+        }
+    }
+
     /// Strict loading reports every mismatch at once (missing, mis-shaped, unexpected), changes
     /// nothing when it refuses, and loads around skipped prefixes, which keep the state's values.
     func testStrictLoadListsEveryMismatchAndSkipsPrefixes() throws {
