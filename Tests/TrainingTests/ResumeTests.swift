@@ -67,4 +67,47 @@ final class ResumeTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("another configuration"), "\($0)")
         }
     }
+
+    /// A checkpoint whose progress record is out of range (crafted or damaged) is refused with
+    /// the file named, never resumed: a negative or too large epoch count crashed, a huge
+    /// iteration resumed with learning rate 0, a history that does not match trained on.
+    func testProgressOutOfRangeIsRefused() throws {
+        var c = TrainConfig()
+        c.model = "tiny"
+        c.epochs = 3
+        c.batchSize = 32
+        c.seed = 1
+        c.sharpness = nil
+        var spec = DataSpec()
+        spec.syntheticTrain = 128
+        spec.syntheticTest = 32
+        let data = try DataPreparation.prepare(spec, dataDir: nil)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("progress-\(UUID().uuidString).safetensors").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        XCTAssertThrowsError(try Trainer(config: c, data: data).run(checkpoint: path) { _, m in if m.epoch == 1 { throw Stop() } })
+        let good = try SafetensorsFile.read(path)
+        let json = try XCTUnwrap(good.metadata["sambench.progress"])
+        let cases: [(String, (inout [String: Any]) -> Void)] = [
+            ("negative epochs", { $0["completedEpochs"] = -5 }),
+            ("epochs past the end", { $0["completedEpochs"] = 99 }),
+            ("huge iteration", { $0["iteration"] = 1 << 60 }),
+            ("negative iteration", { $0["iteration"] = -1 }),
+            ("history short", { $0["history"] = [Any]() }),
+        ]
+        for (name, change) in cases {
+            var progress = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
+            change(&progress)
+            var metadata = good.metadata
+            metadata["sambench.progress"] = String(decoding: try JSONSerialization.data(withJSONObject: progress), as: UTF8.self)
+            try SafetensorsFile(tensors: good.tensors, metadata: metadata).write(to: path)
+            XCTAssertThrowsError(try Trainer(config: c, data: data).run(checkpoint: path), name) {
+                XCTAssertTrue("\($0)".contains(path) && "\($0)".contains("progress record"), "\(name): \($0)")
+            }
+        }
+        // The untouched record resumes after epoch 1 and finishes.
+        try good.write(to: path)
+        var epochs: [Int] = []
+        _ = try Trainer(config: c, data: data).run(checkpoint: path) { _, m in epochs.append(m.epoch) }
+        XCTAssertEqual(epochs, [2, 3])
+    }
 }
