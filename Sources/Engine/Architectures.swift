@@ -11,6 +11,14 @@ public enum Architectures {
         "wrn16_4, wrn28_10 (any wrnD_K with (D-4)%6 == 0), tv_resnet18|tv_resnet34|tv_resnet50 " +
         "(torchvision's; add _cifar for the 3x3/1 stem without max-pool), tiny"
 
+    /// The largest models a name may ask for, checked before anything is built (a name such as
+    /// wrn9999994_1000 would otherwise build a graph of gigabytes while a suite is checked):
+    /// He et al.'s deepest CIFAR ResNet, and Wide-ResNets to depth 100 and width factor 16
+    /// (wrn28_10, the largest in Zagoruyko and Komodakis, has 36.5 M parameters; 28-16, 94 M).
+    public static let maxResNetDepth = 1202
+    public static let maxWideResNetDepth = 100
+    public static let maxWideResNetWidth = 16
+
     /// Builds a model by name. `dropout` applies to Wide-ResNets only (between the two convs of a block).
     public static func make(_ name: String, numClasses: Int = 10, dropout: Float = 0,
                             inputSize: Int = 32) throws -> Model {
@@ -20,12 +28,16 @@ public enum Architectures {
             guard depth >= 8, (depth - 2) % 6 == 0 else {
                 throw EngineError("model \(name): CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 20, 32, 44, 56, 110)")
             }
+            guard depth <= maxResNetDepth else { throw EngineError("model \(name): CIFAR ResNet depth is at most \(maxResNetDepth)") }
             guard dropout == 0 else { throw EngineError("model \(name): dropout is only offered for Wide-ResNets") }
             return cifarResNet(depth: depth, numClasses: numClasses, inputSize: inputSize)
         }
         if name.hasPrefix("wrn") {
             let parts = name.dropFirst(3).split(separator: "_")
             if parts.count == 2, let d = Int(parts[0]), let k = Int(parts[1]), d >= 10, (d - 4) % 6 == 0, k >= 1 {
+                guard d <= maxWideResNetDepth, k <= maxWideResNetWidth else {
+                    throw EngineError("model \(name): Wide-ResNets go to depth \(maxWideResNetDepth) and width factor \(maxWideResNetWidth)")
+                }
                 return wideResNet(depth: d, widen: k, numClasses: numClasses, dropout: dropout, inputSize: inputSize)
             }
             throw EngineError("model \(name): Wide-ResNet names are wrnD_K with (D-4) divisible by 6, e.g. wrn16_4, wrn28_10")
