@@ -43,14 +43,14 @@ public struct CIFARArchive: Sendable {
 }
 
 public enum Download {
-    /// Downloads (http, https or file URL) to `<dest>.partial`, checks size and MD5 unless
-    /// `verify` is false, then renames to `dest`; a failure leaves no file under `dest`.
+    /// Downloads (http, https or file URL) to `<dest>.partial`, checks size and MD5 when given,
+    /// then renames it over `dest`. A file already at `dest` is replaced only by a download that
+    /// passed (a failure, an offline machine, or a URL naming `dest` itself leaves it as it was).
     /// `progress(bytesSoFar, totalOrNil)` is called as data arrives.
     public static func fetch(_ url: URL, to dest: String, expectedSize: Int?, md5: String?,
                              progress: @escaping @Sendable (Int64, Int64?) -> Void) throws {
         let partial = dest + ".partial"
         try? FileManager.default.removeItem(atPath: partial)
-        try? FileManager.default.removeItem(atPath: dest)
         do {
             if url.isFileURL {
                 try copyWithProgress(url.path, to: partial, progress: progress)
@@ -134,9 +134,12 @@ public enum Download {
         guard FileManager.default.fileExists(atPath: dst) else { throw DataError("\(url.absoluteString): download produced no file") }
     }
 
-    /// Extracts the archive's expected files into `root/<directory>/`, all or nothing: files
-    /// go to a temporary directory renamed into place once every expected file is there.
-    public static func extract(_ archivePath: String, _ archive: CIFARArchive, into root: String) throws {
+    /// Extracts the archive's expected files into `root/<directory>/`, all or nothing: files go
+    /// to a staging root first (`root/.staging-<directory>-<pid>/<directory>/`), `check` reads
+    /// them there, and only then does the staged directory replace the old one, so data that was
+    /// there is never lost to an archive that turns out bad.
+    public static func extract(_ archivePath: String, _ archive: CIFARArchive, into root: String,
+                               check: (_ stagingRoot: String) throws -> Void = { _ in }) throws {
         guard let data = FileManager.default.contents(atPath: archivePath) else { throw DataError("\(archivePath): cannot read") }
         let tar = try Archive.gunzip([UInt8](data), source: archivePath)
         let wanted = Set(archive.files.map { "\(archive.directory)/\($0)" })
@@ -144,15 +147,26 @@ public enum Download {
         let found = Set(members.map(\.name))
         let missing = wanted.subtracting(found).filter { !$0.hasSuffix(".txt") }
         guard missing.isEmpty else { throw DataError("\(archivePath): archive lacks \(missing.sorted().joined(separator: ", "))") }
-        let staging = (root as NSString).appendingPathComponent(".\(archive.directory).partial")
-        let final = (root as NSString).appendingPathComponent(archive.directory)
-        try? FileManager.default.removeItem(atPath: staging)
-        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        let fm = FileManager.default
+        let stagingRoot = (root as NSString).appendingPathComponent(".staging-\(archive.directory)-\(getpid())")
+        let staging = (stagingRoot as NSString).appendingPathComponent(archive.directory)
+        try? fm.removeItem(atPath: stagingRoot)
+        defer { try? fm.removeItem(atPath: stagingRoot) }
+        try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
         for m in members {
             let path = (staging as NSString).appendingPathComponent((m.name as NSString).lastPathComponent)
-            guard FileManager.default.createFile(atPath: path, contents: Data(m.data)) else { throw DataError("\(path): cannot write") }
+            guard fm.createFile(atPath: path, contents: Data(m.data)) else { throw DataError("\(path): cannot write") }
         }
-        try? FileManager.default.removeItem(atPath: final)
-        try FileManager.default.moveItem(atPath: staging, toPath: final)
+        try check(stagingRoot)
+        let final = (root as NSString).appendingPathComponent(archive.directory)
+        let old = (root as NSString).appendingPathComponent(".\(archive.directory).old-\(getpid())")
+        try? fm.removeItem(atPath: old)
+        let hadOld = fm.fileExists(atPath: final)
+        if hadOld { try fm.moveItem(atPath: final, toPath: old) }
+        do { try fm.moveItem(atPath: staging, toPath: final) } catch {
+            if hadOld { try? fm.moveItem(atPath: old, toPath: final) }
+            throw DataError("\(final): cannot move the extracted files into place: \(error.localizedDescription)")
+        }
+        try? fm.removeItem(atPath: old)
     }
 }

@@ -8,10 +8,13 @@ struct DownloadData: ParsableCommand {
         abstract: "Download an official archive, check its size and MD5, and extract its data files.",
         discussion: """
         The archive is written to <name>.partial and renamed only once its size and MD5 match, \
-        so an interrupted download never passes for a good one; the data files are extracted \
-        (regular files with the expected names only; an archive with an absolute or `..` member \
-        is refused) to a temporary directory renamed into place. --url takes a mirror (http, \
-        https or file://); --no-verify skips the checksum, and says so.
+        so an interrupted download never passes for a good one, and an archive already there is \
+        replaced only by one that passed. The data files are extracted (regular files with the \
+        expected names only; an archive with an absolute or `..` member is refused) to a staging \
+        directory, read back there (sizes, record counts, labels) and only then swapped in: data \
+        already extracted is never lost to a bad archive. --url takes a mirror (http, https or \
+        file://); --no-verify skips the checksum, and says so (the archive is then kept only if \
+        its data reads back).
         """
     )
 
@@ -27,25 +30,35 @@ struct DownloadData: ParsableCommand {
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         guard let source = URL(string: url ?? archive.url), source.scheme != nil else { throw ValidationError("--url: not a URL: \(url ?? "")") }
         let dest = (root as NSString).appendingPathComponent(archive.archiveName)
+        // Unverified, the download stays apart until its data has read back: it replaces nothing before.
+        let fetched = noVerify ? dest + ".unverified" : dest
         if !noVerify, FileManager.default.fileExists(atPath: dest), (try? Download.md5Hex(of: dest)) == archive.md5 {
             emit("\(dest) is already here and its MD5 matches: not downloading again")
         } else {
-            emit("downloading \(source.absoluteString)\n  to \(dest)")
+            emit("downloading \(source.absoluteString)\n  to \(fetched)")
             let bar = ProgressBar(label: archive.archiveName)
-            try Download.fetch(source, to: dest, expectedSize: noVerify ? nil : archive.size, md5: noVerify ? nil : archive.md5) { done, total in
+            try Download.fetch(source, to: fetched, expectedSize: noVerify ? nil : archive.size, md5: noVerify ? nil : archive.md5) { done, total in
                 bar.update(done, total)
             }
             bar.finish()
+            if !noVerify { emit("MD5 \(archive.md5) ok") }
         }
+        do {
+            try Download.extract(fetched, archive, into: root) { staged in
+                _ = dataset == .cifar10 ? try CIFAR.loadCIFAR10(root: staged) : try CIFAR.loadCIFAR100(root: staged)
+            }
+        } catch {
+            if noVerify { try? FileManager.default.removeItem(atPath: fetched) }
+            throw error
+        }
+        let marker = (root as NSString).appendingPathComponent("\(archive.directory).UNVERIFIED")
         if noVerify {
+            guard rename(fetched, dest) == 0 else { throw DataError("\(dest): cannot move the download into place") }
             emit("WARNING: --no-verify: the archive's checksum was not checked")
-            try Data("unverified: downloaded with --no-verify from \(source.absoluteString)\n".utf8)
-                .write(to: URL(fileURLWithPath: (root as NSString).appendingPathComponent("\(archive.directory).UNVERIFIED")))
+            try Data("unverified: downloaded with --no-verify from \(source.absoluteString)\n".utf8).write(to: URL(fileURLWithPath: marker))
         } else {
-            emit("MD5 \(archive.md5) ok")
-            try? FileManager.default.removeItem(atPath: (root as NSString).appendingPathComponent("\(archive.directory).UNVERIFIED"))
+            try? FileManager.default.removeItem(atPath: marker)
         }
-        try Download.extract(dest, archive, into: root)
         emit("extracted \((root as NSString).appendingPathComponent(archive.directory))")
         try VerifyData.check(dataset, root: root)
     }

@@ -64,6 +64,53 @@ final class DownloadTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: dest + ".partial"))
     }
 
+    /// An archive already in place is replaced only by a download that passed: a missing source,
+    /// a closed port (offline), a checksum mismatch, and a URL naming the archive itself leave it
+    /// byte for byte as it was.
+    func testFailedDownloadsLeaveTheExistingArchive() throws {
+        let root = "\(dir!)/root"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let dest = "\(root)/test.tar.gz"
+        try FileManager.default.copyItem(atPath: "\(dir!)/good.tar.gz", toPath: dest)
+        let before = FileManager.default.contents(atPath: dest)
+        let sources = [URL(fileURLWithPath: "\(dir!)/missing.tar.gz"), URL(string: "http://127.0.0.1:9/test.tar.gz")!,
+                       URL(fileURLWithPath: "\(dir!)/evil.tar.gz"), URL(fileURLWithPath: dest)]
+        for source in sources {
+            XCTAssertThrowsError(try Download.fetch(source, to: dest, expectedSize: nil, md5: "00000000000000000000000000000000") { _, _ in },
+                                 source.absoluteString)
+            XCTAssertEqual(FileManager.default.contents(atPath: dest), before, "\(source): the archive in place changed")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: dest + ".partial"), source.absoluteString)
+        }
+        // A good download does replace it.
+        try Download.fetch(URL(fileURLWithPath: "\(dir!)/evil.tar.gz"), to: dest, expectedSize: nil, md5: nil) { _, _ in }
+        XCTAssertEqual(FileManager.default.contents(atPath: dest), FileManager.default.contents(atPath: "\(dir!)/evil.tar.gz"))
+    }
+
+    /// Extracted data is replaced only by an archive whose files were all extracted and read
+    /// back: bad members, links, or a staged check that fails leave the old files, and no
+    /// staging directory behind.
+    func testBadArchivesNeverReplaceExtractedData() throws {
+        let root = "\(dir!)/root"
+        try Download.extract("\(dir!)/good.tar.gz", archive, into: root)
+        let good = try FileManager.default.contentsOfDirectory(atPath: "\(root)/testset").sorted()
+        let a = FileManager.default.contents(atPath: "\(root)/testset/a.bin")
+        struct Unreadable: Error {}
+        var checked: [String] = []
+        let attempts: [(String, (String) throws -> Void)] = [
+            ("evil.tar.gz", { _ in }), ("link.tar.gz", { _ in }),
+            ("good.tar.gz", { staged in checked.append(staged); throw Unreadable() }),
+        ]
+        for (file, check) in attempts {
+            XCTAssertThrowsError(try Download.extract("\(dir!)/\(file)", archive, into: root, check: check), file)
+            XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: "\(root)/testset").sorted(), good, file)
+            XCTAssertEqual(FileManager.default.contents(atPath: "\(root)/testset/a.bin"), a, file)
+            XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: root), ["testset"], "\(file): something was left behind")
+        }
+        // The check read the staged files, not the ones in place.
+        XCTAssertEqual(checked.count, 1)
+        XCTAssertNotEqual(checked.first, root)
+    }
+
     func testParentDirectoryMembersAndLinksAreRefused() throws {
         XCTAssertThrowsError(try Download.extract("\(dir!)/evil.tar.gz", archive, into: "\(dir!)/root")) {
             XCTAssertTrue("\($0)".contains("refusing") && "\($0)".contains("../evil.bin"), "\($0)")
