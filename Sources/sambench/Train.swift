@@ -93,6 +93,18 @@ struct Train: ParsableCommand {
         _ = try optimizerConfig()
         guard initFrom != nil || initSkip.isEmpty else { throw ValidationError("--init-skip needs --init") }
         guard (8...512).contains(imageSize) else { throw ValidationError("--image-size must be in [8, 512]") }
+        // Files written during or after training: their folder is checked before any of it.
+        for (flag, file) in [("--save", save), ("--checkpoint", checkpoint)] {
+            guard let file else { continue }
+            let folder = URL(fileURLWithPath: file).deletingLastPathComponent().path
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw ValidationError("\(flag) \(file): the folder \(folder) does not exist (create it first; nothing was trained)")
+            }
+            guard FileManager.default.isWritableFile(atPath: folder) else {
+                throw ValidationError("\(flag) \(file): the folder \(folder) is not writable (nothing was trained)")
+            }
+        }
     }
 
     func dataSpec() throws -> DataSpec {

@@ -72,4 +72,22 @@ final class CLITests: XCTestCase {
         XCTAssertNotEqual(r3.status, 0)
         XCTAssertTrue(r3.err.contains("unknown mode"), r3.err)
     }
+
+    /// --save and --checkpoint into a folder that is missing (or is a file) are refused before
+    /// training, not after it: no epoch line is printed.
+    func testOutputFoldersAreCheckedBeforeTraining() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cli-out-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("plain-file").path
+        XCTAssertTrue(FileManager.default.createFile(atPath: file, contents: Data("x".utf8)))
+        let quick = ["train", "--model", "tiny", "--epochs", "1", "--train-size", "128", "--test-size", "32", "--batch-size", "32"]
+        for (flag, path) in [("--save", dir.path + "/missing/w.safetensors"), ("--checkpoint", dir.path + "/missing/deeper/c.ckpt"),
+                             ("--save", file + "/w.safetensors")] {
+            let r = try run(quick + [flag, path])
+            XCTAssertEqual(r.status, 64, "\(flag) \(path): " + r.out + r.err)
+            XCTAssertTrue(r.err.contains(flag) && r.err.contains("does not exist") && r.err.contains(path), r.err)
+            XCTAssertFalse(r.out.contains("test acc") || r.out.contains("saved"), r.out)
+        }
+    }
 }
