@@ -46,6 +46,9 @@ struct Locator {
         }
     }
 
+    /// Whether the text sets `path` itself (no fallback to a table).
+    func sets(_ path: String) -> Bool { lines[path] != nil }
+
     /// The line that sets `path` (e.g. `grid.lr`, `noise[0].rates`), or of its nearest table.
     func line(_ path: String) -> Int? {
         var p = path

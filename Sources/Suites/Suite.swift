@@ -145,6 +145,9 @@ private struct SuiteParser {
 
     func parse() throws -> Suite {
         let root: TOMLTable
+        if let (line, message) = TOMLGuard.firstUnsafe(text) {
+            throw SuiteError(file: file, line: line, key: nil, message: "TOML syntax: \(message)")
+        }
         do {
             root = try TOMLTable(string: text)
         } catch let e as TOMLParseError {
@@ -265,7 +268,7 @@ private struct SuiteParser {
     /// Where a finetune run starts: the `[[pretrain]]` it names, filled in, or the checkpoint file
     /// it names, hashed (its path taken relative to the suite file's folder). Train suites name neither.
     func resolveStart(_ s: inout RunSpec, pretrains: [(ref: PretrainRef, path: String)]) throws {
-        func where_(_ setting: String) -> String { locator.line("grid.\(setting)") != nil ? "grid.\(setting)" : "defaults.\(setting)" }
+        func where_(_ setting: String) -> String { locator.sets("grid.\(setting)") ? "grid.\(setting)" : "defaults.\(setting)" }
         if s.task == .train {
             for (name, set) in [("pretrain", s.pretrain != nil), ("checkpoint", s.config.initialWeights != nil), ("reinit_head", s.reinitHead != nil)] where set {
                 throw fail(where_(name), "`\(name)` is for finetune suites: set task = \"finetune\"")
@@ -318,10 +321,12 @@ private struct SuiteParser {
 
     /// What the engine would refuse, found now and located (a pretrain's at its entry).
     func check(_ s: RunSpec, optimizerPath: String?, at entry: String? = nil) throws {
-        func where_(_ setting: String) -> String {
-            if let entry { return locator.line("\(entry).\(setting)") != nil ? "\(entry).\(setting)" : entry }
-            return locator.line("grid.\(setting)") != nil ? "grid.\(setting)" : "defaults.\(setting)"
+        // The key that sets `setting` (the entry's, the grid's or the defaults'), never one the
+        // suite did not write: a value it left at its default is blamed on the entry or on nothing.
+        func setBy(_ setting: String) -> String? {
+            (entry.map { ["\($0).\(setting)"] } ?? ["grid.\(setting)", "defaults.\(setting)"]).first { locator.sets($0) }
         }
+        func where_(_ setting: String) -> String? { setBy(setting) ?? entry }
         do { try s.data.validate() } catch {
             throw fail(where_("\(error)".hasPrefix("classes:") ? "classes" : "dataset"), "\(s.label): \(error)")
         }
@@ -337,8 +342,9 @@ private struct SuiteParser {
         let afterSplit = total - Int((Double(total) * s.data.validationFraction).rounded())
         let images = min(afterSplit, s.data.trainSubset ?? afterSplit)
         if images < s.config.batchSize {
-            throw fail(locator.line("grid.subset") != nil || locator.line("defaults.subset") != nil ? where_("subset") : where_("batch_size"),
-                       "\(s.label): \(images) training images, fewer than one batch of \(s.config.batchSize)")
+            // Blamed on the first of the settings behind the count that the suite wrote.
+            let culprit = ["subset", "validation", "synthetic_train", "batch_size"].lazy.compactMap(setBy).first ?? entry
+            throw fail(culprit, "\(s.label): \(images) training images, fewer than one batch of \(s.config.batchSize)")
         }
     }
 
