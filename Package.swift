@@ -34,6 +34,8 @@ let package = Package(
         // Report: statistics over seeds from the store; Charts: cairo drawings written by libpng.
         .target(name: "Report", dependencies: ["Store", "Suites", "Training", "Datasets"]),
         .target(name: "Charts", dependencies: ["Report", "Store", "Suites", "Training", "Datasets", "CCairo", "CPNG", "CZlib"]),
+        // The readers of files sambench did not write, driven by bytes (libFuzzer targets, replay test).
+        .target(name: "Fuzzing", dependencies: ["Engine", "Datasets", "Suites"]),
         .executableTarget(name: "sambench", dependencies: [
             "Training", "Datasets", "Suites", "Store", "Runner", "Report", "Charts",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -47,8 +49,17 @@ let package = Package(
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Engine", "TestSupport"]),
         .testTarget(name: "ReportTests", dependencies: ["Report", "Charts", "Store", "Suites", "Training", "TestSupport",
                                                         .product(name: "GRDB", package: "GRDB.swift")]),
-        .testTarget(name: "SuitesTests", dependencies: ["Suites", "Store", "Runner", "Training", "Datasets", "TestSupport",
+        .testTarget(name: "SuitesTests", dependencies: ["Suites", "Store", "Runner", "Training", "Datasets", "TestSupport", "Fuzzing",
                                                         .product(name: "GRDB", package: "GRDB.swift")],
                     exclude: ["Malformed"]),
     ]
 )
+
+// libFuzzer targets, one per reader (fuzz/<Reader>/, no main: libFuzzer supplies it), declared only
+// when scripts/fuzz.sh builds them with SAMBENCH_FUZZ=1 and --sanitize=fuzzer: an ordinary build
+// could not link an executable without a main.
+if Context.environment["SAMBENCH_FUZZ"] != nil {
+    for reader in ["Safetensors", "NPY", "TorchLabels", "CIFAR", "Archive", "Suite"] {
+        package.targets.append(.executableTarget(name: "Fuzz\(reader)", dependencies: ["Fuzzing"], path: "fuzz/\(reader)"))
+    }
+}

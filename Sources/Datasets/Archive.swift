@@ -3,8 +3,12 @@ import Foundation
 
 /// gzip decompression (zlib) and a tar reader that extracts only expected regular files.
 public enum Archive {
-    /// Decompresses a whole .gz file.
-    public static func gunzip(_ input: [UInt8], source: String) throws -> [UInt8] {
+    /// What a download may decompress to: CIFAR's archives hold under 200 MB, so anything past
+    /// this is a corrupt or hostile archive (a gzip bomb), refused before it takes the memory.
+    public static let defaultMaxOutput = 1 << 30
+
+    /// Decompresses a whole .gz file, refusing one that would decompress past `maxOutput` bytes.
+    public static func gunzip(_ input: [UInt8], source: String, maxOutput: Int = defaultMaxOutput) throws -> [UInt8] {
         var stream = z_stream()
         // 16 + MAX_WBITS: expect a gzip header.
         guard inflateInit2_(&stream, 16 + MAX_WBITS, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
@@ -12,7 +16,7 @@ public enum Archive {
         }
         defer { inflateEnd(&stream) }
         var output = [UInt8]()
-        output.reserveCapacity(input.count * 2)
+        output.reserveCapacity(min(input.count * 2, maxOutput))
         let chunk = 1 << 20
         var buffer = [UInt8](repeating: 0, count: chunk)
         var status: Int32 = Z_OK
@@ -27,7 +31,11 @@ public enum Archive {
                     guard status == Z_OK || status == Z_STREAM_END else {
                         throw DataError("\(source): not a valid gzip stream (zlib status \(status)); truncated or corrupt download?")
                     }
-                    output.append(contentsOf: out.prefix(chunk - Int(stream.avail_out)))
+                    let produced = chunk - Int(stream.avail_out)
+                    guard output.count + produced <= maxOutput else {
+                        throw DataError("\(source): decompresses to more than \(maxOutput >> 20) MiB, more than any CIFAR archive holds; refusing it (corrupt or hostile archive?)")
+                    }
+                    output.append(contentsOf: out.prefix(produced))
                 }
                 if status == Z_OK && stream.avail_in == 0 && stream.avail_out != 0 {
                     throw DataError("\(source): gzip stream ends early (truncated file)")
@@ -58,10 +66,13 @@ public enum Archive {
             if !prefix.isEmpty { name = prefix + "/" + name }
             if let l = longName { name = l; longName = nil }
             let sizeText = field(124, 12).trimmingCharacters(in: .whitespaces)
-            guard let size = Int(sizeText.isEmpty ? "0" : sizeText, radix: 8) else { throw DataError("\(source): bad tar header for \(name)") }
+            // The size is the file's word: only plain octal digits, checked against the archive.
+            guard sizeText.allSatisfy({ ("0"..."7").contains($0) }), let size = Int(sizeText.isEmpty ? "0" : sizeText, radix: 8) else {
+                throw DataError("\(source): bad tar header for \(name) (size field '\(sizeText)')")
+            }
             let type = tar[p + 156]
             let dataStart = p + 512
-            guard dataStart + size <= tar.count else { throw DataError("\(source): tar member \(name) runs past the end (truncated)") }
+            guard size <= tar.count - dataStart else { throw DataError("\(source): tar member \(name) runs past the end (truncated)") }
             let components = name.split(separator: "/", omittingEmptySubsequences: false)
             if name.hasPrefix("/") || components.contains("..") {
                 throw DataError("\(source): refusing archive: member '\(name)' would be written outside the data directory")

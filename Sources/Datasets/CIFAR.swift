@@ -58,14 +58,19 @@ public enum CIFAR {
             throw DataError("\(path): missing (run `sambench data download` or pass --data-dir)")
         }
         guard let data = FileManager.default.contents(atPath: path) else { throw DataError("\(path): cannot read") }
+        return try parseRecords([UInt8](data), source: path, expected: expected, labelBytes: labelBytes, classes: classes)
+    }
+
+    /// `expected` records from a file's bytes already read (errors name `source`): the size must
+    /// be exact and every label in range.
+    public static func parseRecords(_ data: [UInt8], source path: String, expected: Int, labelBytes: Int, classes: Int) throws -> RawImages {
         let record = labelBytes + RawImages.imageBytes
         guard data.count == expected * record else {
             throw DataError("\(path): \(data.count) bytes, expected \(expected * record) (\(expected) records of \(record) bytes); truncated or not a CIFAR binary file")
         }
         var out = RawImages(pixels: [UInt8](repeating: 0, count: expected * RawImages.imageBytes), labels: [Int32](repeating: 0, count: expected),
                             coarseLabels: labelBytes == 2 ? [Int32](repeating: 0, count: expected) : nil)
-        try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-            let bytes = raw.bindMemory(to: UInt8.self)
+        try data.withUnsafeBufferPointer { bytes in
             try out.pixels.withUnsafeMutableBufferPointer { px in
                 for r in 0..<expected {
                     let base = r * record

@@ -9,7 +9,8 @@ public enum NPY {
         return try parseLabels([UInt8](data), source: path)
     }
 
-    static func parseLabels(_ b: [UInt8], source: String) throws -> [Int32] {
+    /// The labels of a `.npy` file's bytes already read (errors name `source`).
+    public static func parseLabels(_ b: [UInt8], source: String) throws -> [Int32] {
         guard b.count >= 10, b[0] == 0x93, Array(b[1..<6]) == Array("NUMPY".utf8) else { throw DataError("\(source): not a .npy file") }
         let major = b[6]
         let headerLength: Int, start: Int
@@ -31,7 +32,8 @@ public enum NPY {
               let q2 = descrField[descrField.index(after: q1)...].firstIndex(of: "'") else { throw DataError("\(source): no dtype in header") }
         let descr = String(descrField[descrField.index(after: q1)..<q2])
         if let f = field("fortran_order"), f.hasPrefix("True") { throw DataError("\(source): Fortran-ordered arrays are not supported") }
-        guard let shapeField = field("shape"), let open = shapeField.firstIndex(of: "("), let close = shapeField.firstIndex(of: ")") else {
+        guard let shapeField = field("shape"), let open = shapeField.firstIndex(of: "("),
+              let close = shapeField[open...].firstIndex(of: ")") else {
             throw DataError("\(source): no shape in header")
         }
         let dims = shapeField[shapeField.index(after: open)..<close].split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }

@@ -16,11 +16,16 @@ public enum TorchLabels {
 
     public static func readArrays(_ path: String) throws -> [String: [Int32]] {
         guard let data = FileManager.default.contents(atPath: path) else { throw DataError("\(path): cannot read") }
-        let zip = try ZipArchive(bytes: [UInt8](data), source: path)
+        return try parseArrays([UInt8](data), source: path)
+    }
+
+    /// The arrays of a `.pt` file's bytes already read (errors name `source`).
+    public static func parseArrays(_ bytes: [UInt8], source: String) throws -> [String: [Int32]] {
+        let zip = try ZipArchive(bytes: bytes, source: source)
         guard let name = zip.names.first(where: { $0.hasSuffix("/data.pkl") || $0 == "data.pkl" }) else {
-            throw DataError("\(path): no data.pkl in the archive (not a torch.save file?)")
+            throw DataError("\(source): no data.pkl in the archive (not a torch.save file?)")
         }
-        return try Unpickler(bytes: try zip.contents(of: name), source: "\(path):\(name)").labelArrays()
+        return try Unpickler(bytes: try zip.contents(of: name), source: "\(source):\(name)").labelArrays()
     }
 }
 

@@ -121,6 +121,61 @@ final class FormatTests: XCTestCase {
         XCTAssertEqual(try NPY.readLabels(edges), [Int32.max, Int32.min])
     }
 
+    /// Headers whose fields are out of order or cut short (the fuzzer's `'shape': ),(5` trapped).
+    func testNPYMalformedHeadersAreErrors() {
+        func npy(header: String) -> [UInt8] {
+            let h = header + "\n"
+            return [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(h.utf8.count), 0] + Array(h.utf8) + [3, 0, 0, 0, 0, 0, 0, 0]
+        }
+        for header in ["{'descr': '<i8', 'shape': ),(1, }", "{'descr': '<i8', 'shape': )1(, }", "{'descr': '<i8', 'shape': (1, }",
+                       "{'descr': '<i8', 'shape': }", "{'descr': '<i8 'shape': (1,), }", "{'shape': (1,), 'descr': }", "{'descr': '<i8'"] {
+            XCTAssertThrowsError(try NPY.parseLabels(npy(header: header), source: "h.npy"), header) {
+                XCTAssertTrue("\($0)".hasPrefix("h.npy: "), "\(header): \($0)")
+            }
+        }
+        XCTAssertEqual(try NPY.parseLabels(npy(header: "{'descr': '<i8', 'shape': (1,), }"), source: "h.npy"), [3])
+    }
+
+    /// Tar size fields are the file's word (negative, signed, non-octal, past the end: errors,
+    /// never a trap), and decompression stops at its cap (a gzip bomb takes no more memory).
+    func testArchiveSizesAndBombsAreErrors() throws {
+        func tar(size: String, data: [UInt8] = []) -> [UInt8] {
+            var h = [UInt8](repeating: 0, count: 512)
+            for (i, b) in "cifar-10-batches-bin/test_batch.bin".utf8.enumerated() { h[i] = b }
+            for (i, b) in size.utf8.enumerated() { h[124 + i] = b }
+            h[156] = UInt8(ascii: "0")
+            return h + data + [UInt8](repeating: 0, count: 1024)
+        }
+        let wanted: Set = ["cifar-10-batches-bin/test_batch.bin"]
+        for size in ["-1", "-777", "+10", "99", "12 34", "77777777777", "00000004000"] {
+            XCTAssertThrowsError(try Archive.untar(tar(size: size, data: [1, 2, 3]), wanted: wanted, source: "t.tar"), size) {
+                XCTAssertTrue("\($0)".hasPrefix("t.tar: "), "\(size): \($0)")
+            }
+        }
+        XCTAssertEqual(try Archive.untar(tar(size: "00000000003", data: [1, 2, 3]), wanted: wanted, source: "t.tar").first?.data, [1, 2, 3])
+
+        let dir = NSTemporaryDirectory() + "sambench-bomb-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // Zeros and a repeated pattern: each expands a hundred times and more.
+        let make = """
+            import gzip, sys
+            d = sys.argv[1]
+            open(d + "/zeros.gz", "wb").write(gzip.compress(bytes(8 << 20)))
+            open(d + "/pattern.gz", "wb").write(gzip.compress(b"sambench" * (1 << 20)))
+            """
+        let r = try runCommand("/usr/bin/env", ["python3", "-c", make, dir])
+        guard r.status == 0 else { throw XCTSkip("python3 not available: \(r.output)") }
+        for name in ["zeros.gz", "pattern.gz"] {
+            let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(name)")))
+            XCTAssertLessThan(bytes.count, 100_000, name)
+            XCTAssertThrowsError(try Archive.gunzip(bytes, source: name, maxOutput: 4 << 20), name) {
+                XCTAssertTrue("\($0)".contains("more than 4 MiB"), "\(name): \($0)")
+            }
+            XCTAssertEqual(try Archive.gunzip(bytes, source: name, maxOutput: 8 << 20).count, 8 << 20, name)
+        }
+    }
+
     /// The official CIFAR-N files give the published noise rates against the clean labels.
     func testCIFARNFilesGiveThePublishedRates() throws {
         let base = sharedDir.appendingPathComponent("datasets/cifar-n").path
