@@ -183,7 +183,7 @@ public extension Store {
     /// leaves every source merged or not, never half. Returns the suites each source added.
     @discardableResult
     func apply(_ plan: MergePlan) throws -> [Int] {
-        try db.writeWithoutTransaction { db in
+        try explainingErrors { try db.writeWithoutTransaction { db in
             var suites: [Int] = []
             for (i, path) in plan.readPaths.enumerated() {
                 try db.execute(sql: "ATTACH DATABASE ? AS src", arguments: [path])
@@ -219,7 +219,7 @@ public extension Store {
                 }
             }
             return suites
-        }
+        } }
     }
 
     /// Plans and applies in one go (see `planMerge`); throws where the plan is refused.
@@ -266,17 +266,5 @@ public extension Store {
         }
         guard let first else { return nil }
         return count > 1 ? "\(first), and \(count - 1) more values differ" : first
-    }
-}
-
-/// A file's device and inode: the same database however it is reached (symlink, hard link).
-struct FileIdentity: Equatable {
-    let device: UInt64
-    let inode: UInt64
-
-    init?(_ path: String) {
-        var s = stat()
-        guard stat(path, &s) == 0 else { return nil }
-        (device, inode) = (UInt64(s.st_dev), UInt64(s.st_ino))
     }
 }

@@ -83,7 +83,7 @@ public extension Store {
         let sha = SHA256Hex.digest(Array(suite.text.utf8))
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        return try db.write { db in
+        return try write { db in
             try db.execute(sql: "INSERT OR IGNORE INTO suites (name, description, path, text, sha256, added_at) VALUES (?, ?, ?, ?, ?, ?)",
                            arguments: [suite.name, suite.description, suite.file, suite.text, sha, Store.now()])
             let id = try Int64.fetchOne(db, sql: "SELECT id FROM suites WHERE sha256 = ?", arguments: [sha])!
@@ -118,14 +118,14 @@ public extension Store {
     /// `interrupted`: they resume from their checkpoint. Only the lock holder may call this.
     @discardableResult
     func recoverStaleRuns() throws -> Int {
-        try db.write { db in
+        try write { db in
             try db.execute(sql: "UPDATE runs SET status = ? WHERE status = ?", arguments: [RunStatus.interrupted, RunStatus.running])
             return db.changesCount
         }
     }
 
     func markRunning(_ key: String, provenance p: Provenance) throws {
-        try db.write { db in
+        try write { db in
             try db.execute(sql: """
                 UPDATE runs SET status = ?, attempts = attempts + 1, started_at = coalesce(started_at, ?), error = NULL,
                     host = ?, sambench_version = ?, git_revision = ?, threads = ? WHERE key = ?
@@ -138,7 +138,7 @@ public extension Store {
         let transition = String(decoding: try JSONEncoder().encode(n.transition), as: UTF8.self)
         let corrupted = zip(n.labels, clean).filter { $0 != $1 }.count
         let blob = Data(n.labels.map { UInt8(truncatingIfNeeded: $0) })
-        try db.write { db in
+        try write { db in
             try db.execute(sql: """
                 INSERT OR REPLACE INTO noise (run_key, kind, selection, seed, target_rate, realised_rate, corrupted, classes, transition,
                     labels_sha256, labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -149,7 +149,7 @@ public extension Store {
 
     /// One finished epoch (idempotent: the same epoch written twice is one row).
     func recordEpoch(_ key: String, stage: String, _ m: EpochMetrics) throws {
-        try db.write { db in
+        try write { db in
             try insertEpoch(db, key, stage, m)
             try db.execute(sql: "UPDATE runs SET epochs_done = (SELECT count(*) FROM epochs WHERE run_key = ?) WHERE key = ?", arguments: [key, key])
         }
@@ -158,7 +158,7 @@ public extension Store {
     /// The run's end: every epoch (again, idempotently), the final metrics and the status, in one
     /// transaction.
     func finish(_ key: String, result: RunResult) throws {
-        try db.write { db in
+        try write { db in
             for stage in result.stages { for m in stage.epochs { try insertEpoch(db, key, stage.stage, m) } }
             let last = result.stages.last!
             var divergedStep: Int?, divergedEpoch: Int?
@@ -185,14 +185,14 @@ public extension Store {
     }
 
     func markFailed(_ key: String, error: String) throws {
-        try db.write { db in
+        try write { db in
             try db.execute(sql: "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE key = ?",
                            arguments: [RunStatus.failed, error, Store.now(), key])
         }
     }
 
     func markInterrupted(_ key: String) throws {
-        try db.write { db in
+        try write { db in
             try db.execute(sql: "UPDATE runs SET status = ? WHERE key = ? AND status = ?", arguments: [RunStatus.interrupted, key, RunStatus.running])
         }
     }

@@ -27,6 +27,9 @@ public final class Store: @unchecked Sendable {
             let dir = (path as NSString).deletingLastPathComponent
             if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
         }
+        if readOnly, (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) == 0 {
+            throw StoreError("\(path): an empty file (0 bytes), no results yet: a runner fills it (`sambench run SUITE --db \(path)`)")
+        }
         var config = Configuration()
         config.busyMode = .timeout(30)
         config.readonly = readOnly
@@ -43,7 +46,51 @@ public final class Store: @unchecked Sendable {
         } catch let e as StoreError {
             throw e
         } catch let e as DatabaseError {
-            throw StoreError("\(path): \(e.message ?? "\(e)") (not a sambench results database, or damaged)")
+            throw Store.explain(e, path: path, opening: true, readOnly: readOnly)
+        }
+    }
+
+    /// A write in one transaction, its SQLite errors said in words (see `explain`).
+    func write<T>(_ body: (Database) throws -> T) throws -> T {
+        try explainingErrors { try db.write(body) }
+    }
+
+    func explainingErrors<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as DatabaseError { throw Store.explain(e, path: path, opening: false, readOnly: false) }
+    }
+
+    /// What an SQLite error means for the user: a full disk, a read-only file system or file, a
+    /// file that is not a database. A failed write leaves the database as it was before that
+    /// transaction (SQLite's journal), which the messages say.
+    static func explain(_ e: DatabaseError, path: String, opening: Bool, readOnly: Bool) -> StoreError {
+        let sqlite = e.message ?? "\(e)"
+        let dir = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+        var fs = statvfs()
+        let readOnlyFS = statvfs(dir, &fs) == 0 && fs.f_flag & UInt(ST_RDONLY) != 0
+        let kept = opening ? "" : " The write that failed was not kept; everything stored before it is intact, and running the suite again resumes."
+        if readOnlyFS && [ResultCode.SQLITE_READONLY, .SQLITE_CANTOPEN, .SQLITE_PERM, .SQLITE_IOERR].contains(e.resultCode) {
+            let how = readOnly
+                ? "SQLite needs to create \((path as NSString).lastPathComponent)-shm beside a WAL database even to read it; copy the database to a writable folder"
+                : "a runner writes the database and SQLite's -wal and -shm files beside it; pass a --db on a writable file system"
+            return StoreError("\(path): on a read-only file system: \(how).\(kept) (SQLite: \(sqlite))")
+        }
+        // SQLite says "disk I/O error", not "full", when it cannot grow its -shm or -wal file.
+        let freeBytes = statvfs(dir, &fs) == 0 ? UInt64(fs.f_bavail) * UInt64(fs.f_frsize) : nil
+        if e.resultCode == .SQLITE_FULL || e.resultCode == .SQLITE_IOERR && (freeBytes ?? .max) < 1 << 20 {
+            let free = freeBytes.map { " (\($0 / 1024) KiB free)" } ?? ""
+            return StoreError("\(path): the disk is full\(free).\(kept) Free some space or pass another --db. (SQLite: \(sqlite))")
+        }
+        switch e.resultCode {
+        case .SQLITE_READONLY, .SQLITE_PERM:
+            return StoreError("\(path): not writable (permissions of the file or its folder \(dir)).\(kept) (SQLite: \(sqlite))")
+        case .SQLITE_CANTOPEN:
+            return StoreError("\(path): cannot be opened (is \(dir) a writable folder?) (SQLite: \(sqlite))")
+        case .SQLITE_IOERR:
+            return StoreError("\(path): input/output error (a full or failing disk?).\(kept) (SQLite: \(sqlite))")
+        case .SQLITE_NOTADB, .SQLITE_CORRUPT:
+            return StoreError("\(path): not a sambench results database, or damaged (SQLite: \(sqlite))")
+        default:
+            return StoreError("\(path): \(sqlite)\(opening ? " (not a sambench results database, or damaged)" : "")")
         }
     }
 
