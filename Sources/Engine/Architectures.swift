@@ -244,6 +244,17 @@ public final class ModelState: @unchecked Sendable {
 
     public func view(_ p: ParamEntry) -> UnsafeMutableBufferPointer<Float> { .init(start: params.pointer + p.offset, count: p.count) }
     public func gradView(_ p: ParamEntry) -> UnsafeMutableBufferPointer<Float> { .init(start: grads.pointer + p.offset, count: p.count) }
+    /// The first parameter or BN statistic holding a NaN or an infinity, by name (nil when all
+    /// are finite): a model in that state evaluates to chance, whatever its loss said.
+    public func firstNonFinite() -> String? {
+        if let p = model.params.first(where: { view($0).contains { !$0.isFinite } }) { return p.name }
+        for (i, bn) in model.batchNorms.enumerated() {
+            if runningMean(i).contains(where: { !$0.isFinite }) { return bn.prefix + ".running_mean" }
+            if runningVar(i).contains(where: { !$0.isFinite }) { return bn.prefix + ".running_var" }
+        }
+        return nil
+    }
+
     public func runningMean(_ i: Int) -> UnsafeMutableBufferPointer<Float> {
         let bn = model.batchNorms[i]
         return .init(start: stats.pointer + bn.statOffset, count: bn.channels)

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The safetensors format (huggingface/safetensors): an 8-byte little-endian header length N,
 /// N bytes of JSON `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}`
@@ -175,16 +178,39 @@ public struct SafetensorsFile: Sendable {
         return out
     }
 
-    /// Writes atomically (a temporary file renamed into place), so an interrupted write never
-    /// leaves a half file under the final name.
+    /// Writes atomically and durably: a temporary file beside `path`, flushed to disk, then
+    /// renamed over it (and the folder flushed), so a kill or a power cut at any moment leaves
+    /// either the old file or the new one under `path`, never half of one.
     public func write(to path: String) throws {
-        let url = URL(fileURLWithPath: path)
-        do {
-            try Data(serialized()).write(to: url, options: .atomic)
-        } catch {
-            throw SafetensorsError(description: "\(path): cannot write: \(error.localizedDescription)")
+        func fail(_ what: String, _ code: Int32 = errno) -> SafetensorsError {
+            SafetensorsError(description: "\(path): cannot write: \(what) (\(String(cString: strerror(code))))")
         }
+        let bytes = serialized()
+        let temporary = path + ".partial-\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw fail("cannot create \(temporary)") }
+        var ok = false
+        defer { if !ok { close(fd); unlink(temporary) } }
+        var offset = 0, reachedHalf = false
+        while offset < bytes.count {
+            if !reachedHalf && offset >= bytes.count / 2 { SafetensorsFile.halfWritten?(path); reachedHalf = true }
+            let end = reachedHalf ? bytes.count : bytes.count / 2
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, min(end - offset, 1 << 24)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw fail("writing \(temporary)") }
+            offset += n
+        }
+        guard fsync(fd) == 0 else { throw fail("flushing \(temporary)") }
+        ok = true
+        close(fd)
+        guard rename(temporary, path) == 0 else { let e = errno; unlink(temporary); throw fail("renaming \(temporary)", e) }
+        let dir = open((path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dir >= 0 { _ = fsync(dir); close(dir) }
     }
+
+    /// Fault injection for the reliability tests only (a worker sets it from SAMBENCH_FAULT):
+    /// called with the final path once half of a file's bytes are in its temporary file.
+    nonisolated(unsafe) public static var halfWritten: ((String) -> Void)?
 }
 
 private func jsonString(_ s: String) -> String {

@@ -11,6 +11,7 @@ public protocol RunnerDisplay: AnyObject {
     func started(_ label: String, resumedAfter: Int)
     func epoch(_ label: String, stage: String, _ m: EpochMetrics, of epochs: Int)
     func ended(_ label: String, status: RunStatus, detail: String)
+    func warning(_ label: String, _ message: String)
     func stopping()
     func refresh(_ progress: Progress)
     func end(_ summary: RunSummary)
@@ -71,6 +72,10 @@ public final class ConsoleDisplay: RunnerDisplay {
     public func ended(_ label: String, status: RunStatus, detail: String) {
         let tag = status == .done ? "done   " : status.rawValue.uppercased() + " "
         log("\(tag)\(label)" + (detail.isEmpty ? "" : ": \(detail)"), always: status == .failed)
+    }
+
+    public func warning(_ label: String, _ message: String) {
+        log("WARNING \(label): \(message)", always: true)
     }
 
     public func stopping() {

@@ -17,6 +17,9 @@ public struct RunnerOptions: Sendable {
     /// Checkpoints go to `checkpointRoot/<key>/`, removed when the run is done unless kept.
     public var checkpointRoot = "results/checkpoints"
     public var keepCheckpoints = false
+    /// A worker that reports nothing (no batch, epoch or result) for this long is ended and its
+    /// run marked failed: a stopped (SIGSTOP) or hung worker must not stall the suite. Nil: never.
+    public var stallTimeout: TimeInterval? = 1800
     /// The final weights of `[[pretrain]]` runs: `pretrainedRoot/<key>.safetensors`, kept (finetune
     /// runs of later invocations start from them).
     public var pretrainedRoot = "results/pretrained"
@@ -199,6 +202,9 @@ private final class EventLoop {
         var active: ActiveRun
         var finished = false
         var error: String?
+        /// When the worker last said anything, and why the runner ended it (if it did).
+        var lastHeard = Date()
+        var stalled: String?
         init(run: KeyedRun, child: Child) {
             self.run = run
             self.child = child
@@ -235,6 +241,7 @@ private final class EventLoop {
             if !stopping { while slots.count < options.jobs, let next = try takeStartable() { start(next) } }
             if slots.isEmpty { break }
             try pollOnce(signals: signals)
+            endStalled()
             for slot in slots where !slot.child.open { try complete(slot) }
             slots.removeAll { !$0.child.open }
             updateProgress()
@@ -260,7 +267,20 @@ private final class EventLoop {
         }
         for f in fds.dropFirst() where f.revents != 0 {
             guard let slot = slots.first(where: { $0.child.stdout == f.fd || $0.child.stderr == f.fd }) else { continue }
-            for line in slot.child.read(f.fd) { try handle(line, slot) }
+            let lines = slot.child.read(f.fd)
+            if f.fd == slot.child.stdout && !lines.isEmpty { slot.lastHeard = Date() }
+            for line in lines { try handle(line, slot) }
+        }
+    }
+
+    /// Ends (SIGKILL) every worker silent for longer than the stall timeout; `complete` then
+    /// marks its run failed with the reason. Its checkpoint stays: run again, it resumes.
+    private func endStalled() {
+        guard let limit = options.stallTimeout, !stopping else { return }
+        for slot in slots where slot.stalled == nil && slot.child.open && Date().timeIntervalSince(slot.lastHeard) > limit {
+            slot.stalled = "its worker reported no progress for \(Int(limit)) s (stopped or hung) and was ended by the runner " +
+                "(--stall-timeout); it resumes from its last epoch when run again"
+            slot.child.signal(SIGKILL)
         }
     }
 
@@ -306,10 +326,13 @@ private final class EventLoop {
         var job = WorkerJob(key: run.key, spec: run.spec, dataDir: options.dataDir,
                             checkpoint: (runner.checkpointDir(run.key) as NSString).appendingPathComponent("checkpoint.safetensors"),
                             threads: options.threads, parent: getpid())
+        job.dataIdentity = run.identity
         if runner.pretrainKeys.contains(run.key) { job.saveWeights = runner.pretrainedWeights(run.key) }
         if let f = job.spec.data.noise.labelsFile {
-            // Relative label files are in the data directory.
-            job.spec.data.noise.labelsFile = f.relocated(to: DataIdentity(dataDir: options.dataDir).resolveLabelPath(f.path))
+            // Relative label files are in the data directory; made absolute, the worker (which
+            // checks the data's identity again) reads the same file.
+            let path = DataIdentity(dataDir: options.dataDir).resolveLabelPath(f.path)
+            job.spec.data.noise.labelsFile = f.relocated(to: URL(fileURLWithPath: path).standardizedFileURL.path)
         }
         do {
             if let p = run.pretrainKey {
@@ -365,6 +388,8 @@ private final class EventLoop {
             display.ended(slot.run.spec.label, status: RunStatus(result.status), detail: detail)
         case let .failed(message):
             slot.error = message
+        case let .warning(message):
+            display.warning(slot.run.spec.label, message)
         }
     }
 
@@ -382,7 +407,7 @@ private final class EventLoop {
             return
         }
         let tail = String(decoding: slot.child.stderrTail, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        let message = slot.error ?? ([exit ?? "worker ended without a result"] + (tail.isEmpty ? [] : [tail])).joined(separator: ": ")
+        let message = slot.stalled ?? slot.error ?? ([exit ?? "worker ended without a result"] + (tail.isEmpty ? [] : [tail])).joined(separator: ": ")
         try store.markFailed(slot.run.key, error: message)
         summary.failed += 1
         display.ended(slot.run.spec.label, status: .failed, detail: message)

@@ -19,6 +19,9 @@ public struct WorkerJob: Codable, Sendable {
     public var parent: Int32
     /// A `[[pretrain]]` run: where its final weights go when it ends done (before it reports so).
     public var saveWeights: String?
+    /// The data identity the run's key was made with (checksums of its dataset and label files):
+    /// data that changed since is refused, never trained under the old key.
+    public var dataIdentity: String?
 }
 
 /// What a worker tells the runner, one JSON object per line on its standard output.
@@ -30,6 +33,8 @@ public enum WorkerMessage: Codable, Sendable {
     case batch(stage: String, epoch: Int, done: Int, total: Int)
     case finished(RunResult)
     case failed(String)
+    /// Something the user must hear that does not end the run (a corrupt checkpoint set aside).
+    case warning(String)
 
     public struct ResumedEpoch: Codable, Sendable {
         public var stage: String
@@ -50,13 +55,33 @@ public enum Worker {
             let dir = (job.checkpoint as NSString).deletingLastPathComponent
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             var data = try DataPreparation.prepare(job.spec.data, dataDir: job.dataDir)
+            if let expected = job.dataIdentity {
+                let now = try DataIdentity(dataDir: job.dataDir).of(job.spec.data)
+                guard now == expected else {
+                    throw DataError("""
+                        the data changed since this suite was resolved (now \(now), the run's key names \(expected)): \
+                        run the suite again; runs on the new data get new keys and results stored on the old data stay apart
+                        """)
+                }
+            }
             plantFault(&data)
             let trainer = try Trainer(config: job.spec.config, data: data)
             var resumed: [WorkerMessage.ResumedEpoch] = []
+            var warning: String?
             if FileManager.default.fileExists(atPath: job.checkpoint) {
-                resumed = try Trainer.history(inCheckpoint: job.checkpoint).map { .init(stage: $0.stage, metrics: $0.metrics) }
+                do {
+                    resumed = try Trainer.history(inCheckpoint: job.checkpoint).map { .init(stage: $0.stage, metrics: $0.metrics) }
+                } catch let corrupt as Trainer.CorruptCheckpoint {
+                    // Retrying would fail the same way forever: the file is kept aside for a
+                    // look, and the run starts again from scratch (its epochs are stored anew).
+                    let aside = job.checkpoint + ".corrupt"
+                    try? FileManager.default.removeItem(atPath: aside)
+                    try FileManager.default.moveItem(atPath: job.checkpoint, toPath: aside)
+                    warning = "\(corrupt); moved to \(aside), and the run starts again from scratch"
+                }
             }
             try send(.started(noise: data.noise, clean: data.noise == nil ? nil : data.cleanTrainLabels, resumed: resumed))
+            if let warning { try send(.warning(warning)) }
             var lastBatch = Date.distantPast
             let result = try trainer.run(checkpoint: job.checkpoint, onEpoch: { stage, m in
                 try send(.epoch(stage: stage, metrics: m))
@@ -87,8 +112,19 @@ public enum Worker {
     /// SAMBENCH_FAULT=noise-to-one-class, every corrupted training label becomes class 0, as a
     /// broken noise model would make it. The run's key and stored noise realisation are
     /// unchanged, as they would be for a real bug.
+    ///
+    /// For the reliability tests (docs/RELIABILITY.md), SAMBENCH_FAULT=kill-in-checkpoint-write:N
+    /// kills the worker (SIGKILL) half way through writing its N-th checkpoint.
     static func plantFault(_ data: inout PreparedData) {
-        guard ProcessInfo.processInfo.environment["SAMBENCH_FAULT"] == "noise-to-one-class" else { return }
+        let fault = ProcessInfo.processInfo.environment["SAMBENCH_FAULT"] ?? ""
+        if fault.hasPrefix("kill-in-checkpoint-write:"), let n = Int(fault.dropFirst("kill-in-checkpoint-write:".count)) {
+            var writes = 0
+            SafetensorsFile.halfWritten = { _ in
+                writes += 1
+                if writes == n { kill(getpid(), SIGKILL) }
+            }
+        }
+        guard fault == "noise-to-one-class" else { return }
         for i in data.trainLabels.indices where data.trainLabels[i] != data.cleanTrainLabels[i] { data.trainLabels[i] = 0 }
     }
 

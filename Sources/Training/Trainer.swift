@@ -223,11 +223,7 @@ public final class Trainer {
                     onBatch: (String, Int, Int, Int) -> Void = { _, _, _, _ in }) throws -> RunResult {
         var resume: (progress: Progress, file: SafetensorsFile)?
         if let checkpoint, FileManager.default.fileExists(atPath: checkpoint) {
-            let file = try SafetensorsFile.read(checkpoint)
-            guard let json = file.metadata[Trainer.progressKey],
-                  let progress = try? JSONDecoder().decode(Progress.self, from: Data(json.utf8)) else {
-                throw EngineError("\(checkpoint): not a sambench training checkpoint (no progress record)")
-            }
+            let (progress, file) = try Trainer.readCheckpoint(checkpoint)
             guard progress.config == config else {
                 throw EngineError("\(checkpoint): made by another configuration; remove it or run that configuration")
             }
@@ -262,12 +258,45 @@ public final class Trainer {
 
     /// The epochs a checkpoint has recorded, by stage (for a caller that must not lose any of them).
     public static func history(inCheckpoint path: String) throws -> [(stage: String, metrics: EpochMetrics)] {
-        let file = try SafetensorsFile.read(path)
-        guard let json = file.metadata[progressKey],
-              let progress = try? JSONDecoder().decode(Progress.self, from: Data(json.utf8)) else {
-            throw EngineError("\(path): not a sambench training checkpoint (no progress record)")
-        }
+        let (progress, _) = try readCheckpoint(path)
         return progress.finished.flatMap { s in s.epochs.map { (s.stage, $0) } } + progress.history.map { (progress.stage, $0) }
+    }
+
+    /// A run checkpoint that cannot be trusted: unreadable, cut short, without its progress
+    /// record, or with bytes that are not the ones written (its checksum). What it held is lost;
+    /// the run can only start again from scratch (the worker does, with a warning).
+    public struct CorruptCheckpoint: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    static let checksumKey = "sambench.sha256"
+
+    /// The checksum a run checkpoint carries: SHA-256 over every tensor (name, dtype, shape,
+    /// bytes, in name order) and the progress record.
+    static func checksum(tensors: [String: SafetensorsTensor], progress: String) -> String {
+        var parts: [[UInt8]] = []
+        for name in tensors.keys.sorted() {
+            let t = tensors[name]!
+            parts += [Array("\(name) \(t.dtype.rawValue) \(t.shape)".utf8), t.bytes]
+        }
+        return SHA256Hex.digest(parts: parts + [Array(progress.utf8)])
+    }
+
+    /// A run checkpoint read and checked: it parses, has a progress record, and its checksum
+    /// matches. Anything else is a `CorruptCheckpoint`.
+    static func readCheckpoint(_ path: String) throws -> (Progress, SafetensorsFile) {
+        let file: SafetensorsFile
+        do { file = try SafetensorsFile.read(path) } catch { throw CorruptCheckpoint(description: "\(error)") }
+        guard let json = file.metadata[progressKey], let progress = try? JSONDecoder().decode(Progress.self, from: Data(json.utf8)) else {
+            throw CorruptCheckpoint(description: "\(path): not a sambench training checkpoint (no progress record)")
+        }
+        guard let stored = file.metadata[checksumKey] else {
+            throw CorruptCheckpoint(description: "\(path): no checksum (\(checksumKey)): not written by this sambench, or damaged")
+        }
+        guard stored == checksum(tensors: file.tensors, progress: json) else {
+            throw CorruptCheckpoint(description: "\(path): checksum mismatch: its bytes are not the ones written (a damaged disk or copy?)")
+        }
+        return (progress, file)
     }
 
     private func runStage(_ name: String, data: PreparedData, resume: (progress: Progress, file: SafetensorsFile)?, checkpoint: String?,
@@ -366,7 +395,8 @@ private final class Stage {
         var tensors = Checkpoint.tensors(of: trainer.state).merging(step.optimizerTensors()) { a, _ in a }
         if name == "bootstrap" { tensors["bootstrap.labels"] = SafetensorsTensor(int64s: data.trainLabels.map { Int64($0) }) }
         let json = String(decoding: try JSONEncoder().encode(progress), as: UTF8.self)
-        try SafetensorsFile(tensors: tensors, metadata: [Trainer.progressKey: json, "model": trainer.model.name, "format": "pt"]).write(to: checkpoint)
+        try SafetensorsFile(tensors: tensors, metadata: [Trainer.progressKey: json, Trainer.checksumKey: Trainer.checksum(tensors: tensors, progress: json),
+                                                         "model": trainer.model.name, "format": "pt"]).write(to: checkpoint)
     }
 
     enum Trained {
@@ -400,6 +430,9 @@ private final class Stage {
             return true
         }
         if let diverged { return .diverged(diverged) }
+        // A finite loss does not prove finite weights (the epoch's last update may have made
+        // them NaN): such a model must end diverged, never be evaluated, saved or called done.
+        if trainer.state.firstNonFinite() != nil { return .diverged(.diverged(step: max(iteration - 1, 0), epoch: epoch, loss: nil)) }
         return .trained(loss: lossSum / Double(perEpoch), accuracy: Double(correct) / Double(perEpoch * b),
                         perturbedLoss: perturbedCount > 0 ? perturbedSum / Double(perturbedCount) : nil, lr: lr)
     }

@@ -16,7 +16,7 @@ struct RunCommand: ParsableCommand {
         database are skipped, so the same command can be run again at any time: after Ctrl-C, a \
         crash or a kill, unfinished runs resume from their last finished epoch (checkpoints under \
         results/checkpoints/<key>/, removed when a run is done). A failed or diverged run never \
-        stops the suite; failed runs are tried again by the next `sambench run`.
+        stops the suite; failed runs are tried again by the next `sambench run`. A worker that         reports no progress for --stall-timeout seconds (a batch, an epoch; 30 minutes by default)         is ended and its run marked failed, so a stopped or hung process never stalls the suite.
 
         Each run trains in a worker process; --jobs N trains N at once (with --threads each, by \
         default the cores divided by N) and this process is the only one writing the database. \
@@ -43,11 +43,15 @@ struct RunCommand: ParsableCommand {
     var dataDir: String? { dataDirectory.dataDir }
     @Option(help: "Where run checkpoints go.") var checkpoints: String = "results/checkpoints"
     @Flag(help: "Keep each run's last checkpoint when it is done.") var keepCheckpoints = false
+    @Option(help: ArgumentHelp("End a worker that reports nothing for this many seconds (stopped or hung) and mark its run failed; 0: never.",
+                               valueName: "seconds"))
+    var stallTimeout: Int = 1800
     @Flag(help: "Print failures and the summary only.") var quiet = false
     @Flag(help: "Print every epoch, also on a terminal.") var verbose = false
 
     func validate() throws {
         guard jobs >= 1 else { throw ValidationError("--jobs must be >= 1") }
+        guard stallTimeout >= 0 else { throw ValidationError("--stall-timeout must be >= 0 (0: never)") }
         guard !(quiet && verbose) else { throw ValidationError("--quiet and --verbose contradict each other") }
     }
 
@@ -56,6 +60,7 @@ struct RunCommand: ParsableCommand {
         if dryRun { return try printPlan(suite, runs, folded: folded) }
 
         let lock = try usageFailure { try WriterLock(database: database.db, purpose: "sambench run \(self.suite)") }
+        let checkpointLock = try usageFailure { try WriterLock(checkpoints: checkpoints, purpose: "sambench run \(self.suite) --db \(database.db)") }
         let store = try usageFailure { try Store(path: database.db) }
         let stale = try store.recoverStaleRuns()
         if stale > 0 && !quiet { emit("\(stale) runs left running by a runner that did not end cleanly: resuming them") }
@@ -73,9 +78,10 @@ struct RunCommand: ParsableCommand {
         options.checkpointRoot = checkpoints
         options.pretrainedRoot = ((database.db as NSString).deletingLastPathComponent as NSString).appendingPathComponent("pretrained")
         options.keepCheckpoints = keepCheckpoints
+        options.stallTimeout = stallTimeout > 0 ? TimeInterval(stallTimeout) : nil
         let display = ConsoleDisplay.forStandardOutput(quiet ? .quiet : verbose ? .verbose : .normal)
         let summary = try Runner(store: store, runs: runs, options: options, display: display).run()
-        withExtendedLifetime(lock) {}
+        withExtendedLifetime((lock, checkpointLock)) {}
         if summary.stopped || summary.interrupted > 0 { throw ExitCode(130) }
         if summary.failed > 0 { throw ExitCode(1) }
     }

@@ -179,13 +179,21 @@ final class RunnerTests: XCTestCase {
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline, !WriterLock.isHeld(database: path("one.sqlite")) { usleep(10_000) }
         XCTAssertTrue(WriterLock.isHeld(database: path("one.sqlite")))
-        // Reached through another spelling of the same path, too.
-        let other = dir.path + "/./one.sqlite"
-        for db in [path("one.sqlite"), other] {
-            let second = try runSeparated(binary, ["run", path("s.toml"), "--db", db, "--threads", "1"])
+        // Reached through another spelling of the same path, a symlink or a hard link, too: the
+        // lock is the file's, not the name's.
+        try FileManager.default.createSymbolicLink(atPath: path("link.sqlite"), withDestinationPath: path("one.sqlite"))
+        try FileManager.default.linkItem(atPath: path("one.sqlite"), toPath: path("hard.sqlite"))
+        for db in [path("one.sqlite"), dir.path + "/./one.sqlite", path("link.sqlite"), path("hard.sqlite")] {
+            let second = try runSeparated(binary, ["run", path("s.toml"), "--db", db, "--checkpoints", path("ck-second"), "--threads", "1"])
             XCTAssertEqual(second.status, 2, second.out + second.err)
-            XCTAssertTrue(second.err.contains("in use by another sambench process") && second.err.contains("pid \(first.processIdentifier)"), second.err)
+            XCTAssertTrue(second.err.contains("in use by another sambench process"), second.err)
+            if db != path("hard.sqlite") { XCTAssertTrue(second.err.contains("pid \(first.processIdentifier)"), second.err) }
         }
+        // Another database, the first runner's checkpoint folder: refused before anything is written.
+        let shared = try runSeparated(binary, ["run", path("s.toml"), "--db", path("two.sqlite"), "--checkpoints", path("ck-one.sqlite"), "--threads", "1"])
+        XCTAssertEqual(shared.status, 2, shared.out + shared.err)
+        XCTAssertTrue(shared.err.contains("checkpoint folder \(path("ck-one.sqlite")) is in use") && shared.err.contains("pid \(first.processIdentifier)"), shared.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("two.sqlite")))
         first.waitUntilExit()
         XCTAssertEqual(first.terminationStatus, 0)
         XCTAssertEqual(try integrity("one.sqlite"), "ok")

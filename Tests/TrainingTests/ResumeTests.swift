@@ -1,13 +1,27 @@
 import Datasets
 import Engine
 import Optim
-import Training
+@testable import Training
 import XCTest
 
 /// A run stopped after any epoch and started again from its checkpoint ends exactly as the
 /// uninterrupted run: same weights bit for bit, same metrics.
 final class ResumeTests: XCTestCase {
     struct Stop: Error {}
+
+    /// A tiny model on 128 synthetic images, 4 steps an epoch.
+    static func small(epochs: Int, seed: UInt64) throws -> (TrainConfig, PreparedData) {
+        var c = TrainConfig()
+        c.model = "tiny"
+        c.epochs = epochs
+        c.batchSize = 32
+        c.seed = seed
+        c.sharpness = nil
+        var spec = DataSpec()
+        spec.syntheticTrain = 128
+        spec.syntheticTest = 32
+        return (c, try DataPreparation.prepare(spec, dataDir: nil))
+    }
 
     func testInterruptedRunsResumeExactly() throws {
         var c = TrainConfig()
@@ -72,16 +86,7 @@ final class ResumeTests: XCTestCase {
     /// the file named, never resumed: a negative or too large epoch count crashed, a huge
     /// iteration resumed with learning rate 0, a history that does not match trained on.
     func testProgressOutOfRangeIsRefused() throws {
-        var c = TrainConfig()
-        c.model = "tiny"
-        c.epochs = 3
-        c.batchSize = 32
-        c.seed = 1
-        c.sharpness = nil
-        var spec = DataSpec()
-        spec.syntheticTrain = 128
-        spec.syntheticTest = 32
-        let data = try DataPreparation.prepare(spec, dataDir: nil)
+        let (c, data) = try Self.small(epochs: 3, seed: 1)
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("progress-\(UUID().uuidString).safetensors").path
         defer { try? FileManager.default.removeItem(atPath: path) }
         XCTAssertThrowsError(try Trainer(config: c, data: data).run(checkpoint: path) { _, m in if m.epoch == 1 { throw Stop() } })
@@ -98,7 +103,10 @@ final class ResumeTests: XCTestCase {
             var progress = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
             change(&progress)
             var metadata = good.metadata
-            metadata["sambench.progress"] = String(decoding: try JSONSerialization.data(withJSONObject: progress), as: UTF8.self)
+            let crafted = String(decoding: try JSONSerialization.data(withJSONObject: progress), as: UTF8.self)
+            metadata["sambench.progress"] = crafted
+            // Crafted with a matching checksum: the record itself is what is refused.
+            metadata[Trainer.checksumKey] = Trainer.checksum(tensors: good.tensors, progress: crafted)
             try SafetensorsFile(tensors: good.tensors, metadata: metadata).write(to: path)
             XCTAssertThrowsError(try Trainer(config: c, data: data).run(checkpoint: path), name) {
                 XCTAssertTrue("\($0)".contains(path) && "\($0)".contains("progress record"), "\(name): \($0)")
@@ -109,5 +117,63 @@ final class ResumeTests: XCTestCase {
         var epochs: [Int] = []
         _ = try Trainer(config: c, data: data).run(checkpoint: path) { _, m in epochs.append(m.epoch) }
         XCTAssertEqual(epochs, [2, 3])
+    }
+
+    /// A checkpoint whose bytes are not the ones written (a flipped bit in a weight or in the
+    /// progress record, cut short, empty, its checksum gone) is refused as corrupt, never resumed.
+    func testCorruptCheckpointsAreRefused() throws {
+        let (c, data) = try Self.small(epochs: 2, seed: 3)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("corrupt-\(UUID().uuidString).safetensors").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        XCTAssertThrowsError(try Trainer(config: c, data: data).run(checkpoint: path) { _, _ in throw Stop() })
+        let good = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        XCTAssertEqual(try Trainer.history(inCheckpoint: path).count, 1)
+        let headerEnd = 8 + Int(good[0]) + Int(good[1]) << 8 + Int(good[2]) << 16
+        let key = Array("firstLoss".utf8)
+        let progressAt = try XCTUnwrap((0..<(headerEnd - key.count)).first { Array(good[$0..<($0 + key.count)]) == key }) + key.count
+        var cases: [(String, [UInt8])] = [
+            ("a bit of the last weight", { var b = good; b[b.count - 3] ^= 0x10; return b }()),
+            ("a bit of the first weight", { var b = good; b[headerEnd + 1] ^= 0x01; return b }()),
+            ("cut short", Array(good.prefix(good.count - 100))),
+            ("empty", []),
+        ]
+        // A digit of the progress record's first loss changed: still valid JSON, other numbers.
+        var digit = good
+        if let k = (progressAt..<(progressAt + 30)).first(where: { (UInt8(ascii: "1")...UInt8(ascii: "8")).contains(good[$0]) }) { digit[k] += 1 }
+        XCTAssertNotEqual(digit, good)
+        cases.append(("a digit of the progress record", digit))
+        var file = try SafetensorsFile.read(path)
+        file.metadata[Trainer.checksumKey] = nil
+        cases.append(("no checksum", file.serialized()))
+        for (name, bytes) in cases {
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            XCTAssertThrowsError(try Trainer.history(inCheckpoint: path), name) { XCTAssertTrue($0 is Trainer.CorruptCheckpoint, "\(name): \($0)") }
+            XCTAssertThrowsError(try Trainer(config: c, data: data).run(checkpoint: path), name) {
+                XCTAssertTrue($0 is Trainer.CorruptCheckpoint && "\($0)".contains(path), "\(name): \($0)")
+            }
+        }
+        try Data(good).write(to: URL(fileURLWithPath: path))
+        var epochs: [Int] = []
+        _ = try Trainer(config: c, data: data).run(checkpoint: path) { _, m in epochs.append(m.epoch) }
+        XCTAssertEqual(epochs, [2])
+    }
+
+    /// Weights made non-finite by an epoch's last update (its loss was finite) end the run
+    /// diverged, not done, and are never saved.
+    func testNonFiniteWeightsAtTheEndOfAnEpochAreDiverged() throws {
+        let (c, data) = try Self.small(epochs: 1, seed: 5)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("nan-\(UUID().uuidString).safetensors").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        for (what, poison) in [("a weight NaN", Float.nan), ("a weight infinite", -Float.infinity)] {
+            let t = try Trainer(config: c, data: data)
+            let result = try t.run(checkpoint: path, onBatch: { _, _, done, total in
+                if done == total { t.state.params.pointer[7] = poison }
+            })
+            guard case let .diverged(_, epoch, loss) = result.status else { return XCTFail("\(what): \(result.status)") }
+            XCTAssertEqual(epoch, 1, what)
+            XCTAssertNil(loss, what)
+            XCTAssertTrue(result.epochs.isEmpty, what)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: path), what)
+        }
     }
 }
