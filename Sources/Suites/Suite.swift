@@ -95,6 +95,9 @@ public struct Suite: Sendable {
         return try parse(text, file: path)
     }
 
+    /// The most runs one suite may expand to (the paper's full protocol is a few thousand).
+    public static let maxRuns = 100_000
+
     /// The names of the settings `[defaults]` and `[grid]` accept (documented in docs/SUITES.md).
     public static var settingNames: [String] { Settings.all.map(\.name) }
 
@@ -224,6 +227,18 @@ private struct SuiteParser {
         let noise = try entries(root, "noise").map(noiseEntry)
         let optimizers = try entries(root, "optimizer").map(optimizerEntry)
 
+        // Bounded before anything is expanded: a grid of a few long lists is billions of runs.
+        let limit = Suite.maxRuns
+        let sizes = axes.map { "\($0.setting.name) \($0.values.count)" }.joined(separator: " x ")
+        let axisProduct = axes.reduce(1) { acc, a in
+            let (p, overflow) = acc.multipliedReportingOverflow(by: a.values.count)
+            return overflow ? Int.max : p
+        }
+        func tooMany(_ what: String) -> SuiteError {
+            fail(axes.isEmpty ? nil : "grid", "\(what): one suite may have at most \(limit); split it into several suites")
+        }
+        if axisProduct > limit { throw tooMany("the grid alone expands to \(axisProduct == .max ? "more than \(Int.max)" : "\(axisProduct)") runs (\(sizes))") }
+
         var runs: [RunSpec] = []
         func expand(_ i: Int, _ spec: RunSpec, _ label: [String]) throws {
             if i < axes.count {
@@ -248,6 +263,9 @@ private struct SuiteParser {
                             s.label = ([s.data.dataset.rawValue, s.config.model, noiseLabel, optimizerLabel] + label + ["seed \(s.config.seed)"]).joined(separator: " ")
                             try resolveStart(&s, pretrains: pretrains)
                             try check(s, optimizerPath: o?.path)
+                            guard runs.count < limit else {
+                                throw tooMany("the grid (\(sizes.isEmpty ? "no axes" : sizes)) times the noise and optimizer entries expands to more than \(limit) runs")
+                            }
                             runs.append(s)
                         }
                     }
