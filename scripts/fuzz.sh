@@ -4,11 +4,11 @@
 #
 #   scripts/fuzz.sh [SECONDS] [RUNS] [READER...]     e.g. scripts/fuzz.sh 600 1000000 NPY Suite
 #
-# Each target starts from its committed seeds (fuzz/corpus/<entry>/) and the inputs that once
-# crashed (fuzz/regressions/<entry>/), copied to .build-fuzz/corpus/ so the grown corpus is never
+# Each target starts from its committed seeds (Tests/Fuzz/corpus/<entry>/) and the inputs that once
+# crashed (Tests/Fuzz/regressions/<entry>/), copied to .build-Tests/Fuzz/corpus/ so the grown corpus is never
 # committed. A crash, a leak, a timeout (10 s for one input) or running out of memory (2 GiB) stops
 # that target, leaves the input in .build-fuzz/artifacts/ and makes the script fail; copy it to
-# fuzz/regressions/<entry>/ so the replay test (FuzzReplayTests) keeps it fixed. The summary line of
+# Tests/Fuzz/regressions/<entry>/ so the replay test (FuzzReplayTests) keeps it fixed. The summary line of
 # each target (inputs run, seconds) goes to .build-fuzz/summary.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,10 +30,10 @@ done
 status=0
 for r in "${readers[@]}"; do
     e=$(entry "$r")
-    corpus=.build-fuzz/corpus/$e
+    corpus=.build-Tests/Fuzz/corpus/$e
     mkdir -p "$corpus"
-    cp fuzz/corpus/"$e"/* "$corpus"/
-    if [ -d fuzz/regressions/"$e" ]; then cp fuzz/regressions/"$e"/* "$corpus"/ 2>/dev/null || true; fi
+    cp Tests/Fuzz/corpus/"$e"/* "$corpus"/
+    if [ -d Tests/Fuzz/regressions/"$e" ]; then cp Tests/Fuzz/regressions/"$e"/* "$corpus"/ 2>/dev/null || true; fi
     log=.build-fuzz/$r.log
     # TOMLKit (a dependency) leaks its error buffer on every parse (TOMLTable(string:) allocates
     # it and never frees it): leak detection is off for the suite parser only.

@@ -1,7 +1,7 @@
 /// What the TOML library must not be handed. toml++ (inside TOMLKit, whose assertions are live in
 /// every build) aborts the process when a table header's name starts with anything but a bare-key
 /// character or a quote (`[égrid]`, `[=x]`, `[` at the end of a line), found by fuzzing
-/// (fuzz/regressions/suite/). Such a header, and any non-ASCII character outside strings and
+/// (Tests/Fuzz/regressions/suite/). Such a header, and any non-ASCII character outside strings and
 /// comments (TOML 1.0 allows none), is a syntax error found here first, with its line.
 enum TOMLGuard {
     /// The first such mistake: its line and what is wrong.

@@ -4,12 +4,12 @@ import Suites
 import TestSupport
 import XCTest
 
-/// Every committed seed of the fuzz corpora (fuzz/corpus/) and every input a fuzzer once crashed
-/// on (fuzz/regressions/) replayed through the same entry points the libFuzzer targets call: an
+/// Every committed seed of the fuzz corpora (Tests/Fuzz/corpus/) and every input a fuzzer once crashed
+/// on (Tests/Fuzz/regressions/) replayed through the same entry points the libFuzzer targets call: an
 /// input that traps would end this test process.
 final class FuzzReplayTests: XCTestCase {
     func inputs(_ folder: String, _ entry: FuzzEntry) throws -> [(String, [UInt8])] {
-        let dir = repoRoot.appendingPathComponent("fuzz/\(folder)/\(entry.rawValue)")
+        let dir = repoRoot.appendingPathComponent("Tests/Fuzz/\(folder)/\(entry.rawValue)")
         guard FileManager.default.fileExists(atPath: dir.path) else { return [] }
         return try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted().map {
             ($0, [UInt8](try Data(contentsOf: dir.appendingPathComponent($0))))
