@@ -204,7 +204,8 @@ public struct SafetensorsFile: Sendable {
         ok = true
         close(fd)
         guard rename(temporary, path) == 0 else { let e = errno; unlink(temporary); throw fail("renaming \(temporary)", e) }
-        let dir = open((path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let folder = (path as NSString).deletingLastPathComponent
+        let dir = open(folder.isEmpty ? "." : folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dir >= 0 { _ = fsync(dir); close(dir) }
     }
 

@@ -66,7 +66,9 @@ public final class Store: @unchecked Sendable {
         let sqlite = e.message ?? "\(e)"
         let dir = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
         var fs = statvfs()
-        let readOnlyFS = statvfs(dir, &fs) == 0 && fs.f_flag & UInt(ST_RDONLY) != 0
+        let known = statvfs(dir, &fs) == 0
+        let readOnlyFS = known && fs.f_flag & UInt(ST_RDONLY) != 0
+        let freeBytes = known ? UInt64(fs.f_bavail) * UInt64(fs.f_frsize) : nil
         let kept = opening ? "" : " The write that failed was not kept; everything stored before it is intact, and running the suite again resumes."
         if readOnlyFS && [ResultCode.SQLITE_READONLY, .SQLITE_CANTOPEN, .SQLITE_PERM, .SQLITE_IOERR].contains(e.resultCode) {
             let how = readOnly
@@ -75,7 +77,6 @@ public final class Store: @unchecked Sendable {
             return StoreError("\(path): on a read-only file system: \(how).\(kept) (SQLite: \(sqlite))")
         }
         // SQLite says "disk I/O error", not "full", when it cannot grow its -shm or -wal file.
-        let freeBytes = statvfs(dir, &fs) == 0 ? UInt64(fs.f_bavail) * UInt64(fs.f_frsize) : nil
         if e.resultCode == .SQLITE_FULL || e.resultCode == .SQLITE_IOERR && (freeBytes ?? .max) < 1 << 20 {
             let free = freeBytes.map { " (\($0 / 1024) KiB free)" } ?? ""
             return StoreError("\(path): the disk is full\(free).\(kept) Free some space or pass another --db. (SQLite: \(sqlite))")

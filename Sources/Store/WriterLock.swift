@@ -21,6 +21,7 @@ public final class WriterLock {
     public init(database: String, purpose: String) throws {
         try? FileManager.default.createDirectory(at: URL(fileURLWithPath: database).deletingLastPathComponent(), withIntermediateDirectories: true)
         path = WriterLock.notePath(for: database)
+        let note = path
         let existed = FileManager.default.fileExists(atPath: database)
         identity = try FileLocks.shared.lock(database, directory: false) { holder in
             """
@@ -28,7 +29,7 @@ public final class WriterLock {
             Only one writer at a time: wait for it to finish, or give this one its own --db and combine them later \
             with `sambench merge`.
             """
-        } note: { WriterLock.note(at: WriterLock.notePath(for: database)) }
+        } note: { WriterLock.note(at: note) }
         created = existed ? nil : database
         writeNote(purpose)
     }
