@@ -87,11 +87,13 @@ public extension Store {
     static func planMerge(into target: String, from sources: [String], prefer: MergePreference? = nil) throws -> MergePlan {
         let plan = MergePlan(target: target, prefer: prefer)
         let targetFile = FileIdentity(target)
-        // The target's reader (nil when it does not exist yet), then each source's.
+        // The target's reader (nil when it does not exist yet, or is the empty file the writer's
+        // lock created for it), then each source's.
         var readers: [DatabasePool?] = []
         // Each key's copy so far: its status and where it is (-1 the target, else the source's index).
         var holders: [String: (status: RunStatus, holder: Int)] = [:]
-        if FileManager.default.fileExists(atPath: target) {
+        let targetSize = (try? FileManager.default.attributesOfItem(atPath: target)[.size] as? Int) ?? nil
+        if let targetSize, targetSize > 0 {
             let t = try Store(path: target, readOnly: true)
             for row in try t.db.read({ try Row.fetchAll($0, sql: "SELECT key, status FROM runs") }) {
                 holders[row["key"]] = (row["status"], -1)
