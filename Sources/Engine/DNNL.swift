@@ -1,4 +1,5 @@
 import CDNNL
+import Foundation
 
 // Every oneDNN call of the project lives in this file and DNNLExecutor.swift (the oneDNN 2.6
 // `*_desc_init` API; a v3 port touches these two files only).
@@ -111,6 +112,100 @@ final class DNNLResources {
         return pd!
     }
 
+    /// Every implementation oneDNN offers for an op descriptor, in the library's order of
+    /// preference, each name once; reference kernels are left out unless there is nothing else and
+    /// `allowReference`.
+    func candidates<D>(_ desc: inout D, attr: dnnl_primitive_attr_t? = nil, hint: dnnl_primitive_desc_t? = nil,
+                       allowReference: Bool = true, _ what: String) throws -> [dnnl_primitive_desc_t] {
+        var it: dnnl_primitive_desc_iterator_t?
+        try withUnsafePointer(to: &desc) { d in
+            try dnnlCheck(dnnl_primitive_desc_iterator_create(&it, UnsafeRawPointer(d), attr ?? self.attr, engine, hint), what)
+        }
+        defer { dnnl_primitive_desc_iterator_destroy(it) }
+        var all: [dnnl_primitive_desc_t] = []
+        repeat {
+            if let pd = dnnl_primitive_desc_iterator_fetch(it) { all.append(pd) }
+        } while dnnl_primitive_desc_iterator_next(it) == dnnl_success
+        // oneDNN 2.6 offers an implementation once more for every earlier descriptor of the same
+        // shape (its primitive cache, it seems): each name is kept once, at its first place.
+        var names = Set<String>()
+        let distinct = all.filter { names.insert(implementation($0)).inserted }
+        let fast = distinct.filter { !implementation($0).hasPrefix("ref") }
+        let kept = fast.isEmpty && allowReference ? distinct : fast
+        for pd in all where !kept.contains(where: { $0 == pd }) { dnnl_primitive_desc_destroy(pd) }
+        pds += kept
+        return kept
+    }
+
+    /// One implementation tried on scratch buffers made for every memory it names, so that trying
+    /// it touches nothing of the model: the inputs hold the same values whatever their layout (a
+    /// seeded draw in plain order, reordered), and the result comes back in plain order.
+    /// `arguments` are (argument, what it is) with the output last; returns the seconds of one
+    /// execution (the best of `repeats` after a warm-up) and the output.
+    func trial(_ pd: dnnl_primitive_desc_t, arguments: [(Int32, dnnl_query_t)], repeats: Int = 3) throws -> (seconds: Double, output: [Float]) {
+        var made: [dnnl_memory_t] = []
+        var keep: [ByteBuffer] = []
+        defer { for m in made { dnnl_memory_destroy(m) } }
+        func scratchMemory(_ md: dnnl_memory_desc_t, _ buffer: ByteBuffer? = nil) throws -> dnnl_memory_t {
+            let b = buffer ?? ByteBuffer(byteCount: max(byteSize(md), 1))
+            keep.append(b)
+            var m: dnnl_memory_t?
+            var md = md
+            try dnnlCheck(dnnl_memory_create(&m, &md, engine, b.pointer), "memory create")
+            made.append(m!)
+            return m!
+        }
+        /// The same dims in plain row-major order.
+        func plain(_ md: dnnl_memory_desc_t) throws -> dnnl_memory_desc_t {
+            var out = dnnl_memory_desc_t()
+            var md = md
+            let dims = withUnsafeBytes(of: &md.dims) { Array($0.bindMemory(to: Int64.self).prefix(Int(md.ndims))) }
+            let tags = [dnnl_a, dnnl_ab, dnnl_abc, dnnl_abcd, dnnl_abcde]
+            try dnnlCheck(dnnl_memory_desc_init_by_tag(&out, md.ndims, dims, dnnl_f32, tags[Int(md.ndims) - 1]), "plain memory desc")
+            return out
+        }
+        func reorder(_ from: dnnl_memory_t, _ fromMD: dnnl_memory_desc_t, _ to: dnnl_memory_t, _ toMD: dnnl_memory_desc_t) throws {
+            var pd: dnnl_primitive_desc_t?, p: dnnl_primitive_t?
+            var s = fromMD, d = toMD
+            try dnnlCheck(dnnl_reorder_primitive_desc_create(&pd, &s, engine, &d, engine, nil), "trial reorder desc")
+            defer { dnnl_primitive_desc_destroy(pd) }
+            try dnnlCheck(dnnl_primitive_create(&p, pd), "trial reorder")
+            defer { dnnl_primitive_destroy(p) }
+            var args = [dnnl_exec_arg_t(arg: DNNLArg.from, memory: from), dnnl_exec_arg_t(arg: DNNLArg.to, memory: to)]
+            try dnnlCheck(dnnl_primitive_execute(p, stream, 2, &args), "trial reorder execute")
+            dnnl_stream_wait(stream)
+        }
+        var args: [dnnl_exec_arg_t] = []
+        var rng = Xoshiro256(seed: 20_261_203)
+        for (k, (arg, q)) in arguments.enumerated() {
+            let md = query(pd, q)
+            let mem = try scratchMemory(md)
+            args.append(dnnl_exec_arg_t(arg: arg, memory: mem))
+            guard k < arguments.count - 1 else { break }
+            let pmd = try plain(md)
+            let values = ByteBuffer(byteCount: byteSize(pmd))
+            let f = values.pointer.assumingMemoryBound(to: Float.self)
+            for i in 0..<(byteSize(pmd) / 4) { f[i] = rng.nextUniformFloat() * 2 - 1 }
+            try reorder(try scratchMemory(pmd, values), pmd, mem, md)
+        }
+        let smd = query(pd, dnnl_query_scratchpad_md)
+        if byteSize(smd) > 0 { args.append(dnnl_exec_arg_t(arg: DNNLArg.scratchpad, memory: try scratchMemory(smd))) }
+        var p: dnnl_primitive_t?
+        try dnnlCheck(dnnl_primitive_create(&p, pd), "primitive create (trial of \(implementation(pd)))")
+        defer { dnnl_primitive_destroy(p) }
+        var best = Double.infinity
+        for k in 0...repeats {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            try dnnlCheck(dnnl_primitive_execute(p, stream, Int32(args.count), &args), "execute (trial)")
+            dnnl_stream_wait(stream)
+            if k > 0 { best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9) }
+        }
+        let outMD = query(pd, arguments.last!.1), outPlain = try plain(outMD)
+        let result = ByteBuffer(byteCount: byteSize(outPlain))
+        try reorder(args[arguments.count - 1].memory, outMD, try scratchMemory(outPlain, result), outPlain)
+        return (best, Array(UnsafeBufferPointer(start: result.pointer.assumingMemoryBound(to: Float.self), count: byteSize(outPlain) / 4)))
+    }
+
     func reorderDesc(from src: dnnl_memory_desc_t, to dst: dnnl_memory_desc_t) throws -> dnnl_primitive_desc_t {
         var pd: dnnl_primitive_desc_t?
         var s = src, d = dst
@@ -150,5 +245,24 @@ final class DNNLResources {
         let b = ByteBuffer(byteCount: byteSize(md))
         buffers.append(b)
         return (b, try memory(md, b.pointer))
+    }
+}
+
+/// What the machine's cores can do, measured: the ceiling a step's rate is compared with.
+public enum MachineCeiling {
+    /// GFLOP/s of oneDNN's SGEMM (its AVX-512/AVX2 kernels) on an n x n by n x n product, the best
+    /// of `repeats` after one warm-up, on the current thread count.
+    public static func sgemmGFLOPs(n: Int = 2048, repeats: Int = 5) -> Double {
+        let a = FloatBuffer(count: n * n), b = FloatBuffer(count: n * n), c = FloatBuffer(count: n * n)
+        for i in 0..<(n * n) { a.pointer[i] = Float(i % 7) * 0.1; b.pointer[i] = Float(i % 5) * 0.1 }
+        let N = CChar(UInt8(ascii: "N")), d = Int64(n)
+        var best = Double.infinity
+        for k in 0...repeats {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let status = dnnl_sgemm(N, N, d, d, d, 1, a.pointer, d, b.pointer, d, 0, c.pointer, d)
+            precondition(status == dnnl_success, "dnnl_sgemm failed")
+            if k > 0 { best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9) }
+        }
+        return 2 * Double(n) * Double(n) * Double(n) / best / 1e9
     }
 }

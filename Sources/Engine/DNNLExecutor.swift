@@ -10,6 +10,10 @@ import Foundation
 /// Backward overwrites `state.grads`. A tensor read by several ops gets its gradient written
 /// by the last reader (the first in backward order) and accumulated by the others.
 ///
+/// Each convolution pass runs oneDNN's first choice of kernel, or with `ConvolutionTuning` on the
+/// fastest eligible one for this machine (1x1, direct or Winograd; Tuning.swift). With `profiling`
+/// every step is timed (`sambench bench --profile`).
+///
 /// `build` walks the graph once; each op family's lowering (its oneDNN primitives for
 /// forward-train, forward-eval and backward) is one file in `Lowering/`: adding an op is one
 /// `Op` case, its lowering file and the line that dispatches to it.
@@ -24,6 +28,8 @@ public final class DNNLExecutor: InspectableExecutor {
     public let frozenBatchNorm: Bool
     /// The oneDNN implementation chosen for each convolution, e.g. "layer1.0.conv1: jit:avx512_core".
     public internal(set) var implementations: [String] = []
+    /// The convolution passes this executor timed to choose their implementation (`ConvolutionTuning`).
+    public internal(set) var tuned: [TunedPass] = []
 
     let r: DNNLResources
     /// One graph tensor: its value [N, C, H, W] in the layout `md` describes (blocked nChw16c
@@ -40,15 +46,25 @@ public final class DNNLExecutor: InspectableExecutor {
     var t: [TensorMemory] = []
 
     private enum Step {
-        case exec(dnnl_primitive_t, UnsafeMutablePointer<dnnl_exec_arg_t>, Int32)
-        case host(() -> Void)
+        case exec(dnnl_primitive_t, UnsafeMutablePointer<dnnl_exec_arg_t>, Int32, label: Int)
+        case host(() -> Void, label: Int)
     }
     /// A step as the lowering makes it: the primitive with its arguments (the scratchpad is
-    /// added by `finalize`), or host code run between primitives.
+    /// added by `finalize`), or host code run between primitives; `label` indexes `stepLabels`.
     enum PendingStep {
-        case exec(dnnl_primitive_desc_t, dnnl_primitive_t, [(Int32, dnnl_memory_t)])
-        case host(() -> Void)
+        case exec(dnnl_primitive_desc_t, dnnl_primitive_t, [(Int32, dnnl_memory_t)], label: Int)
+        case host(() -> Void, label: Int)
     }
+    /// What each step is, for `--profile`: the layer, the operation and oneDNN's implementation.
+    private(set) var stepLabels: [StepLabel] = []
+    /// The layer the lowering is working on (labels its steps).
+    private var currentLayer = ""
+    /// Multiply-accumulates of the current node when it is a convolution (its rate in profiles).
+    var currentMACs = 0
+    /// The current convolution's shape, "N x C x H x W -> O, kK sS" (labels, tuning keys).
+    var currentShape = ""
+    /// Seconds and calls per label, per plan (train forward, eval forward, backward), while `profiling`.
+    private var profileSeconds: [[Double]] = [], profileCalls: [[Int]] = []
     /// What the lowering appends to: the training forward, the evaluation forward, and the
     /// current node's backward steps (run in reverse node order).
     var pendingTrain: [PendingStep] = [], pendingEval: [PendingStep] = [], pendingBackward: [PendingStep] = []
@@ -111,7 +127,19 @@ public final class DNNLExecutor: InspectableExecutor {
     func float(_ b: ByteBuffer) -> UnsafeMutablePointer<Float> { b.pointer.assumingMemoryBound(to: Float.self) }
 
     func exec(_ pd: dnnl_primitive_desc_t, _ args: [(Int32, dnnl_memory_t)], _ what: String) throws -> PendingStep {
-        .exec(pd, try r.primitive(pd, what), args)
+        .exec(pd, try r.primitive(pd, what), args, label: label(what, implementation: r.implementation(pd)))
+    }
+
+    /// Host code run between primitives (the stream is waited for first).
+    func host(_ what: String, _ f: @escaping () -> Void) -> PendingStep {
+        .host(f, label: label(what, implementation: "host"))
+    }
+
+    private func label(_ what: String, implementation: String) -> Int {
+        let conv = what.hasPrefix("conv")
+        stepLabels.append(StepLabel(layer: currentLayer, operation: what, implementation: implementation,
+                                    macs: conv ? currentMACs : 0, shape: conv ? currentShape : ""))
+        return stepLabels.count - 1
     }
 
     /// Where node `i`'s gradient for its input `x` goes: straight into x's gradient if node i
@@ -142,6 +170,8 @@ public final class DNNLExecutor: InspectableExecutor {
 
         // Each node's backward steps are collected apart and run in reverse node order.
         var backwardGroups: [[PendingStep]] = []
+        // The layer that wrote each tensor (names the ops without parameters in profiles).
+        var producers: [Int: String] = [:]
         for (i, node) in model.nodes.enumerated() {
             backwardGroups.append(pendingBackward)
             pendingBackward = []
@@ -149,6 +179,10 @@ public final class DNNLExecutor: InspectableExecutor {
             let xs = model.tensors[x], ys = model.tensors[node.output]
             let needDx = x != 0 || inputGradient
             let context = LoweringContext(index: i, x: x, xs: xs, ys: ys, needDx: needDx, lastReader: lastReader)
+            currentLayer = layerName(node, producers: producers)
+            producers[node.output] = currentLayer
+            currentMACs = 0
+            currentShape = ""
             // One lowering per op family (Lowering/*.swift): forward-train, forward-eval and backward steps.
             switch node.op {
             case let .conv(w, _, s, p): try lowerConvolution(node, context, weight: w, stride: s, padding: p)
@@ -166,6 +200,54 @@ public final class DNNLExecutor: InspectableExecutor {
         guard t.count == model.tensors.count else { throw EngineError("DNNLExecutor: graph defines \(t.count) of \(model.tensors.count) tensors") }
     }
 
+    /// One convolution pass's implementation: oneDNN's first choice, or with `ConvolutionTuning`
+    /// on, the recorded choice or else the fastest of those whose result on a seeded trial input
+    /// is within the op-twin tolerance of the first choice's (a Winograd kernel rounds otherwise
+    /// than a direct one). `arguments`: the pass's memories, its output last.
+    func chooseImplementation(_ candidates: [dnnl_primitive_desc_t], _ what: String,
+                              arguments: [(Int32, dnnl_query_t)]) throws -> dnnl_primitive_desc_t {
+        let tuning = ConvolutionTuning.shared
+        guard candidates.count > 1, tuning.enabled else { return candidates[0] }
+        let names = candidates.map { r.implementation($0) }
+        let key = "\(what) | \(currentShape) | \(EngineThreads.current) threads | \(names.joined(separator: ", "))"
+        if let chosen = tuning.choice(for: key), let k = names.firstIndex(of: chosen) { return candidates[k] }
+        var seconds: [Double] = [], errors: [Double] = [], reference: [Float] = []
+        for (k, pd) in candidates.enumerated() {
+            let (time, output) = try r.trial(pd, arguments: arguments)
+            if k == 0 { reference = output }
+            seconds.append(time)
+            errors.append(TwinTolerance.worstRatio(output, reference))
+        }
+        var eligible = candidates.indices.filter { errors[$0] <= 1 }
+        if let preferred = tuning.preferred, eligible.contains(where: { preferred(names[$0]) }) { eligible = eligible.filter { preferred(names[$0]) } }
+        let fastest = eligible.min { seconds[$0] < seconds[$1] } ?? 0
+        let recorded = names.firstIndex(of: tuning.record(names[fastest], for: key)) ?? fastest
+        tuned.append(TunedPass(layer: currentLayer, operation: what, shape: currentShape, macs: currentMACs,
+                               implementations: names, seconds: seconds, toleranceUsed: errors, chosen: names[recorded]))
+        return candidates[recorded]
+    }
+
+    /// A layer's name in profiles: its parameters' module ("layer1.0.conv1"), or for ops without
+    /// parameters the op within the block of the layer that wrote its input ("layer1.0.add").
+    private func layerName(_ node: Node, producers: [Int: String]) -> String {
+        func module(_ param: Int) -> String {
+            let name = model.params[param].name
+            return name.hasSuffix(".weight") ? String(name.dropLast(7)) : name
+        }
+        let block = (producers[node.inputs[0]] ?? "").split(separator: ".").dropLast().joined(separator: ".")
+        func inBlock(_ op: String) -> String { block.isEmpty ? op : "\(block).\(op)" }
+        switch node.op {
+        case let .conv(w, _, _, _): return module(w)
+        case let .batchNorm(bn, _, _, _): return model.batchNorms[bn].prefix
+        case let .linear(w, _): return module(w)
+        case .relu: return inBlock("relu")
+        case .add: return inBlock("add")
+        case .globalAvgPool: return "avgpool"
+        case .maxPool: return "maxpool"
+        case .dropout: return inBlock("dropout")
+        }
+    }
+
     func reluBackward(output: Int, fwd: dnnl_primitive_desc_t, into target: dnnl_memory_t) throws -> PendingStep {
         var md = t[output].md
         var bdesc = dnnl_eltwise_desc_t()
@@ -179,15 +261,15 @@ public final class DNNLExecutor: InspectableExecutor {
     private func finalize() throws {
         let all = pendingTrain + pendingEval + pendingBackward
         var maxScratch = 0
-        for case let .exec(pd, _, _) in all { maxScratch = max(maxScratch, byteSize(r.query(pd, dnnl_query_scratchpad_md))) }
+        for case let .exec(pd, _, _, _) in all { maxScratch = max(maxScratch, byteSize(r.query(pd, dnnl_query_scratchpad_md))) }
         let scratch = ByteBuffer(byteCount: maxScratch)
         scratchpad = scratch
         var cache: [UnsafeMutableRawPointer: Step] = [:]
         func convert(_ list: [PendingStep]) throws -> [Step] {
             try list.map { p in
                 switch p {
-                case let .host(f): return .host(f)
-                case let .exec(pd, prim, args):
+                case let .host(f, label): return .host(f, label: label)
+                case let .exec(pd, prim, args, label):
                     // A primitive shared by two plans (train and eval) gets one argument array.
                     if let s = cache[UnsafeMutableRawPointer(prim)] { return s }
                     var a = args
@@ -196,7 +278,7 @@ public final class DNNLExecutor: InspectableExecutor {
                     let ptr = UnsafeMutablePointer<dnnl_exec_arg_t>.allocate(capacity: a.count)
                     for (k, (arg, mem)) in a.enumerated() { ptr[k] = dnnl_exec_arg_t(arg: arg, memory: mem) }
                     argStorage.append(ptr)
-                    let s = Step.exec(prim, ptr, Int32(a.count))
+                    let s = Step.exec(prim, ptr, Int32(a.count), label: label)
                     cache[UnsafeMutableRawPointer(prim)] = s
                     return s
                 }
@@ -206,6 +288,7 @@ public final class DNNLExecutor: InspectableExecutor {
         evalSteps = try convert(pendingEval)
         backwardSteps = try convert(pendingBackward)
         pendingTrain = []; pendingEval = []; pendingBackward = []
+        resetProfile()
     }
 
     /// Bytes of every buffer this executor owns (activations, gradients, workspaces, scratch).
@@ -215,18 +298,40 @@ public final class DNNLExecutor: InspectableExecutor {
 
     // MARK: running
 
-    private func run(_ steps: [Step]) {
+    private func run(_ steps: [Step], plan: Int) {
+        if profiling { return runProfiled(steps, plan: plan) }
         for step in steps {
             switch step {
-            case let .exec(prim, args, count):
+            case let .exec(prim, args, count, _):
                 let status = dnnl_primitive_execute(prim, r.stream, count, args)
                 precondition(status == dnnl_success, "oneDNN execute failed: \(String(cString: dnnl_status2str(status)))")
-            case let .host(f):
+            case let .host(f, _):
                 dnnl_stream_wait(r.stream)
                 f()
             }
         }
         dnnl_stream_wait(r.stream)
+    }
+
+    /// `run` with every step waited for and timed.
+    private func runProfiled(_ steps: [Step], plan: Int) {
+        for step in steps {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let label: Int
+            switch step {
+            case let .exec(prim, args, count, l):
+                let status = dnnl_primitive_execute(prim, r.stream, count, args)
+                precondition(status == dnnl_success, "oneDNN execute failed: \(String(cString: dnnl_status2str(status)))")
+                dnnl_stream_wait(r.stream)
+                label = l
+            case let .host(f, l):
+                dnnl_stream_wait(r.stream)
+                f()
+                label = l
+            }
+            profileSeconds[plan][label] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            profileCalls[plan][label] += 1
+        }
     }
 
     public func forward(input: UnsafePointer<Float>, mode: ForwardMode) -> UnsafePointer<Float> {
@@ -235,10 +340,10 @@ public final class DNNLExecutor: InspectableExecutor {
         case let .train(m, seed):
             momentum = m
             dropoutSeed = seed
-            run(trainSteps)
+            run(trainSteps, plan: 0)
             trainedForward = true
         case .eval:
-            run(evalSteps)
+            run(evalSteps, plan: 1)
             trainedForward = false
         }
         return UnsafePointer(float(t[model.outputTensor].data))
@@ -247,7 +352,37 @@ public final class DNNLExecutor: InspectableExecutor {
     public func backward(logitsGrad: UnsafePointer<Float>) {
         precondition(trainedForward, "backward needs a training-mode forward first")
         memcpy(t[model.outputTensor].diff!.pointer, logitsGrad, batchSize * model.numClasses * 4)
-        run(backwardSteps)
+        run(backwardSteps, plan: 2)
+    }
+
+    // MARK: profiling
+
+    /// Time every step of the forwards and backwards that follow (for `sambench bench --profile`;
+    /// each step is waited for, which costs next to nothing on the CPU stream).
+    public var profiling = false
+
+    /// Forgets what profiling has measured so far.
+    public func resetProfile() {
+        profileSeconds = Array(repeating: Array(repeating: 0, count: stepLabels.count), count: 3)
+        profileCalls = Array(repeating: Array(repeating: 0, count: stepLabels.count), count: 3)
+    }
+
+    /// What profiling measured since the last reset: one entry per step that ran, in plan order
+    /// (training forward, evaluation forward, backward).
+    public func profile() -> [StepProfile] {
+        let passes = ["forward", "eval", "backward"]
+        let plans = [trainSteps, evalSteps, backwardSteps]
+        var out: [StepProfile] = []
+        for (p, steps) in plans.enumerated() {
+            var seen = Set<Int>()
+            for step in steps {
+                let label: Int
+                switch step { case let .exec(_, _, _, l): label = l; case let .host(_, l): label = l }
+                guard profileCalls[p][label] > 0, seen.insert(label).inserted else { continue }
+                out.append(StepProfile(label: stepLabels[label], pass: passes[p], calls: profileCalls[p][label], seconds: profileSeconds[p][label]))
+            }
+        }
+        return out
     }
 
     // MARK: inspection

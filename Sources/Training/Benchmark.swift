@@ -40,6 +40,38 @@ public enum Benchmark {
         public var peak_rss_bytes: Int
         public var engine_buffer_bytes: Int
         public var finite: Bool
+        /// With `--profile`: where the time of a step goes.
+        public var profile: Profile?
+    }
+
+    /// Where a step's time goes (`sambench bench --profile`), measured over `steps` further steps
+    /// after the timed ones, every primitive waited for and timed; times are per step.
+    public struct Profile: Codable, Sendable {
+        public var steps: Int
+        /// The machine's ceiling in the same run: GFLOP/s of oneDNN's SGEMM (2048^3) on the same threads.
+        public var sgemm_gflops: Double
+        /// The timed median's GFLOP/s as a share of that ceiling.
+        public var share_of_ceiling: Double
+        /// Seconds per step in each phase (executor forward and backward, loss, optimizer update,
+        /// SAM's perturbation); the executor's phases contain the ops below.
+        public var phases: [Phase]
+        /// Seconds per step by op kind and pass (convolution/forward, batch norm/backward...).
+        public var kinds: [Kind]
+        /// Every step of the executor's plans, in order.
+        public var ops: [Op]
+        /// Per convolution shape and pass, the best rate any layer of that shape reached.
+        public var best_convolution_rates: [ShapeRate]
+        /// The convolution passes whose implementation this build chose by timing (empty when the
+        /// choices were already recorded for this machine, or tuning is off).
+        public var tuned: [TunedPass]
+
+        public struct Phase: Codable, Sendable { public var phase: String, seconds: Double }
+        public struct Kind: Codable, Sendable { public var kind: String, pass: String, seconds: Double, share: Double }
+        public struct Op: Codable, Sendable {
+            public var layer: String, operation: String, pass: String, implementation: String, shape: String
+            public var seconds: Double, gflops: Double?
+        }
+        public struct ShapeRate: Codable, Sendable { public var shape: String, operation: String, gflops: Double, share_of_ceiling: Double }
     }
 
     /// FLOPs of a step as a multiple of the forward (as torch_bench.py counts them).
@@ -49,7 +81,7 @@ public enum Benchmark {
     }
 
     public static func run(model name: String, mode: String, batch: Int, threads: Int, warmup: Int, steps: Int,
-                           progress: (String) -> Void = { _ in }) throws -> Result {
+                           profile: Bool = false, progress: (String) -> Void = { _ in }) throws -> Result {
         guard modes.contains(mode) else { throw EngineError("unknown bench mode '\(mode)' (\(modes.joined(separator: ", ")))") }
         guard batch >= 1, steps >= 1, warmup >= 0 else { throw EngineError("bench: batch and steps must be >= 1, warmup >= 0") }
         EngineThreads.set(threads)
@@ -90,14 +122,60 @@ public enum Benchmark {
         let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
         let macs = model.forwardMACsPerImage
         let mult = flopMultiplier(mode)
+        let gflops = mult * Double(2 * macs * batch) / median / 1e9
+        var measured: Profile?
+        if profile, let executor = trainStep.executor as? DNNLExecutor {
+            progress("\(name) \(mode): profiling \(steps) steps")
+            executor.resetProfile(); trainStep.resetProfile()
+            executor.profiling = true; trainStep.profiling = mode != "eval"
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            for _ in 0..<(steps * unit) { body() }
+            let total = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            executor.profiling = false; trainStep.profiling = false
+            measured = makeProfile(executor.profile(), trainStep: mode == "eval" ? nil : trainStep, steps: steps * unit,
+                                   total: total, gflops: gflops, ceiling: MachineCeiling.sgemmGFLOPs(), tuned: executor.tuned)
+        }
         return Result(model: name, mode: mode, memory_format: "oneDNN blocked", batch: batch, threads: EngineThreads.current,
                       warmup: warmup, timed_steps: steps, step_times_s: times,
                       step_time_s: Stats(min: sorted.first!, median: median, max: sorted.last!),
                       images_per_s: Stats(min: Double(batch) / sorted.last!, median: Double(batch) / median, max: Double(batch) / sorted.first!),
                       params: model.parameterCount, fwd_macs_per_image: macs, fwd_flops_per_image: 2 * macs,
                       assumed_flops_per_image_for_mode: mult * Double(2 * macs),
-                      achieved_gflops_median: mult * Double(2 * macs * batch) / median / 1e9,
-                      peak_rss_bytes: peakResidentBytes(), engine_buffer_bytes: (trainStep.executor as? DNNLExecutor)?.bufferBytes ?? 0, finite: finite)
+                      achieved_gflops_median: gflops,
+                      peak_rss_bytes: peakResidentBytes(), engine_buffer_bytes: (trainStep.executor as? DNNLExecutor)?.bufferBytes ?? 0, finite: finite,
+                      profile: measured)
+    }
+
+    static func makeProfile(_ entries: [StepProfile], trainStep: TrainStep?, steps: Int, total: Double, gflops: Double,
+                            ceiling: Double, tuned: [TunedPass]) -> Profile {
+        let per = 1 / Double(steps)
+        var phases = trainStep.map { t in t.phases.map { Profile.Phase(phase: $0, seconds: t.phaseSeconds[$0]! * per) } } ?? []
+        phases.insert(Profile.Phase(phase: "step", seconds: total * per), at: 0)
+        var kindOrder: [String] = [], kindSeconds: [String: Double] = [:]
+        for e in entries {
+            let key = "\(e.label.kind)\t\(e.pass)"
+            if kindSeconds[key] == nil { kindOrder.append(key) }
+            kindSeconds[key, default: 0] += e.seconds * per
+        }
+        let kinds = kindOrder.map { key -> Profile.Kind in
+            let parts = key.split(separator: "\t").map(String.init)
+            return Profile.Kind(kind: parts[0], pass: parts[1], seconds: kindSeconds[key]!, share: kindSeconds[key]! / (total * per))
+        }.sorted { $0.seconds > $1.seconds }
+        let ops = entries.map { e in
+            Profile.Op(layer: e.label.layer, operation: e.label.operation, pass: e.pass, implementation: e.label.implementation,
+                       shape: e.label.shape, seconds: e.seconds * per, gflops: e.gflops)
+        }
+        var best: [String: Profile.ShapeRate] = [:], bestOrder: [String] = []
+        for e in entries {
+            guard let g = e.gflops else { continue }
+            let key = "\(e.label.shape)\t\(e.label.operation)"
+            if best[key] == nil { bestOrder.append(key) }
+            if g > best[key]?.gflops ?? 0 {
+                best[key] = Profile.ShapeRate(shape: e.label.shape, operation: e.label.operation, gflops: g, share_of_ceiling: g / ceiling)
+            }
+        }
+        return Profile(steps: steps, sgemm_gflops: ceiling, share_of_ceiling: gflops / ceiling, phases: phases, kinds: kinds,
+                       ops: ops, best_convolution_rates: bestOrder.map { best[$0]! }, tuned: tuned)
     }
 
     /// The process's peak resident set (VmHWM), in bytes; 0 where /proc is not available.

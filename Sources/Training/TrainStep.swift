@@ -120,12 +120,32 @@ public final class TrainStep {
     private func lossAndGradient(_ ex: Executor, _ input: UnsafePointer<Float>, _ labels: UnsafePointer<Int32>,
                                  momentum: Float, dropoutSeed: UInt64) -> (loss: Double, correct: Int) {
         let n = ex.batchSize, c = ex.model.numClasses
-        let logits = ex.forward(input: input, mode: .train(bnMomentum: momentum, dropoutSeed: dropoutSeed))
-        let loss = CrossEntropy.compute(logits: logits, labels: labels, count: n, classes: c, smoothing: labelSmoothing, grad: logitsGrad.pointer)
-        let correct = CrossEntropy.correct(logits: logits, labels: labels, count: n, classes: c)
-        ex.backward(logitsGrad: logitsGrad.pointer)
+        let logits = timed("forward") { ex.forward(input: input, mode: .train(bnMomentum: momentum, dropoutSeed: dropoutSeed)) }
+        let (loss, correct) = timed("loss") {
+            (CrossEntropy.compute(logits: logits, labels: labels, count: n, classes: c, smoothing: labelSmoothing, grad: logitsGrad.pointer),
+             CrossEntropy.correct(logits: logits, labels: labels, count: n, classes: c))
+        }
+        timed("backward") { ex.backward(logitsGrad: logitsGrad.pointer) }
         for r in frozenRanges { (state.grads.pointer + r.lowerBound).update(repeating: 0, count: r.count) }
         return (loss, correct)
+    }
+
+    /// Time the phases of the steps that follow: the executor's forward and backward, the loss,
+    /// the optimizer update and SAM's perturbation (`sambench bench --profile`).
+    public var profiling = false
+    /// Seconds per phase since profiling was last reset, and the phases in the order first seen.
+    public private(set) var phaseSeconds: [String: Double] = [:]
+    public private(set) var phases: [String] = []
+
+    public func resetProfile() { phaseSeconds = [:]; phases = [] }
+
+    private func timed<T>(_ phase: String, _ body: () -> T) -> T {
+        guard profiling else { return body() }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let result = body()
+        if phaseSeconds[phase] == nil { phases.append(phase) }
+        phaseSeconds[phase, default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        return result
     }
 
     /// BN momentum of the first pass (running statistics always updated at w).
@@ -136,7 +156,7 @@ public final class TrainStep {
         defer { stepCount += 1 }
         guard let sam else {
             let r = lossAndGradient(executor, input, labels, momentum: Self.firstMomentum, dropoutSeed: dropoutSeed)
-            optimizer.step(params: state.params, grads: state.grads, lr: lr)
+            timed("optimizer update") { optimizer.step(params: state.params, grads: state.grads, lr: lr) }
             return Result(loss: r.loss, correct: r.correct, perturbedLoss: nil)
         }
         if let micro = microExecutor { return microBatchStep(sam, micro, input, labels, lr: lr, dropoutSeed: dropoutSeed) }
@@ -149,10 +169,10 @@ public final class TrainStep {
             return Result(loss: r.loss, correct: r.correct, perturbedLoss: nil)
         }
         if look != nil { plainGradient.copy(from: grads) }
-        sam.firstStep(params: params, grads: grads)
+        timed("SAM perturbation") { sam.firstStep(params: params, grads: grads) }
         let p = lossAndGradient(executor, input, labels, momentum: secondMomentum(sam), dropoutSeed: dropoutSeed &+ 1)
         look?.store(samGradient: grads, plainGradient: plainGradient)
-        sam.secondStep(params: params, grads: grads, lr: lr)
+        timed("SAM restore and update") { sam.secondStep(params: params, grads: grads, lr: lr) }
         return Result(loss: r.loss, correct: r.correct, perturbedLoss: p.loss)
     }
 

@@ -25,6 +25,11 @@ struct Bench: ParsableCommand {
     @Option(help: "Untimed warm-up steps per mode.") var warmup: Int = 5
     @Option(help: "Modes to run, comma-separated: eval, sgd, sam, asam, msam, looksam.") var modes: String = "eval,sgd,sam"
     @Option(help: "Output format.") var format: TextOrJSON = .text
+    @Flag(help: """
+        After the timed steps, run as many again with every oneDNN primitive and step phase timed: \
+        time per op kind and pass, per convolution layer with its implementation, the optimizer \
+        and SAM phases, and the machine's ceiling (a 2048^3 SGEMM) measured in the same run.
+        """) var profile = false
 
     func validate() throws {
         guard batch >= 1 else { throw ValidationError("--batch must be >= 1") }
@@ -39,9 +44,11 @@ struct Bench: ParsableCommand {
     var modeList: [String] { modes.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
 
     func run() throws {
+        enableConvolutionTuning()
         var results: [Benchmark.Result] = []
         for mode in modeList {
-            let r = try Benchmark.run(model: model, mode: mode, batch: batch, threads: threads, warmup: warmup, steps: steps) { line in
+            let r = try Benchmark.run(model: model, mode: mode, batch: batch, threads: threads, warmup: warmup, steps: steps,
+                                      profile: profile) { line in
                 if format == .text { FileHandle.standardError.write(Data("  \(line)\n".utf8)) }
             }
             results.append(r)
@@ -69,6 +76,40 @@ struct Bench: ParsableCommand {
                              r.step_time_s.median * 1000, r.achieved_gflops_median, Double(r.fwd_flops_per_image) / 1e6,
                              Double(r.peak_rss_bytes) / 1_048_576))
             }
+            for r in results { if let p = r.profile { printProfile(r, p) } }
+        }
+    }
+
+    func printProfile(_ r: Benchmark.Result, _ p: Benchmark.Profile) {
+        let ms = { (s: Double) in String(format: "%8.2f", s * 1000) }
+        print("\n\(r.model) \(r.mode): profile of \(p.steps) steps, per step; ceiling (SGEMM 2048^3, \(r.threads) threads) "
+              + String(format: "%.0f GFLOP/s; the timed median reached %.0f GFLOP/s = %.0f%%", p.sgemm_gflops, r.achieved_gflops_median,
+                       100 * p.share_of_ceiling))
+        print("phase                              ms")
+        for ph in p.phases { print(ph.phase.padding(toLength: 30, withPad: " ", startingAt: 0) + " " + ms(ph.seconds)) }
+        print("kind           pass              ms   share")
+        for k in p.kinds {
+            print(k.kind.padding(toLength: 14, withPad: " ", startingAt: 0) + " " + k.pass.padding(toLength: 10, withPad: " ", startingAt: 0)
+                  + " " + ms(k.seconds) + String(format: " %6.1f%%", 100 * k.share))
+        }
+        print("convolution layer   pass               implementation             ms  GFLOP/s  of ceiling")
+        for o in p.ops where o.gflops != nil {
+            print(o.layer.padding(toLength: 19, withPad: " ", startingAt: 0) + " "
+                  + o.operation.padding(toLength: 18, withPad: " ", startingAt: 0) + " "
+                  + o.implementation.padding(toLength: 22, withPad: " ", startingAt: 0) + " " + ms(o.seconds)
+                  + String(format: " %8.1f %10.0f%%", o.gflops!, 100 * o.gflops! / p.sgemm_gflops))
+        }
+        print("best rate per convolution shape and pass")
+        for b in p.best_convolution_rates {
+            print(b.shape.padding(toLength: 30, withPad: " ", startingAt: 0) + " " + b.operation.padding(toLength: 18, withPad: " ", startingAt: 0)
+                  + String(format: " %8.1f GFLOP/s %5.0f%%", b.gflops, 100 * b.share_of_ceiling))
+        }
+        if !p.tuned.isEmpty { print("implementations timed when the executor was built (eligible: tolerance used <= 1)") }
+        for t in p.tuned {
+            let options = t.implementations.indices.map { k in
+                "\(t.implementations[k]) " + String(format: "%.2f ms (tolerance used %.2g)", t.seconds[k] * 1000, t.toleranceUsed[k])
+            }.joined(separator: ", ")
+            print("\(t.layer) \(t.operation): \(options) -> \(t.chosen)")
         }
     }
 }

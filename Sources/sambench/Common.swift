@@ -1,6 +1,7 @@
 import ArgumentParser
 import Charts
 import Datasets
+import Engine
 import Foundation
 import Optim
 import Report
@@ -51,6 +52,20 @@ struct ThreadsOption: ParsableArguments {
 
     /// The threads asked for, else `fallback`.
     func resolved(_ fallback: Int = ProcessInfo.processInfo.activeProcessorCount) -> Int { threads ?? fallback }
+}
+
+/// Turns on the per-machine choice of oneDNN convolution implementations (docs/PERFORMANCE.md):
+/// the choices are kept in $SAMBENCH_TUNING_FILE, else $XDG_CACHE_HOME/sambench/onednn-HOST.json,
+/// else ~/.cache/sambench/onednn-HOST.json; SAMBENCH_TUNING_FILE=off keeps oneDNN's first choices.
+func enableConvolutionTuning() {
+    let env = ProcessInfo.processInfo.environment
+    if let path = env["SAMBENCH_TUNING_FILE"], !path.isEmpty {
+        if path != "off" { ConvolutionTuning.shared.enable(file: URL(fileURLWithPath: path)) }
+        return
+    }
+    let cache = env["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? (NSHomeDirectory() + "/.cache")
+    let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "localhost"
+    ConvolutionTuning.shared.enable(file: URL(fileURLWithPath: "\(cache)/sambench/onednn-\(host).json"))
 }
 
 /// The datasets `sambench data` downloads and verifies.

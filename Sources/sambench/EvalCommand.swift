@@ -53,6 +53,7 @@ struct EvalCommand: ParsableCommand {
     }
 
     func run() throws {
+        enableConvolutionTuning()
         EngineThreads.set(threadsOption.resolved())
         let file = try SafetensorsFile.read(checkpoint)
         guard let modelName = model ?? file.metadata["model"] else {

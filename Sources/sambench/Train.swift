@@ -132,6 +132,7 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
+        enableConvolutionTuning()
         EngineThreads.set(threads)
         var config = TrainConfig()
         config.model = model

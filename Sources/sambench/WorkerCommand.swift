@@ -8,6 +8,7 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "The job, as JSON.") var job: String
 
     func run() throws {
+        enableConvolutionTuning()
         let j = try JSONDecoder().decode(WorkerJob.self, from: Data(job.utf8))
         let status = Worker.run(j)
         if status != 0 { throw ExitCode(status) }

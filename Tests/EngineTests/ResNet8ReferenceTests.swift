@@ -30,7 +30,21 @@ final class ResNet8ReferenceTests: XCTestCase {
     }
 
     func executors(_ state: ModelState) throws -> [(String, Executor)] {
-        [("oneDNN", try DNNLExecutor(state: state, batchSize: 8)), ("reference", ReferenceExecutor(state: state, batchSize: 8))]
+        [("oneDNN", try DNNLExecutor(state: state, batchSize: 8)), ("reference", ReferenceExecutor(state: state, batchSize: 8)),
+         ("oneDNN Winograd", try winogradExecutor(state))]
+    }
+
+    /// The fast path as a tuned build may choose it: every 3x3 stride-1 pass on oneDNN's
+    /// Winograd kernel wherever that passes the trial against the direct one.
+    func winogradExecutor(_ state: ModelState) throws -> Executor {
+        let tuning = ConvolutionTuning.shared
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("winograd-\(UUID().uuidString).json")
+        tuning.enable(file: file)
+        tuning.preferred = { $0.contains("wino") }
+        defer { tuning.preferred = nil; tuning.disable(); try? FileManager.default.removeItem(at: file) }
+        let ex = try DNNLExecutor(state: state, batchSize: 8)
+        XCTAssertTrue(ex.tuned.contains { $0.chosen.contains("wino") }, "no pass took the Winograd kernel: \(ex.tuned.map(\.chosen))")
+        return ex
     }
 
     /// One forward+backward in train mode; returns (loss, logits).
@@ -60,7 +74,7 @@ final class ResNet8ReferenceTests: XCTestCase {
 
     func testForwardGradientsAndBNStatistics() throws {
         let forward = try ref("forward"), grads = try ref("grads"), bnstats = try ref("forward_bnstats")
-        for kind in ["oneDNN", "reference"] {
+        for kind in ["oneDNN", "reference", "oneDNN Winograd"] {
             let state = try freshState()
             let ex = try executors(state).first { $0.0 == kind }!.1
             let n = 8, c = 10
@@ -87,7 +101,7 @@ final class ResNet8ReferenceTests: XCTestCase {
     }
 
     func checkSGD(nesterov: Bool, prefix: String) throws {
-        for kind in ["oneDNN", "reference"] {
+        for kind in ["oneDNN", "reference", "oneDNN Winograd"] {
             let state = try freshState()
             let ex = try executors(state).first { $0.0 == kind }!.1
             let sgd = try SGD(parameterCount: state.model.parameterCount,

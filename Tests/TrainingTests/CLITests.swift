@@ -44,6 +44,48 @@ final class CLITests: XCTestCase {
         }
     }
 
+    func testBenchProfileSaysWhereTheTimeGoesAndRecordsKernelChoices() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cli-profile-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let tuning = dir.appendingPathComponent("onednn.json")
+        let args = ["bench", "--model", "resnet8", "--batch", "8", "--steps", "2", "--warmup", "0", "--threads", "1",
+                    "--modes", "sgd,sam", "--profile", "--format", "json"]
+        var timedPasses: [Int] = []
+        for _ in 0..<2 {
+            let r = try runSeparated(binary, args, environment: ["SAMBENCH_TUNING_FILE": tuning.path])
+            XCTAssertEqual(r.status, 0, r.err)
+            let results = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])?["results"] as? [[String: Any]])
+            XCTAssertEqual(results.count, 2)
+            for res in results {
+                let mode = res["mode"] as! String
+                let profile = try XCTUnwrap(res["profile"] as? [String: Any], "\(mode): no profile")
+                XCTAssertGreaterThan(profile["sgemm_gflops"] as! Double, 0)
+                let phases = (profile["phases"] as! [[String: Any]]).map { $0["phase"] as! String }
+                for phase in ["step", "forward", "loss", "backward"] { XCTAssertTrue(phases.contains(phase), "\(mode): \(phases)") }
+                XCTAssertTrue(phases.contains(mode == "sam" ? "SAM restore and update" : "optimizer update"), "\(mode): \(phases)")
+                if mode == "sam" { XCTAssertTrue(phases.contains("SAM perturbation"), "\(phases)") }
+                let shares = (profile["kinds"] as! [[String: Any]]).map { $0["share"] as! Double }
+                XCTAssertTrue(shares.allSatisfy { $0 >= 0 } && shares.reduce(0, +) <= 1.01, "\(shares)")
+                let ops = profile["ops"] as! [[String: Any]]
+                let convolutions = ops.filter { ($0["operation"] as! String).hasPrefix("conv") }
+                // resnet8: 9 convolutions, each forward and backward-weights, all but the stem backward-data.
+                XCTAssertEqual(convolutions.filter { $0["operation"] as! String == "conv fwd" && $0["pass"] as! String == "forward" }.count, 9)
+                XCTAssertEqual(convolutions.filter { $0["operation"] as! String == "conv bwd data" }.count, 8)
+                XCTAssertTrue(convolutions.allSatisfy { ($0["gflops"] as? Double ?? 0) > 0 && !($0["implementation"] as! String).isEmpty })
+                XCTAssertFalse((profile["best_convolution_rates"] as! [Any]).isEmpty)
+            }
+            timedPasses.append((results[0]["profile"] as! [String: Any])["tuned"].map { ($0 as! [Any]).count } ?? -1)
+        }
+        // The first run timed the passes that have a choice and recorded them; the second read them.
+        XCTAssertGreaterThan(timedPasses[0], 0)
+        XCTAssertEqual(timedPasses[1], 0)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: tuning.path))
+        let text = try runSeparated(binary, ["bench", "--model", "tiny", "--batch", "8", "--steps", "1", "--warmup", "0", "--threads", "1",
+                                             "--modes", "sgd", "--profile"], environment: ["SAMBENCH_TUNING_FILE": "off"])
+        XCTAssertEqual(text.status, 0, text.err)
+        for part in ["ceiling", "phase", "convolution layer", "best rate per convolution shape"] { XCTAssertTrue(text.out.contains(part), text.out) }
+    }
+
     func testTrainPrintsEpochsAndSavesCheckpoint() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("cli-\(UUID().uuidString).safetensors").path
         defer { try? FileManager.default.removeItem(atPath: path) }

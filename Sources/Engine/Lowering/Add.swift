@@ -32,7 +32,7 @@ extension DNNLExecutor {
                 pendingBackward.append(try accumulate(into: input, from: g, aMD))
             } else if sameLayout(t[input].md, aMD) {
                 let dst = float(t[input].diff!), src = float(gBuf), bytes = byteSize(aMD)
-                pendingBackward.append(.host { memcpy(dst, src, bytes) })
+                pendingBackward.append(host("add bwd copy") { memcpy(dst, src, bytes) })
             } else {
                 pendingBackward.append(try exec(try r.reorderDesc(from: aMD, to: t[input].md), [(DNNLArg.from, g), (DNNLArg.to, t[input].diffMem!)], "gradient reorder"))
             }

@@ -47,7 +47,7 @@ extension DNNLExecutor {
         let rm = state.runningMean(bn).baseAddress!, rv = state.runningVar(bn).baseAddress!
         let count = Float(n * xs.height * xs.width)
         let unbias = count / max(count - 1, 1)
-        if !frozenBatchNorm { pendingTrain.append(.host { [unowned self] in
+        if !frozenBatchNorm { pendingTrain.append(host("bn running stats") { [unowned self] in
             let m = self.momentum
             if m != 0 {
                 for ch in 0..<c {

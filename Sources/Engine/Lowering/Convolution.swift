@@ -16,11 +16,27 @@ extension DNNLExecutor {
         var anyW = try memoryDesc(pe.shape, dnnl_format_tag_any)
         var anyY = try memoryDesc([n, ys.channels, ys.height, ys.width], dnnl_format_tag_any)
         var srcMD = t[x].md
+        currentMACs = n * ys.channels * ys.height * ys.width * pe.shape[1] * pe.shape[2] * pe.shape[3]
+        currentShape = "\(n)x\(pe.shape[1])x\(context.xs.height)x\(context.xs.width) -> \(pe.shape[0]), k\(pe.shape[2]) s\(s)"
         let strides: [Int64] = [Int64(s), Int64(s)], pads: [Int64] = [Int64(p), Int64(p)]
         var fdesc = dnnl_convolution_desc_t()
         try dnnlCheck(dnnl_convolution_forward_desc_init(&fdesc, dnnl_forward_training, dnnl_convolution_direct,
                                                          &srcMD, &anyW, nil, &anyY, strides, pads, pads), "conv fwd desc \(pe.name)")
-        let fpd = try r.primitiveDesc(&fdesc, "conv fwd \(pe.name)")
+        // 3x3 stride-1 convolutions can also run as Winograd F(4x4, 3x3) (tried only when tuning).
+        let winograd = ConvolutionTuning.shared.enabled && pe.shape[2] == 3 && pe.shape[3] == 3 && s == 1
+        var forward = try r.candidates(&fdesc, "conv fwd \(pe.name)")
+        if winograd {
+            var wdesc = dnnl_convolution_desc_t()
+            if dnnl_convolution_forward_desc_init(&wdesc, dnnl_forward_training, dnnl_convolution_winograd,
+                                                  &srcMD, &anyW, nil, &anyY, strides, pads, pads) == dnnl_success {
+                forward += (try? r.candidates(&wdesc, allowReference: false, "conv fwd winograd \(pe.name)")) ?? []
+            }
+        }
+        // Candidates that write the layout of oneDNN's first choice (the graph's layout downstream).
+        let firstDst = r.query(forward[0], dnnl_query_dst_md)
+        forward = forward.filter { sameLayout(r.query($0, dnnl_query_dst_md), firstDst) }
+        let fpd = try chooseImplementation(forward, "conv fwd", arguments: [(DNNLArg.src, dnnl_query_src_md),
+                                                                         (DNNLArg.weights, dnnl_query_weights_md), (DNNLArg.dst, dnnl_query_dst_md)])
         implementations.append("\(pe.name): \(r.implementation(fpd))")
         try defineTensor(r.query(fpd, dnnl_query_dst_md), needsDiff: true)
         // Weights: OIHW view into the flat vector, reordered to the kernel's layout each forward.
@@ -41,7 +57,15 @@ extension DNNLExecutor {
             var bdesc = dnnl_convolution_desc_t()
             try dnnlCheck(dnnl_convolution_backward_data_desc_init(&bdesc, dnnl_convolution_direct, &srcMD, &anyW, &yMD,
                                                                    strides, pads, pads), "conv bwd data desc \(pe.name)")
-            let bpd = try r.primitiveDesc(&bdesc, hint: fpd, "conv bwd data \(pe.name)")
+            var backwardData = try r.candidates(&bdesc, hint: fpd, "conv bwd data \(pe.name)")
+            var bwdesc = dnnl_convolution_desc_t()
+            if winograd, dnnl_convolution_backward_data_desc_init(&bwdesc, dnnl_convolution_winograd, &srcMD, &anyW, &yMD,
+                                                                  strides, pads, pads) == dnnl_success {
+                backwardData += (try? r.candidates(&bwdesc, hint: fpd, allowReference: false, "conv bwd data winograd \(pe.name)")) ?? []
+            }
+            let bpd = try chooseImplementation(backwardData, "conv bwd data",
+                                               arguments: [(DNNLArg.diffDst, dnnl_query_diff_dst_md), (DNNLArg.weights, dnnl_query_weights_md),
+                                                           (DNNLArg.diffSrc, dnnl_query_diff_src_md)])
             let bwdW = r.query(bpd, dnnl_query_weights_md)
             var bwdWMem = userWMem
             if sameLayout(bwdW, fwdW) {
@@ -59,7 +83,15 @@ extension DNNLExecutor {
         var wdesc = dnnl_convolution_desc_t()
         try dnnlCheck(dnnl_convolution_backward_weights_desc_init(&wdesc, dnnl_convolution_direct, &srcMD, &anyW, nil, &yMD,
                                                                   strides, pads, pads), "conv bwd weights desc \(pe.name)")
-        let wpd = try r.primitiveDesc(&wdesc, hint: fpd, "conv bwd weights \(pe.name)")
+        var backwardWeights = try r.candidates(&wdesc, hint: fpd, "conv bwd weights \(pe.name)")
+        var wwdesc = dnnl_convolution_desc_t()
+        if winograd, dnnl_convolution_backward_weights_desc_init(&wwdesc, dnnl_convolution_winograd, &srcMD, &anyW, nil, &yMD,
+                                                                 strides, pads, pads) == dnnl_success {
+            backwardWeights += (try? r.candidates(&wwdesc, hint: fpd, allowReference: false, "conv bwd weights winograd \(pe.name)")) ?? []
+        }
+        let wpd = try chooseImplementation(backwardWeights, "conv bwd weights",
+                                           arguments: [(DNNLArg.src, dnnl_query_src_md), (DNNLArg.diffDst, dnnl_query_diff_dst_md),
+                                                       (DNNLArg.diffWeights, dnnl_query_diff_weights_md)])
         let dW = r.query(wpd, dnnl_query_diff_weights_md)
         if sameLayout(dW, userW) {
             pendingBackward.append(try exec(wpd, [(DNNLArg.src, t[x].dataMem), (DNNLArg.diffDst, t[node.output].diffMem!), (DNNLArg.diffWeights, userGMem)], "conv bwd weights"))

@@ -13,7 +13,7 @@ extension DNNLExecutor {
         let (plainBuf, plainMask) = try r.allocate(plainMD)
         let (_, mask) = try r.allocate(dataMD)
         let maskP = float(plainBuf), maskCount = n * xs.perImage, nodeKey = UInt64(i)
-        pendingTrain.append(.host { [unowned self] in
+        pendingTrain.append(host("dropout mask") { [unowned self] in
             DropoutMask.fill(maskP, count: maskCount, p: p, seed: self.dropoutSeed &+ nodeKey)
         })
         pendingTrain.append(try exec(try r.reorderDesc(from: plainMD, to: dataMD), [(DNNLArg.from, plainMask), (DNNLArg.to, mask)], "mask reorder"))
@@ -22,7 +22,7 @@ extension DNNLExecutor {
         let mpd = try r.primitiveDesc(&mdesc, "dropout")
         pendingTrain.append(try exec(mpd, [(DNNLArg.src, t[x].dataMem), (DNNLArg.src1, mask), (DNNLArg.dst, t[node.output].dataMem)], "dropout"))
         let dst = float(t[node.output].data), src = float(t[x].data), bytes = byteSize(dataMD)
-        pendingEval.append(.host { memcpy(dst, src, bytes) })
+        pendingEval.append(host("dropout eval copy") { memcpy(dst, src, bytes) })
         let (target, acc) = try gradientTarget(x, node: i, lastReader: lastReader)
         pendingBackward.append(try exec(mpd, [(DNNLArg.src, t[node.output].diffMem!), (DNNLArg.src1, mask), (DNNLArg.dst, target)], "dropout bwd"))
         pendingBackward += acc

@@ -13,14 +13,14 @@ extension DNNLExecutor {
         let dyP = float(t[node.output].diff!), dxP = t[x].diff.map { float($0) }
         let wP = state.params.pointer + model.params[w].offset, bP = state.params.pointer + model.params[b].offset
         let dwP = state.grads.pointer + model.params[w].offset, dbP = state.grads.pointer + model.params[b].offset
-        let fwd = PendingStep.host {
+        let fwd = host("linear fwd") {
             // y = x W^T + b
             for row in 0..<n { (yP + row * outF).update(from: bP, count: outF) }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(outF), Int32(inF), 1, xP, Int32(inF), wP, Int32(inF), 1, yP, Int32(outF))
         }
         pendingTrain.append(fwd); pendingEval.append(fwd)
         let first = lastReader[x] == i
-        pendingBackward.append(.host {
+        pendingBackward.append(host("linear bwd") {
             // dW = dy^T x ; db = sum_rows dy ; dx (+)= dy W
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(outF), Int32(inF), Int32(n), 1, dyP, Int32(outF), xP, Int32(inF), 0, dwP, Int32(inF))
             for j in 0..<outF { var s: Float = 0; for row in 0..<n { s += dyP[row * outF + j] }; dbP[j] = s }
