@@ -1,15 +1,19 @@
 /// What the TOML library must not be handed. toml++ (inside TOMLKit, whose assertions are live in
 /// every build) aborts the process when a table header's name starts with anything but a bare-key
-/// character or a quote (`[égrid]`, `[=x]`, `[` at the end of a line), found by fuzzing
-/// (Tests/Fuzz/regressions/suite/). Such a header, and any non-ASCII character outside strings and
-/// comments (TOML 1.0 allows none), is a syntax error found here first, with its line.
+/// character or a quote (`[égrid]`, `[=x]`, `[` at the end of a line), and when an array's next
+/// value starts with `}` (`[1, }]`, `[}]`), found by fuzzing (Tests/Fuzz/regressions/suite/).
+/// Those, and any non-ASCII character outside strings and comments (TOML 1.0 allows none), are
+/// syntax errors found here first, with their line.
 enum TOMLGuard {
     /// The first such mistake: its line and what is wrong.
     static func firstUnsafe(_ text: String) -> (line: Int, message: String)? {
         enum State { case plain, comment, basic, literal, multiBasic, multiLiteral }
         let s = Array(text.unicodeScalars)
         var state = State.plain, line = 1, i = 0
-        var depth = 0, lineStart = true    // brackets open in a value; nothing but blanks yet on the line
+        var lineStart = true                // nothing but blanks yet on the line
+        var header = false                  // inside a table header (up to the end of its line)
+        var open: [Unicode.Scalar] = []     // the arrays and inline tables open in a value
+        var expectValue = false             // in an array, after '[' or ',': a value or ']' comes next
         func isBlank(_ k: Int) -> Bool { at(k, " ") || at(k, "\t") }
         func startsName(_ c: Unicode.Scalar) -> Bool {
             c.isASCII && (c.properties.isAlphabetic || ("0"..."9").contains(c) || c == "_" || c == "-" || c == "\"" || c == "'" || c == "]")
@@ -21,6 +25,7 @@ enum TOMLGuard {
             if c == "\n" {
                 line += 1
                 lineStart = true
+                header = false
                 if state == .comment || state == .basic || state == .literal { state = .plain }   // single-line forms end
                 i += 1
                 continue
@@ -29,7 +34,10 @@ enum TOMLGuard {
             if !isBlank(i) { lineStart = false }
             switch state {
             case .plain:
-                if c == "[", depth == 0, wasLineStart {
+                if header {
+                    // The rest of a header: its name, its closing brackets, a comment.
+                } else if c == "[", open.isEmpty, wasLineStart {
+                    header = true
                     var j = i + 1
                     while isBlank(j) { j += 1 }
                     if j == i + 1, at(j, "[") { j += 1; while isBlank(j) { j += 1 } }
@@ -37,8 +45,16 @@ enum TOMLGuard {
                         let what = s[j] == "\n" || s[j] == "\r" ? "the end of the line" : "'\(Character(s[j]))'"
                         return (line, "a table header needs a name (letters, digits, _ or -, or a quoted name), found \(what)")
                     }
+                } else {
+                    if expectValue, !isBlank(i), c != "\r", c != "#" {
+                        if c == "}" { return (line, "'}' where an array's next value should be (an array ends with ']')") }
+                        expectValue = false
+                    }
+                    if c == "[" { open.append(c); expectValue = true }
+                    else if c == "{" { open.append(c) }
+                    else if c == "]" || c == "}" { _ = open.popLast() }
+                    else if c == ",", open.last == "[" { expectValue = true }
                 }
-                if c == "[" || c == "{" { depth += 1 } else if c == "]" || c == "}" { depth = max(0, depth - 1) }
                 if c == "#" { state = .comment }
                 else if triple("\"") { state = .multiBasic; i += 2 }
                 else if triple("'") { state = .multiLiteral; i += 2 }

@@ -53,7 +53,7 @@ final class FuzzReplayTests: XCTestCase {
             epochs = 1
             [grid]
             seed = [
-              0,
+              0, # a comment may hold } and ]
               1,
             ]
             [[noise]]
