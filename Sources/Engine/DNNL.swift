@@ -31,6 +31,15 @@ public enum EngineThreads {
     public static var current: Int { Int(sambench_get_omp_max_threads()) }
 }
 
+/// What oneDNN runs on this CPU.
+public enum EngineCPU {
+    /// Whether oneDNN runs its AVX-512 kernels here (its f32 Winograd convolution exists only there).
+    public static var avx512: Bool {
+        let isa = dnnl_get_effective_cpu_isa().rawValue, core = dnnl_cpu_isa_avx512_core.rawValue
+        return isa & core == core
+    }
+}
+
 /// A plain (row-major) or explicitly tagged memory descriptor.
 func memoryDesc(_ dims: [Int], _ tag: dnnl_format_tag_t) throws -> dnnl_memory_desc_t {
     var md = dnnl_memory_desc_t()
