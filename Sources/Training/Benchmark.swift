@@ -151,31 +151,34 @@ public enum Benchmark {
         let per = 1 / Double(steps)
         var phases = trainStep.map { t in t.phases.map { Profile.Phase(phase: $0, seconds: t.phaseSeconds[$0]! * per) } } ?? []
         phases.insert(Profile.Phase(phase: "step", seconds: total * per), at: 0)
-        var kindOrder: [String] = [], kindSeconds: [String: Double] = [:]
+        // Seconds per (kind, pass), in the order first met, largest first.
+        var kinds: [Profile.Kind] = []
         for e in entries {
-            let key = "\(e.label.kind)\t\(e.pass)"
-            if kindSeconds[key] == nil { kindOrder.append(key) }
-            kindSeconds[key, default: 0] += e.seconds * per
+            if let k = kinds.firstIndex(where: { $0.kind == e.label.kind && $0.pass == e.pass }) {
+                kinds[k].seconds += e.seconds * per
+            } else {
+                kinds.append(Profile.Kind(kind: e.label.kind, pass: e.pass, seconds: e.seconds * per, share: 0))
+            }
         }
-        let kinds = kindOrder.map { key -> Profile.Kind in
-            let parts = key.split(separator: "\t").map(String.init)
-            return Profile.Kind(kind: parts[0], pass: parts[1], seconds: kindSeconds[key]!, share: kindSeconds[key]! / (total * per))
-        }.sorted { $0.seconds > $1.seconds }
+        for k in kinds.indices { kinds[k].share = kinds[k].seconds / (total * per) }
+        kinds.sort { $0.seconds > $1.seconds }
         let ops = entries.map { e in
             Profile.Op(layer: e.label.layer, operation: e.label.operation, pass: e.pass, implementation: e.label.implementation,
                        shape: e.label.shape, seconds: e.seconds * per, gflops: e.gflops)
         }
-        var best: [String: Profile.ShapeRate] = [:], bestOrder: [String] = []
+        // The best rate per (shape, pass), in the order first met.
+        var best: [Profile.ShapeRate] = []
         for e in entries {
             guard let g = e.gflops else { continue }
-            let key = "\(e.label.shape)\t\(e.label.operation)"
-            if best[key] == nil { bestOrder.append(key) }
-            if g > best[key]?.gflops ?? 0 {
-                best[key] = Profile.ShapeRate(shape: e.label.shape, operation: e.label.operation, gflops: g, share_of_ceiling: g / ceiling)
+            let rate = Profile.ShapeRate(shape: e.label.shape, operation: e.label.operation, gflops: g, share_of_ceiling: g / ceiling)
+            if let k = best.firstIndex(where: { $0.shape == rate.shape && $0.operation == rate.operation }) {
+                if g > best[k].gflops { best[k] = rate }
+            } else {
+                best.append(rate)
             }
         }
         return Profile(steps: steps, sgemm_gflops: ceiling, share_of_ceiling: gflops / ceiling, phases: phases, kinds: kinds,
-                       ops: ops, best_convolution_rates: bestOrder.map { best[$0]! }, tuned: tuned)
+                       ops: ops, best_convolution_rates: best, tuned: tuned)
     }
 
     /// The process's peak resident set (VmHWM), in bytes; 0 where /proc is not available.

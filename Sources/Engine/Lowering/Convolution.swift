@@ -19,18 +19,22 @@ extension DNNLExecutor {
         currentMACs = n * ys.channels * ys.height * ys.width * pe.shape[1] * pe.shape[2] * pe.shape[3]
         currentShape = "\(n)x\(pe.shape[1])x\(context.xs.height)x\(context.xs.width) -> \(pe.shape[0]), k\(pe.shape[2]) s\(s)"
         let strides: [Int64] = [Int64(s), Int64(s)], pads: [Int64] = [Int64(p), Int64(p)]
-        var fdesc = dnnl_convolution_desc_t()
-        try dnnlCheck(dnnl_convolution_forward_desc_init(&fdesc, dnnl_forward_training, dnnl_convolution_direct,
-                                                         &srcMD, &anyW, nil, &anyY, strides, pads, pads), "conv fwd desc \(pe.name)")
         // 3x3 stride-1 convolutions can also run as Winograd F(4x4, 3x3) (tried only when tuning).
         let winograd = ConvolutionTuning.shared.enabled && pe.shape[2] == 3 && pe.shape[3] == 3 && s == 1
-        var forward = try r.candidates(&fdesc, "conv fwd \(pe.name)")
-        if winograd {
+        /// A pass's candidates: the direct algorithm's, then Winograd's where it applies and oneDNN has it.
+        func candidates(_ what: String, hint: dnnl_primitive_desc_t? = nil,
+                        _ initialize: (inout dnnl_convolution_desc_t, dnnl_alg_kind_t) -> dnnl_status_t) throws -> [dnnl_primitive_desc_t] {
+            var desc = dnnl_convolution_desc_t()
+            try dnnlCheck(initialize(&desc, dnnl_convolution_direct), "\(what) desc \(pe.name)")
+            var found = try r.candidates(&desc, hint: hint, "\(what) \(pe.name)")
             var wdesc = dnnl_convolution_desc_t()
-            if dnnl_convolution_forward_desc_init(&wdesc, dnnl_forward_training, dnnl_convolution_winograd,
-                                                  &srcMD, &anyW, nil, &anyY, strides, pads, pads) == dnnl_success {
-                forward += (try? r.candidates(&wdesc, allowReference: false, "conv fwd winograd \(pe.name)")) ?? []
+            if winograd, initialize(&wdesc, dnnl_convolution_winograd) == dnnl_success {
+                found += (try? r.candidates(&wdesc, hint: hint, allowReference: false, "\(what) winograd \(pe.name)")) ?? []
             }
+            return found
+        }
+        var forward = try candidates("conv fwd") {
+            dnnl_convolution_forward_desc_init(&$0, dnnl_forward_training, $1, &srcMD, &anyW, nil, &anyY, strides, pads, pads)
         }
         // Candidates that write the layout of oneDNN's first choice (the graph's layout downstream).
         let firstDst = r.query(forward[0], dnnl_query_dst_md)
@@ -54,14 +58,8 @@ extension DNNLExecutor {
 
         var yMD = t[node.output].md
         if needDx {
-            var bdesc = dnnl_convolution_desc_t()
-            try dnnlCheck(dnnl_convolution_backward_data_desc_init(&bdesc, dnnl_convolution_direct, &srcMD, &anyW, &yMD,
-                                                                   strides, pads, pads), "conv bwd data desc \(pe.name)")
-            var backwardData = try r.candidates(&bdesc, hint: fpd, "conv bwd data \(pe.name)")
-            var bwdesc = dnnl_convolution_desc_t()
-            if winograd, dnnl_convolution_backward_data_desc_init(&bwdesc, dnnl_convolution_winograd, &srcMD, &anyW, &yMD,
-                                                                  strides, pads, pads) == dnnl_success {
-                backwardData += (try? r.candidates(&bwdesc, hint: fpd, allowReference: false, "conv bwd data winograd \(pe.name)")) ?? []
+            let backwardData = try candidates("conv bwd data", hint: fpd) {
+                dnnl_convolution_backward_data_desc_init(&$0, $1, &srcMD, &anyW, &yMD, strides, pads, pads)
             }
             let bpd = try chooseImplementation(backwardData, "conv bwd data",
                                                arguments: [(DNNLArg.diffDst, dnnl_query_diff_dst_md), (DNNLArg.weights, dnnl_query_weights_md),
@@ -80,14 +78,8 @@ extension DNNLExecutor {
             pendingBackward.append(try exec(bpd, [(DNNLArg.diffDst, t[node.output].diffMem!), (DNNLArg.weights, bwdWMem), (DNNLArg.diffSrc, target)], "conv bwd data"))
             pendingBackward += acc
         }
-        var wdesc = dnnl_convolution_desc_t()
-        try dnnlCheck(dnnl_convolution_backward_weights_desc_init(&wdesc, dnnl_convolution_direct, &srcMD, &anyW, nil, &yMD,
-                                                                  strides, pads, pads), "conv bwd weights desc \(pe.name)")
-        var backwardWeights = try r.candidates(&wdesc, hint: fpd, "conv bwd weights \(pe.name)")
-        var wwdesc = dnnl_convolution_desc_t()
-        if winograd, dnnl_convolution_backward_weights_desc_init(&wwdesc, dnnl_convolution_winograd, &srcMD, &anyW, nil, &yMD,
-                                                                 strides, pads, pads) == dnnl_success {
-            backwardWeights += (try? r.candidates(&wwdesc, hint: fpd, allowReference: false, "conv bwd weights winograd \(pe.name)")) ?? []
+        let backwardWeights = try candidates("conv bwd weights", hint: fpd) {
+            dnnl_convolution_backward_weights_desc_init(&$0, $1, &srcMD, &anyW, nil, &yMD, strides, pads, pads)
         }
         let wpd = try chooseImplementation(backwardWeights, "conv bwd weights",
                                            arguments: [(DNNLArg.src, dnnl_query_src_md), (DNNLArg.diffDst, dnnl_query_diff_dst_md),
