@@ -10,6 +10,11 @@ import Foundation
 /// Backward overwrites `state.grads`. A tensor read by several ops gets its gradient written
 /// by the last reader (the first in backward order) and accumulated by the others.
 ///
+/// Memory: activations stay apart in training (backward reads them); gradient buffers are shared
+/// by liveness, and a residual add's inputs hold their gradients in one buffer with its
+/// (masked) output gradient, so backward copies nothing there (`BufferSharing`). An
+/// evaluation-only executor (`training: false`) builds no backward and shares its activations.
+///
 /// Each convolution pass runs oneDNN's first choice of kernel, or with `ConvolutionTuning` on the
 /// fastest eligible one for this machine (1x1, direct or Winograd; Tuning.swift). With `profiling`
 /// every step is timed (`sambench bench --profile`).
@@ -22,6 +27,14 @@ public final class DNNLExecutor: InspectableExecutor {
     public let state: ModelState
     public let batchSize: Int
     public let inputGradient: Bool
+    /// False for an evaluation-only executor: no training forward, no backward, no gradient
+    /// buffers, and activation buffers shared by liveness (`forward(mode: .train)` is refused).
+    public let training: Bool
+    /// Every tensor's gradient in a buffer of its own, readable after `backward` with
+    /// `gradient(of:)` (tests). Otherwise gradient buffers are shared by liveness and the gradients
+    /// of a residual add's inputs are one buffer (`BufferSharing`), and only the input image's
+    /// gradient (with `inputGradient`) is kept.
+    public let keepGradients: Bool
     /// Training-mode forwards normalise with the running statistics and leave them (and
     /// num_batches_tracked) untouched, as PyTorch's BN in eval mode inside a training loop (the
     /// finetuning recipe of frozen BN); backward treats those statistics as constants.
@@ -79,21 +92,69 @@ public final class DNNLExecutor: InspectableExecutor {
     private let gradScratch: ByteBuffer
     /// oneDNN's scratchpad, shared by every primitive (they run one at a time).
     private var scratchpad: ByteBuffer?
+    /// Buffers shared by liveness, and per tensor the one holding its value or gradient (nil: a
+    /// buffer of its own). Values are shared only without `training`, gradients unless `keepGradients`.
+    private var shared: [ByteBuffer] = []
+    private var dataSlot: [Int?] = [], diffSlot: [Int?] = []
+    /// Per tensor, the residual group whose gradients are one storage (`BufferSharing`), and the
+    /// layout of each group's first defined member (a member in another layout leaves the group).
+    private(set) var gradientGroup: [Int?] = []
+    private var groupLayout: [Int: dnnl_memory_desc_t] = [:]
 
-    public init(state: ModelState, batchSize: Int, inputGradient: Bool = false, frozenBatchNorm: Bool = false) throws {
+    public init(state: ModelState, batchSize: Int, inputGradient: Bool = false, frozenBatchNorm: Bool = false,
+                training: Bool = true, keepGradients: Bool = false) throws {
         guard batchSize >= 1 else { throw EngineError("DNNLExecutor: batch size must be >= 1, got \(batchSize)") }
         model = state.model
         self.state = state
         self.batchSize = batchSize
-        self.inputGradient = inputGradient
+        self.inputGradient = inputGradient && training
         self.frozenBatchNorm = frozenBatchNorm
+        self.training = training
+        self.keepGradients = keepGradients
         r = try DNNLResources()
         // One scratch buffer receives the gradient contributions that must be accumulated;
         // sized for the largest tensor in any fp32 blocked layout (channels padded to 16).
-        let maxBytes = model.tensors.map { batchSize * (($0.channels + 15) / 16 * 16) * $0.height * $0.width * 4 }.max()!
-        gradScratch = ByteBuffer(byteCount: maxBytes)
+        gradScratch = ByteBuffer(byteCount: training ? model.tensors.map { Self.upperBoundBytes($0, batchSize) }.max()! : 0)
+        planSharedBuffers()
         try build()
         try finalize()
+    }
+
+    /// Bytes of a batch of a tensor in any fp32 layout oneDNN may choose (channels padded to 16).
+    private static func upperBoundBytes(_ s: TensorShape, _ batchSize: Int) -> Int {
+        batchSize * ((s.channels + 15) / 16 * 16) * s.height * s.width * 4
+    }
+
+    /// Which tensors share buffers, decided from the graph before anything is built, by their
+    /// lifetimes (`BufferSharing.lifetimes`; a residual group's is its members' union); tensors
+    /// that are not `BufferSharing.shareable` keep buffers of their own.
+    private func planSharedBuffers() {
+        let count = model.tensors.count
+        let live = BufferSharing.lifetimes(model)
+        let shareable = (0..<count).filter { BufferSharing.shareable(model, $0) }
+        func plan(_ units: [[Int]]) -> [Int?] {
+            let intervals = units.map { u in u.map { live[$0].lowerBound }.min()!...u.map { live[$0].upperBound }.max()! }
+            let bytes = units.map { u in u.map { Self.upperBoundBytes(model.tensors[$0], batchSize) }.max()! }
+            let (slot, slotBytes) = BufferSharing.assign(intervals: intervals, bytes: bytes)
+            let first = shared.count
+            shared += slotBytes.map { ByteBuffer(byteCount: $0) }
+            var out: [Int?] = Array(repeating: nil, count: count)
+            for (u, members) in units.enumerated() { for k in members { out[k] = first + slot[u] } }
+            return out
+        }
+        dataSlot = training ? Array(repeating: nil, count: count) : plan(shareable.map { [$0] })
+        gradientGroup = Array(repeating: nil, count: count)
+        guard training, !keepGradients else { diffSlot = Array(repeating: nil, count: count); return }
+        gradientGroup = BufferSharing.residualGradientGroups(model)
+        var units: [[Int]] = [], unitOfGroup: [Int: Int] = [:]
+        for k in shareable {
+            if let g = gradientGroup[k] {
+                if let u = unitOfGroup[g] { units[u].append(k); continue }
+                unitOfGroup[g] = units.count
+            }
+            units.append([k])
+        }
+        diffSlot = plan(units)
     }
 
     deinit { for a in argStorage { a.deallocate() } }
@@ -113,16 +174,39 @@ public final class DNNLExecutor: InspectableExecutor {
 
     // MARK: building
 
+    /// The next tensor's value (and, training, its gradient): in its shared buffer where the plan
+    /// gave it one, else in a buffer of its own.
     func defineTensor(_ md: dnnl_memory_desc_t, needsDiff: Bool) throws {
-        let (data, mem) = try r.allocate(md)
+        let k = t.count
+        let (data, mem) = try storage(md, slot: dataSlot[k])
         var tm = TensorMemory(md: md, data: data, dataMem: mem)
-        if needsDiff {
-            let (diff, dmem) = try r.allocate(md)
+        if needsDiff && training {
+            var slot = diffSlot[k]
+            if let g = gradientGroup[k] {
+                if let first = groupLayout[g] {
+                    if !sameLayout(first, md) { gradientGroup[k] = nil; slot = nil }
+                } else {
+                    groupLayout[g] = md
+                }
+            }
+            let (diff, dmem) = try storage(md, slot: slot)
             tm.diff = diff
             tm.diffMem = dmem
         }
         t.append(tm)
     }
+
+    private func storage(_ md: dnnl_memory_desc_t, slot: Int?) throws -> (ByteBuffer, dnnl_memory_t) {
+        guard let slot else { return try r.allocate(md) }
+        let buffer = shared[slot]
+        guard byteSize(md) <= buffer.byteCount else {
+            throw EngineError("DNNLExecutor: tensor \(t.count) needs \(byteSize(md)) bytes, its shared buffer has \(buffer.byteCount)")
+        }
+        return (buffer, try r.memory(md, buffer.pointer))
+    }
+
+    /// Whether tensors a and b hold their gradients in one storage (a residual group).
+    func sameGradient(_ a: Int, _ b: Int) -> Bool { gradientGroup[a] != nil && gradientGroup[a] == gradientGroup[b] }
 
     func float(_ b: ByteBuffer) -> UnsafeMutablePointer<Float> { b.pointer.assumingMemoryBound(to: Float.self) }
 
@@ -293,7 +377,7 @@ public final class DNNLExecutor: InspectableExecutor {
 
     /// Bytes of every buffer this executor owns (activations, gradients, workspaces, scratch).
     public var bufferBytes: Int {
-        r.buffers.reduce(0) { $0 + $1.byteCount } + gradScratch.byteCount + (scratchpad?.byteCount ?? 0)
+        (r.buffers + shared).reduce(0) { $0 + $1.byteCount } + gradScratch.byteCount + (scratchpad?.byteCount ?? 0)
     }
 
     // MARK: running
@@ -338,6 +422,7 @@ public final class DNNLExecutor: InspectableExecutor {
         memcpy(t[0].data.pointer, input, batchSize * model.tensors[0].perImage * 4)
         switch mode {
         case let .train(m, seed):
+            precondition(training, "a training forward on an evaluation-only executor")
             momentum = m
             dropoutSeed = seed
             run(trainSteps, plan: 0)
@@ -411,10 +496,15 @@ public final class DNNLExecutor: InspectableExecutor {
         return out
     }
 
-    public func value(of tensor: Int) -> [Float] { toPlain(t[tensor].dataMem, t[tensor].md, tensor: tensor) }
+    /// Empty for a tensor whose buffer is shared (in an evaluation-only executor, most of them).
+    public func value(of tensor: Int) -> [Float] {
+        guard dataSlot[tensor] == nil else { return [] }
+        return toPlain(t[tensor].dataMem, t[tensor].md, tensor: tensor)
+    }
 
+    /// Empty unless the gradient is kept: every tensor's with `keepGradients`, else the input's.
     public func gradient(of tensor: Int) -> [Float] {
-        guard let m = t[tensor].diffMem else { return [] }
+        guard let m = t[tensor].diffMem, keepGradients || tensor == 0 else { return [] }
         return toPlain(m, t[tensor].md, tensor: tensor)
     }
 }

@@ -94,18 +94,19 @@ public enum Benchmark {
         defer { labels.deallocate() }
         for i in 0..<batch { labels[i] = Int32(rng.nextInt(below: model.numClasses)) }
 
-        let trainStep = try TrainStep(state: state, batchSize: batch, sgd: SGDConfig(momentum: 0.9, weightDecay: 5e-4, nesterov: true),
-                                      optimizer: optimizer(mode, batch: batch))
+        // Eval runs on an evaluation-only executor (no gradients, activations shared), as `sambench eval` does.
+        let trainStep = mode == "eval" ? nil : try TrainStep(state: state, batchSize: batch, sgd: SGDConfig(momentum: 0.9, weightDecay: 5e-4, nesterov: true),
+                                                             optimizer: optimizer(mode, batch: batch))
+        let executor: Executor = try trainStep?.executor ?? DNNLExecutor(state: state, batchSize: batch, training: false)
         var finite = true
         let body: () -> Void
-        switch mode {
-        case "eval":
+        if let trainStep {
+            body = { finite = finite && trainStep.step(input: input.pointer, labels: labels, lr: 0.1).loss.isFinite }
+        } else {
             body = {
-                let out = trainStep.executor.forward(input: input.pointer, mode: .eval)
+                let out = executor.forward(input: input.pointer, mode: .eval)
                 finite = finite && out[0].isFinite
             }
-        default:
-            body = { finite = finite && trainStep.step(input: input.pointer, labels: labels, lr: 0.1).loss.isFinite }
         }
         // LookSAM's steps differ in cost (one full SAM step in k): a timed unit is a whole
         // cycle of k steps, reported per step, so the median is not that of the cheap steps.
@@ -124,15 +125,15 @@ public enum Benchmark {
         let mult = flopMultiplier(mode)
         let gflops = mult * Double(2 * macs * batch) / median / 1e9
         var measured: Profile?
-        if profile, let executor = trainStep.executor as? DNNLExecutor {
+        if profile, let executor = executor as? DNNLExecutor {
             progress("\(name) \(mode): profiling \(steps) steps")
-            executor.resetProfile(); trainStep.resetProfile()
-            executor.profiling = true; trainStep.profiling = mode != "eval"
+            executor.resetProfile(); trainStep?.resetProfile()
+            executor.profiling = true; trainStep?.profiling = true
             let t0 = DispatchTime.now().uptimeNanoseconds
             for _ in 0..<(steps * unit) { body() }
             let total = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-            executor.profiling = false; trainStep.profiling = false
-            measured = makeProfile(executor.profile(), trainStep: mode == "eval" ? nil : trainStep, steps: steps * unit,
+            executor.profiling = false; trainStep?.profiling = false
+            measured = makeProfile(executor.profile(), trainStep: trainStep, steps: steps * unit,
                                    total: total, gflops: gflops, ceiling: MachineCeiling.sgemmGFLOPs(), tuned: executor.tuned)
         }
         return Result(model: name, mode: mode, memory_format: "oneDNN blocked", batch: batch, threads: EngineThreads.current,
@@ -142,7 +143,7 @@ public enum Benchmark {
                       params: model.parameterCount, fwd_macs_per_image: macs, fwd_flops_per_image: 2 * macs,
                       assumed_flops_per_image_for_mode: mult * Double(2 * macs),
                       achieved_gflops_median: gflops,
-                      peak_rss_bytes: peakResidentBytes(), engine_buffer_bytes: (trainStep.executor as? DNNLExecutor)?.bufferBytes ?? 0, finite: finite,
+                      peak_rss_bytes: peakResidentBytes(), engine_buffer_bytes: (executor as? DNNLExecutor)?.bufferBytes ?? 0, finite: finite,
                       profile: measured)
     }
 

@@ -243,7 +243,7 @@ public final class Trainer {
                 relabelled.trainLabels = labels.int64s.map { Int32($0) }
                 changed = r.progress.relabelled ?? 0
             } else {
-                let ex = try DNNLExecutor(state: state, batchSize: config.batchSize)
+                let ex = try DNNLExecutor(state: state, batchSize: config.batchSize, training: false)
                 relabelled.trainLabels = BatchEvaluator(executor: ex, normalization: data.normalization)
                     .predict(images: data.trainImages, indices: Array(0..<data.cleanTrainLabels.count))
                 changed = data.trainIndices.filter { relabelled.trainLabels[$0] != data.trainLabels[$0] }.count

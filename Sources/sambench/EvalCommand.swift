@@ -75,7 +75,7 @@ struct EvalCommand: ParsableCommand {
         let net = try Architectures.make(modelName, numClasses: data.classes, inputSize: imageSize ?? recordedConfig?.imageSize ?? 32)
         let state = ModelState(model: net, seed: 0)
         let report = try Checkpoint.load(into: state, file: file, source: checkpoint)
-        let executor = try DNNLExecutor(state: state, batchSize: batch)
+        let executor = try DNNLExecutor(state: state, batchSize: batch, training: false)
         let evaluator = BatchEvaluator(executor: executor, normalization: normalization)
         let (images, labels) = split == .test ? (data.testImages, data.testLabels) : (data.trainImages, data.cleanTrainLabels)
         let result = evaluator.evaluate(images: images, labels: labels)

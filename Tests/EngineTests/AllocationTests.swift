@@ -5,7 +5,8 @@ import TestSupport
 import XCTest
 
 /// After the first step, a training step (forward, loss, backward, SGD update) and an eval
-/// forward allocate nothing. The malloc family is interposed in the test binary and counted.
+/// forward (on the training executor and on an evaluation-only one) allocate nothing. The
+/// malloc family is interposed in the test binary and counted.
 ///
 /// One exception, outside the project's control: oneDNN 2.6's `dnnl_primitive_execute` builds
 /// a std::unordered_map of its arguments on every call. Those allocations are attributed to
@@ -17,6 +18,7 @@ final class AllocationTests: XCTestCase {
         let state = ModelState(model: model, seed: 1)
         let batch = 16
         let ex = try DNNLExecutor(state: state, batchSize: batch)
+        let evaluator = try DNNLExecutor(state: state, batchSize: batch, training: false)
         let sgd = try SGD(parameterCount: model.parameterCount, config: SGDConfig(momentum: 0.9, weightDecay: 5e-4, nesterov: true))
         let input = FloatBuffer(randomArray(batch * 3 * 32 * 32, seed: 3))
         let labels = UnsafeMutablePointer<Int32>.allocate(capacity: batch)
@@ -29,6 +31,7 @@ final class AllocationTests: XCTestCase {
             ex.backward(logitsGrad: dl.pointer)
             sgd.step(params: state.params, grads: state.grads, lr: 0.05)
             _ = ex.forward(input: input.pointer, mode: .eval)
+            _ = evaluator.forward(input: input.pointer, mode: .eval)
         }
         step()
         step()

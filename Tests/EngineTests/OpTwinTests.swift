@@ -41,7 +41,11 @@ final class OpTwinTests: XCTestCase {
         }
         let s2 = ModelState(model: model, seed: seed)
         s2.copy(from: s1)
-        let fast = try DNNLExecutor(state: s1, batchSize: batch, inputGradient: inputGradient, frozenBatchNorm: frozenBatchNorm)
+        let fast = try DNNLExecutor(state: s1, batchSize: batch, inputGradient: inputGradient, frozenBatchNorm: frozenBatchNorm, keepGradients: true)
+        // The production configuration (gradient buffers shared): the same numbers, bit for bit.
+        let s3 = ModelState(model: model, seed: seed)
+        s3.copy(from: s1)
+        let shared = try DNNLExecutor(state: s3, batchSize: batch, inputGradient: inputGradient, frozenBatchNorm: frozenBatchNorm)
         let ref = ReferenceExecutor(state: s2, batchSize: batch, inputGradient: inputGradient, frozenBatchNorm: frozenBatchNorm)
         let statsBefore = s1.stats.array
         let input = randomArray(batch * model.tensors[0].perImage, seed: seed + 1)
@@ -58,7 +62,7 @@ final class OpTwinTests: XCTestCase {
         }
 
         var grads: [[Float]] = []
-        for ex in [fast, ref] as [InspectableExecutor] {
+        for ex in [fast, ref, shared] as [InspectableExecutor] {
             let logits = ex.forward(input: input, mode: .train(bnMomentum: 0.1, dropoutSeed: dropoutSeed))
             var dl = [Float](repeating: 0, count: batch * c)
             _ = CrossEntropy.compute(logits: logits, labels: labels, count: batch, classes: c, grad: &dl)
@@ -80,6 +84,8 @@ final class OpTwinTests: XCTestCase {
             same(a, b, deep?.gradients, "gradient \(p.name)") { assertClose(a, b, "\(what): gradient \(p.name)", file: file, line: line) }
         }
         assertClose(Array(s1.stats.buffer), Array(s2.stats.buffer), "\(what): running statistics", file: file, line: line)
+        XCTAssertTrue(grads[2] == grads[0] && s3.stats.array == s1.stats.array && shared.gradient(of: 0) == fast.gradient(of: 0),
+                      "\(what): sharing gradient buffers changed a gradient or a running statistic", file: file, line: line)
         XCTAssertEqual(s1.batchesTracked, s2.batchesTracked, "\(what): num_batches_tracked", file: file, line: line)
         if frozenBatchNorm {
             XCTAssertEqual(s1.stats.array, statsBefore, "\(what): frozen BN changed the running statistics", file: file, line: line)

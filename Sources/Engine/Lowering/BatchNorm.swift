@@ -25,6 +25,16 @@ extension DNNLExecutor {
         let baseFlags = dnnl_use_scale.rawValue | dnnl_use_shift.rawValue | (relu ? dnnl_fuse_norm_relu.rawValue : 0)
         let eps = Float(ReferenceOps.bnEpsilon)
 
+        var edesc = dnnl_batch_normalization_desc_t()
+        try dnnlCheck(dnnl_batch_normalization_forward_desc_init(&edesc, dnnl_forward_inference, &dataMD, eps,
+                                                                 baseFlags | dnnl_use_global_stats.rawValue), "bn eval desc")
+        let epd = try r.primitiveDesc(&edesc, "bn eval")
+        pendingEval.append(try exec(epd, [(DNNLArg.src, t[x].dataMem), (DNNLArg.dst, t[node.output].dataMem),
+                                          (DNNLArg.scale, scale), (DNNLArg.shift, shift),
+                                          (DNNLArg.mean, runMean), (DNNLArg.variance, runVar)], "bn eval"))
+
+        guard training else { return }
+
         // Frozen: the statistics training normalises with (and backward holds constant) are the running ones.
         let trainFlags = baseFlags | (frozenBatchNorm ? dnnl_use_global_stats.rawValue : 0)
         let (statMean, statVar) = frozenBatchNorm ? (runMean, runVar) : (mean, variance)
@@ -57,14 +67,6 @@ extension DNNLExecutor {
             }
             self.state.batchesTracked[bn] += 1
         }) }
-
-        var edesc = dnnl_batch_normalization_desc_t()
-        try dnnlCheck(dnnl_batch_normalization_forward_desc_init(&edesc, dnnl_forward_inference, &dataMD, eps,
-                                                                 baseFlags | dnnl_use_global_stats.rawValue), "bn eval desc")
-        let epd = try r.primitiveDesc(&edesc, "bn eval")
-        pendingEval.append(try exec(epd, [(DNNLArg.src, t[x].dataMem), (DNNLArg.dst, t[node.output].dataMem),
-                                          (DNNLArg.scale, scale), (DNNLArg.shift, shift),
-                                          (DNNLArg.mean, runMean), (DNNLArg.variance, runVar)], "bn eval"))
 
         var bdesc = dnnl_batch_normalization_desc_t()
         try dnnlCheck(dnnl_batch_normalization_backward_desc_init(&bdesc, dnnl_backward, &dataMD, &dataMD, eps, trainFlags), "bn bwd desc")

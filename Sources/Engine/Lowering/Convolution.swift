@@ -55,6 +55,7 @@ extension DNNLExecutor {
         }
         let fstep = try exec(fpd, [(DNNLArg.src, t[x].dataMem), (DNNLArg.weights, fwdWMem), (DNNLArg.dst, t[node.output].dataMem)], "conv fwd")
         pendingTrain.append(fstep); pendingEval.append(fstep)
+        guard training else { return }
 
         var yMD = t[node.output].md
         if needDx {

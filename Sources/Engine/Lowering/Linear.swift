@@ -10,15 +10,16 @@ extension DNNLExecutor {
         let inF = xs.channels, outF = ys.channels
         try defineTensor(try memoryDesc([n, outF, 1, 1], dnnl_nchw), needsDiff: true)
         let xP = float(t[x].data), yP = float(t[node.output].data)
-        let dyP = float(t[node.output].diff!), dxP = t[x].diff.map { float($0) }
         let wP = state.params.pointer + model.params[w].offset, bP = state.params.pointer + model.params[b].offset
-        let dwP = state.grads.pointer + model.params[w].offset, dbP = state.grads.pointer + model.params[b].offset
         let fwd = host("linear fwd") {
             // y = x W^T + b
             for row in 0..<n { (yP + row * outF).update(from: bP, count: outF) }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(outF), Int32(inF), 1, xP, Int32(inF), wP, Int32(inF), 1, yP, Int32(outF))
         }
         pendingTrain.append(fwd); pendingEval.append(fwd)
+        guard training else { return }
+        let dyP = float(t[node.output].diff!), dxP = t[x].diff.map { float($0) }
+        let dwP = state.grads.pointer + model.params[w].offset, dbP = state.grads.pointer + model.params[b].offset
         let first = lastReader[x] == i
         pendingBackward.append(host("linear bwd") {
             // dW = dy^T x ; db = sum_rows dy ; dx (+)= dy W

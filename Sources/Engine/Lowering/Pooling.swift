@@ -16,12 +16,13 @@ extension DNNLExecutor {
         var pooledMD = r.query(fpd, dnnl_query_dst_md)
         // [N, C, 1, 1] in the pooling kernel's layout: the pooled values and their gradient.
         let (_, pooled) = try r.allocate(pooledMD)
-        let (_, pooledDiff) = try r.allocate(pooledMD)
         let plain = try memoryDesc([n, xs.channels, 1, 1], dnnl_nchw)
         try defineTensor(plain, needsDiff: true)
         let f1 = try exec(fpd, [(DNNLArg.src, t[x].dataMem), (DNNLArg.dst, pooled)], "pool fwd")
         let f2 = try exec(try r.reorderDesc(from: pooledMD, to: plain), [(DNNLArg.from, pooled), (DNNLArg.to, t[node.output].dataMem)], "pool reorder")
         pendingTrain += [f1, f2]; pendingEval += [f1, f2]
+        guard training else { return }
+        let (_, pooledDiff) = try r.allocate(pooledMD)
         pendingBackward.append(try exec(try r.reorderDesc(from: plain, to: pooledMD), [(DNNLArg.from, t[node.output].diffMem!), (DNNLArg.to, pooledDiff)], "pool diff reorder"))
         var bdesc = dnnl_pooling_desc_t()
         try dnnlCheck(dnnl_pooling_backward_desc_init(&bdesc, dnnl_pooling_avg_exclude_padding, &srcMD, &pooledMD,
@@ -52,7 +53,7 @@ extension DNNLExecutor {
         let (_, workspace) = try r.allocate(r.query(fpd, dnnl_query_workspace_md))
         let f = try exec(fpd, [(DNNLArg.src, t[x].dataMem), (DNNLArg.dst, t[node.output].dataMem), (DNNLArg.workspace, workspace)], "max pool fwd")
         pendingTrain.append(f); pendingEval.append(f)
-        guard context.needDx else { return }
+        guard training, context.needDx else { return }
         var bdesc = dnnl_pooling_desc_t()
         try dnnlCheck(dnnl_pooling_backward_desc_init(&bdesc, dnnl_pooling_max, &srcMD, &yMD, strides, kernel, pads, pads),
                       "max pool bwd desc")

@@ -12,6 +12,7 @@ extension DNNLExecutor {
         let fpd = try r.primitiveDesc(&fdesc, "relu fwd")
         let step = try exec(fpd, [(DNNLArg.src, t[x].dataMem), (DNNLArg.dst, t[node.output].dataMem)], "relu")
         pendingTrain.append(step); pendingEval.append(step)
+        guard training else { return }
         let (target, acc) = try gradientTarget(x, node: i, lastReader: lastReader)
         pendingBackward.append(try reluBackward(output: node.output, fwd: fpd, into: target))
         pendingBackward += acc
