@@ -142,10 +142,10 @@ public final class DNNLExecutor: InspectableExecutor {
             for (u, members) in units.enumerated() { for k in members { out[k] = first + slot[u] } }
             return out
         }
-        dataSlot = training ? Array(repeating: nil, count: count) : plan(shareable.map { [$0] })
-        gradientGroup = Array(repeating: nil, count: count)
-        guard training, !keepGradients else { diffSlot = Array(repeating: nil, count: count); return }
-        gradientGroup = BufferSharing.residualGradientGroups(model)
+        let none = [Int?](repeating: nil, count: count)
+        dataSlot = training ? none : plan(shareable.map { [$0] })
+        gradientGroup = training && !keepGradients ? BufferSharing.residualGradientGroups(model) : none
+        guard training, !keepGradients else { diffSlot = none; return }
         var units: [[Int]] = [], unitOfGroup: [Int: Int] = [:]
         for k in shareable {
             if let g = gradientGroup[k] {

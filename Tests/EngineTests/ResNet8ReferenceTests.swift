@@ -29,13 +29,16 @@ final class ResNet8ReferenceTests: XCTestCase {
         return state
     }
 
-    func executors(_ state: ModelState) throws -> [(String, Executor)] {
-        [("oneDNN", try DNNLExecutor(state: state, batchSize: 8)), ("reference", ReferenceExecutor(state: state, batchSize: 8))]
-            + (EngineCPU.avx512 ? [("oneDNN Winograd", try winogradExecutor(state))] : [])
-    }
-
     /// The executors compared with the reference: Winograd only where oneDNN has it (AVX-512).
     var kinds: [String] { ["oneDNN", "reference"] + (EngineCPU.avx512 ? ["oneDNN Winograd"] : []) }
+
+    func executor(_ kind: String, _ state: ModelState) throws -> Executor {
+        switch kind {
+        case "oneDNN": return try DNNLExecutor(state: state, batchSize: 8)
+        case "reference": return ReferenceExecutor(state: state, batchSize: 8)
+        default: return try winogradExecutor(state)
+        }
+    }
 
     /// The fast path as a tuned build may choose it: every 3x3 stride-1 pass on oneDNN's
     /// Winograd kernel wherever that passes the trial against the direct one.
@@ -79,7 +82,7 @@ final class ResNet8ReferenceTests: XCTestCase {
         let forward = try ref("forward"), grads = try ref("grads"), bnstats = try ref("forward_bnstats")
         for kind in kinds {
             let state = try freshState()
-            let ex = try executors(state).first { $0.0 == kind }!.1
+            let ex = try executor(kind, state)
             let n = 8, c = 10
             // Eval first: the reference's eval logits use the initial running statistics (0 / 1).
             let le = ex.forward(input: input, mode: .eval)
@@ -106,7 +109,7 @@ final class ResNet8ReferenceTests: XCTestCase {
     func checkSGD(nesterov: Bool, prefix: String) throws {
         for kind in kinds {
             let state = try freshState()
-            let ex = try executors(state).first { $0.0 == kind }!.1
+            let ex = try executor(kind, state)
             let sgd = try SGD(parameterCount: state.model.parameterCount,
                               config: SGDConfig(momentum: 0.9, weightDecay: 5e-4, nesterov: nesterov))
             for step in 1...2 {
