@@ -39,13 +39,10 @@ public enum BufferSharing {
     /// that reads it; the logits' to the end of the step (the caller reads them, and writes
     /// their gradient before backward).
     static func lifetimes(_ model: Model) -> [ClosedRange<Int>] {
-        let count = model.tensors.count
-        var producer = Array(repeating: -1, count: count), lastReader = Array(repeating: -1, count: count)
-        for (i, node) in model.nodes.enumerated() {
-            for x in node.inputs { lastReader[x] = i }
-            producer[node.output] = i
+        model.tensors.indices.map { k in
+            let producer = model.producer[k]
+            return producer...max(producer, k == model.outputTensor ? model.nodes.count : model.readers[k].last ?? -1)
         }
-        return (0..<count).map { k in producer[k]...max(producer[k], k == model.outputTensor ? model.nodes.count : lastReader[k]) }
     }
 
     /// Tensors whose gradients are equal and can be one storage: for a residual add y = u + v
@@ -59,12 +56,7 @@ public enum BufferSharing {
     /// Only `shareable` tensors join. Returns each tensor's group id.
     static func residualGradientGroups(_ model: Model) -> [Int?] {
         let count = model.tensors.count
-        var readers = Array(repeating: [Int](), count: count)
-        var producer = Array(repeating: -1, count: count)
-        for (i, node) in model.nodes.enumerated() {
-            for x in node.inputs { readers[x].append(i) }
-            producer[node.output] = i
-        }
+        let readers = model.readers, producer = model.producer
         var parent = Array(0..<count)
         func find(_ a: Int) -> Int { var a = a; while parent[a] != a { parent[a] = parent[parent[a]]; a = parent[a] }; return a }
         var grouped = Array(repeating: false, count: count)

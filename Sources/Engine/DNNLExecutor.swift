@@ -247,8 +247,7 @@ public final class DNNLExecutor: InspectableExecutor {
 
     private func build() throws {
         let n = batchSize
-        var lastReader = Array(repeating: -1, count: model.tensors.count)
-        for (i, node) in model.nodes.enumerated() { for x in node.inputs { lastReader[x] = i } }
+        let lastReader = model.readers.map { $0.last ?? -1 }
         let s0 = model.tensors[0]
         try defineTensor(try memoryDesc([n, s0.channels, s0.height, s0.width], dnnl_nchw), needsDiff: inputGradient)
 

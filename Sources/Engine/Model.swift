@@ -68,6 +68,9 @@ public final class Model: Sendable {
     public var outputTensor: Int { tensors.count - 1 }
     public let parameterCount: Int
     public let statCount: Int
+    /// Per tensor, the node that writes it (-1 for the input) and the nodes that read it, in order.
+    public let producer: [Int]
+    public let readers: [[Int]]
 
     init(name: String, numClasses: Int, params: [ParamEntry], batchNorms: [BatchNormEntry],
          tensors: [TensorShape], nodes: [Node]) {
@@ -79,6 +82,13 @@ public final class Model: Sendable {
         self.nodes = nodes
         parameterCount = params.reduce(0) { $0 + $1.count }
         statCount = batchNorms.reduce(0) { $0 + 2 * $1.channels }
+        var producer = Array(repeating: -1, count: tensors.count), readers = Array(repeating: [Int](), count: tensors.count)
+        for (i, node) in nodes.enumerated() {
+            for x in node.inputs { readers[x].append(i) }
+            producer[node.output] = i
+        }
+        self.producer = producer
+        self.readers = readers
     }
 
     /// Forward multiply-accumulates per image of convolutions and linear layers (what

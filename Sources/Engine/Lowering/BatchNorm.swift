@@ -15,11 +15,6 @@ extension DNNLExecutor {
         let vecMD = try memoryDesc([c], dnnl_a)
         let scale = try r.memory(vecMD, state.params.pointer + model.params[w].offset)
         let shift = try r.memory(vecMD, state.params.pointer + model.params[b].offset)
-        let dScale = try r.memory(vecMD, state.grads.pointer + model.params[w].offset)
-        let dShift = try r.memory(vecMD, state.grads.pointer + model.params[b].offset)
-        // [C] each: the batch mean and (biased) variance of the last training forward.
-        let (meanBuf, mean) = try r.allocate(vecMD)
-        let (varBuf, variance) = try r.allocate(vecMD)
         let runMean = try r.memory(vecMD, state.runningMean(bn).baseAddress!)
         let runVar = try r.memory(vecMD, state.runningVar(bn).baseAddress!)
         let baseFlags = dnnl_use_scale.rawValue | dnnl_use_shift.rawValue | (relu ? dnnl_fuse_norm_relu.rawValue : 0)
@@ -35,6 +30,11 @@ extension DNNLExecutor {
 
         guard training else { return }
 
+        let dScale = try r.memory(vecMD, state.grads.pointer + model.params[w].offset)
+        let dShift = try r.memory(vecMD, state.grads.pointer + model.params[b].offset)
+        // [C] each: the batch mean and (biased) variance of the last training forward.
+        let (meanBuf, mean) = try r.allocate(vecMD)
+        let (varBuf, variance) = try r.allocate(vecMD)
         // Frozen: the statistics training normalises with (and backward holds constant) are the running ones.
         let trainFlags = baseFlags | (frozenBatchNorm ? dnnl_use_global_stats.rawValue : 0)
         let (statMean, statVar) = frozenBatchNorm ? (runMean, runVar) : (mean, variance)
