@@ -51,7 +51,7 @@ let package = Package(
                                                         .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "SuitesTests", dependencies: ["Suites", "Store", "Runner", "Training", "Datasets", "TestSupport", "Fuzzing",
                                                         .product(name: "GRDB", package: "GRDB.swift")],
-                    exclude: ["Malformed"]),
+                    exclude: ["Malformed", "Frozen"]),
     ]
 )
 
