@@ -56,6 +56,14 @@ public struct SafetensorsTensor: Sendable, Equatable {
         }
     }
 
+    /// The values as Double (F64 exactly, F32 widened, I64 converted).
+    public var doubles: [Double] {
+        guard dtype == .F64 else { return dtype == .F32 ? floats.map(Double.init) : int64s.map(Double.init) }
+        return bytes.withUnsafeBytes { raw in
+            (0..<elementCount).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self))) }
+        }
+    }
+
     public var int64s: [Int64] {
         bytes.withUnsafeBytes { raw in
             switch dtype {

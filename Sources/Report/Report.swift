@@ -191,12 +191,13 @@ public enum ReportBuilder {
         }
     }
 
-    /// Each SAM-family group against the SGD group of the same setting key, paired by seed; among
+    /// Each SAM-family group (of any method) against the baseline of the same setting key (SGD
+    /// with cross-entropy), paired by seed; among
     /// the groups of one optimizer configuration that differ only in rho, the rho with the best
     /// mean validation accuracy is marked selected.
     static func compare(_ groups: [Group], byGroup: [String: [StoredRun]], metric: Metric) -> [Comparison] {
         var out: [Comparison] = []
-        for sgd in groups where sgd.optimizer == .sgd {
+        for sgd in groups where sgd.optimizer == .sgd && (sgd.axes?["method"] ?? "ce") == "ce" {
             let sgdRuns = byGroup[sgd.group]!
             for optimizer in OptimizerFamily.sharpnessAware {
                 let mine = groups.filter { $0.settingIdentity == sgd.settingIdentity && $0.optimizer == optimizer }

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Suites
+import Training
 
 public struct StoreError: Error, CustomStringConvertible, Sendable {
     public let description: String
@@ -230,7 +231,20 @@ public final class Store: @unchecked Sendable {
             // JSON rows (true class) of counts by predicted class; NULL for runs finished before it.
             try db.execute(sql: "ALTER TABLE metrics ADD COLUMN test_confusion TEXT")
         }
+        m.registerMigration("v6: the training method and its parameters in the settings view") { db in
+            try db.execute(sql: "DROP VIEW settings")
+            try db.execute(sql: Store.settingsViewV6)
+        }
         return m
+    }
+
+    /// The v3 view with the training method (`ce` for runs without one) and a column per method
+    /// parameter of `Methods.all` (NULL where the run's method has no such parameter). A method
+    /// parameter with a new name needs a migration that recreates the view from this.
+    static var settingsViewV6: String {
+        let parameters = Methods.parameterNames.map { "json_extract(config, '$.config.method.parameters.\($0)') AS \($0)" }
+        return settingsViewV3.replacingOccurrences(of: "\nFROM runs", with: ",\n    " + (["coalesce(json_extract(config, '$.config.method.name'), 'ce') AS method"] + parameters)
+            .joined(separator: ",\n    ") + "\nFROM runs")
     }
 
     /// The v2 view with the settings finetune suites added (classes, pretrain, checkpoint,

@@ -34,7 +34,7 @@ public enum Metric: String, Sendable, Codable, CaseIterable, CustomStringConvert
 /// labels and the store's `settings` view all take their fields from here.
 public enum Axes {
     /// Where an axis is set in a suite.
-    public enum Part: String, Sendable, Codable { case setting, noise, optimizer }
+    public enum Part: String, Sendable, Codable { case setting, noise, method, optimizer }
 
     public struct Axis: Sendable {
         public let name: String
@@ -43,7 +43,8 @@ public enum Axes {
     }
 
     /// Every axis, in the order docs/SUITES.md lists the settings, then the noise entry's keys,
-    /// then the optimizer entry's. The run's seed is not an axis: a group is its runs over seeds.
+    /// the method entry's (`method`, then every method parameter, set where the run's method has
+    /// it), then the optimizer entry's. The run's seed is not an axis: a group is its runs over seeds.
     public static let all: [Axis] = {
         var out = Settings.all.filter { $0.name != "seed" }.map { s in
             Axis(name: s.name, part: .setting) { spec in s.read(spec).map(\.description) }
@@ -57,6 +58,10 @@ public enum Axes {
         noise("noise_seed") { n, s in n.kind == .none || s.noiseSeedFollowsRun ? nil : String(n.seed) }
         noise("noise_std") { n, _ in n.kind == .instance ? SettingValue.format(n.instanceStd) : nil }
         noise("noise_labels") { n, _ in n.labelsFile?.description }
+        out.append(Axis(name: "method", part: .method) { $0.config.method?.name ?? "ce" })
+        for p in Methods.parameterNames {
+            out.append(Axis(name: p, part: .method) { s in s.config.method?.parameters[p].map(SettingValue.format) })
+        }
         func optimizer(_ name: String, _ read: @escaping @Sendable (SAMConfig) -> String?) {
             out.append(Axis(name: name, part: .optimizer) { $0.config.optimizer.sam.flatMap(read) })
         }
@@ -98,6 +103,7 @@ public struct GroupLabels: Sendable, Equatable, Codable {
     public var setting: String
     /// The setting without its noise rate: what an accuracy-against-noise chart draws.
     public var family: String
+    /// The method (when not cross-entropy) and the optimizer: `sam(rho=0.05)`, `mixup(alpha=1) sgd`.
     public var optimizer: String
     /// `setting optimizer`.
     public var group: String
@@ -118,7 +124,7 @@ public struct GroupLabels: Sendable, Equatable, Codable {
         let groups = items.filter { seen.insert($0.group).inserted }
         let values = groups.map { Axes.values($0.spec) }
         let shownInBase: Set = ["dataset", "model", "noise", "noise_rate", "noise_labels"]
-        let settingAxes = Axes.all.filter { $0.part != .optimizer && !shownInBase.contains($0.name) }.map(\.name)
+        let settingAxes = Axes.all.filter { $0.part != .optimizer && $0.part != .method && !shownInBase.contains($0.name) }.map(\.name)
         let extraOptimizerAxes = Axes.all.filter { $0.part == .optimizer && !["optimizer", "rho", "micro_batch", "look_interval"].contains($0.name) }.map(\.name)
 
         func varying(_ axes: [String], among members: [Int]) -> [String] {
@@ -152,10 +158,14 @@ public struct GroupLabels: Sendable, Equatable, Codable {
         // Optimizers: their other settings where they vary within a setting and family.
         var optimizerText = [String](repeating: "", count: groups.count)
         var peers: [String: [Int]] = [:]
-        for (i, g) in groups.enumerated() { peers["\(g.setting) \(g.spec.optimizer)", default: []].append(i) }
+        for (i, g) in groups.enumerated() { peers["\(g.setting) \(g.spec.config.method?.name ?? "ce") \(g.spec.optimizer)", default: []].append(i) }
         for members in peers.values {
             let shown = varying(extraOptimizerAxes, among: members)
-            for i in members { optimizerText[i] = optimizerLabel(groups[i].spec.config.optimizer, extra: suffix(shown, i)) }
+            for i in members {
+                // A method other than cross-entropy goes first: `gce(q=0.7) sam(rho=0.05)`.
+                let method = groups[i].spec.config.method.map { $0.label + " " } ?? ""
+                optimizerText[i] = method + optimizerLabel(groups[i].spec.config.optimizer, extra: suffix(shown, i))
+            }
         }
         let groupText = unique(zip(settingText, optimizerText).map { "\($0) \($1)" }, keys: groups.map(\.group))
         var out: [String: GroupLabels] = [:]

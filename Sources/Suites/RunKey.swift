@@ -29,8 +29,8 @@ public enum RunKey {
 
     /// The keys of a run: its own; its group's (the same configuration with the seeds that
     /// follow the run's seed set to zero: the runs of a group differ only in seed); its
-    /// setting's (the group with SGD as its optimizer: what a SAM-family group is paired with
-    /// SGD on); its family's (the setting at noise rate 0: the groups an accuracy-against-noise
+    /// setting's (the group with SGD as its optimizer and cross-entropy as its method: the
+    /// baseline every other group of the setting is paired with); its family's (the setting at noise rate 0: the groups an accuracy-against-noise
     /// chart draws); and its base's (the setting without label noise: where a clean group joins
     /// a family at rate 0).
     public struct Keys: Sendable, Equatable {
@@ -48,6 +48,7 @@ public enum RunKey {
         if spec.splitSeedFollowsRun { group.data.splitSeed = 0 }
         var setting = group
         setting.config.optimizer = .sgd
+        setting.config.method = nil
         var family = setting
         family.data.noise.rate = 0
         var base = setting

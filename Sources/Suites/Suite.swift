@@ -116,6 +116,13 @@ private struct NoiseEntry {
     var labels: [LabelSpec?] = [nil]
 }
 
+/// A `[[method]]` entry: one training method, with every combination of its parameters' values
+/// (a list sweeps), each resolved (nil: plain cross-entropy).
+private struct MethodEntry {
+    var variants: [MethodConfig?]
+    var path: String
+}
+
 /// An `[[optimizer]]` entry: one optimizer, possibly with several rho or micro-batch values.
 private struct OptimizerEntry {
     var name: OptimizerFamily
@@ -157,6 +164,7 @@ private struct SuiteParser {
             throw SuiteError(file: file, line: e.source.begin.line, key: nil, message: "TOML syntax: \(e.description)")
         }
         try rejectUnknown(root, allowed: Settings.topLevelKeys, path: nil) { key in
+            if Methods.parameterNames.contains(key) { return "`\(key)` belongs in a [[method]] entry" }
             if let s = Settings.byName[key] ?? suggestion(for: key, among: Settings.all.map(\.name)).flatMap({ Settings.byName[$0] }) {
                 return (s.name == key ? "" : "did you mean `\(s.name)`? ") + "settings go in [defaults] (one value) or [grid] (a list of values to sweep)"
             }
@@ -226,6 +234,7 @@ private struct SuiteParser {
         }
         let noise = try entries(root, "noise").map(noiseEntry)
         let optimizers = try entries(root, "optimizer").map(optimizerEntry)
+        let methods = try entries(root, "method").map(methodEntry)
 
         // Bounded before anything is expanded: a grid of a few long lists is billions of runs.
         let limit = Suite.maxRuns
@@ -252,21 +261,29 @@ private struct SuiteParser {
             }
             for n in noise.isEmpty ? [nil] : noise.map(Optional.some) {
                 for (noiseSpec, noiseLabel) in variants(of: n) {
-                    for o in optimizers.isEmpty ? [nil] : optimizers.map(Optional.some) {
-                        for (optimizer, optimizerLabel) in try variants(of: o, batchSize: spec.config.batchSize) {
-                            var s = spec
-                            s.data.noise = noiseSpec
-                            s.noiseSeedFollowsRun = n?.seed == nil
-                            if s.noiseSeedFollowsRun { s.data.noise.seed = s.config.seed }
-                            if s.splitSeedFollowsRun { s.data.splitSeed = s.config.seed }
-                            s.config.optimizer = optimizer
-                            s.label = ([s.data.dataset.rawValue, s.config.model, noiseLabel, optimizerLabel] + label + ["seed \(s.config.seed)"]).joined(separator: " ")
-                            try resolveStart(&s, pretrains: pretrains)
-                            try check(s, optimizerPath: o?.path)
-                            guard runs.count < limit else {
-                                throw tooMany("the grid (\(sizes.isEmpty ? "no axes" : sizes)) times the noise and optimizer entries expands to more than \(limit) runs")
+                    for m in methods.isEmpty ? [nil] : methods.map(Optional.some) {
+                        for method in m?.variants ?? [nil] {
+                            for o in optimizers.isEmpty ? [nil] : optimizers.map(Optional.some) {
+                                for (optimizer, optimizerLabel) in try variants(of: o, batchSize: spec.config.batchSize) {
+                                    var s = spec
+                                    s.data.noise = noiseSpec
+                                    s.noiseSeedFollowsRun = n?.seed == nil
+                                    if s.noiseSeedFollowsRun { s.data.noise.seed = s.config.seed }
+                                    if s.splitSeedFollowsRun { s.data.splitSeed = s.config.seed }
+                                    s.config.optimizer = optimizer
+                                    s.config.method = method
+                                    // Cross-entropy, the default, is not named: labels of suites without methods read as before.
+                                    let methodLabel = method.map { [$0.label] } ?? []
+                                    s.label = ([s.data.dataset.rawValue, s.config.model, noiseLabel] + methodLabel + [optimizerLabel] + label + ["seed \(s.config.seed)"])
+                                        .joined(separator: " ")
+                                    try resolveStart(&s, pretrains: pretrains)
+                                    try check(s, optimizerPath: o?.path)
+                                    guard runs.count < limit else {
+                                        throw tooMany("the grid (\(sizes.isEmpty ? "no axes" : sizes)) times the noise, method and optimizer entries expands to more than \(limit) runs")
+                                    }
+                                    runs.append(s)
+                                }
                             }
-                            runs.append(s)
                         }
                     }
                 }
@@ -459,6 +476,39 @@ private struct SuiteParser {
             throw fail(p, "human noise needs `labels` (FILE.npy or FILE.pt:KEY, relative to the data directory)")
         }
         return e
+    }
+
+    /// A `[[method]]` entry: `name` and the method's own parameters (Methods.all), each a number
+    /// or a list of numbers to sweep; every combination is a variant, in the parameters' order.
+    private func methodEntry(_ entry: (TOMLTable, String)) throws -> MethodEntry {
+        let (t, p) = entry
+        let names = Methods.all.map(\.name)
+        guard let text = try string(t, "name", path: "\(p).name") else { throw fail(p, "a method entry needs a `name` (\(names.joined(separator: ", ")))") }
+        guard let method = Methods.named(text) else {
+            throw fail("\(p).name", "unknown method \"\(text)\"" + (suggestion(for: text, among: names).map { "; did you mean \"\($0)\"?" } ?? " (\(names.joined(separator: ", ")))"))
+        }
+        let own = method.parameters.map(\.name)
+        try rejectUnknown(t, allowed: ["name"] + own, path: p) { key in
+            if key == "label_smoothing" { return "label smoothing is a run setting: put it in [defaults] or [grid]" }
+            if Methods.parameterNames.contains(key) { return "`\(key)` is not a parameter of \(text)" + (own.isEmpty ? "" : " (its parameters: \(own.joined(separator: ", ")))") }
+            if Settings.optimizerKeys.contains(key) { return "`\(key)` belongs in an [[optimizer]] entry" }
+            if Settings.byName[key] != nil { return "settings go in [defaults] or [grid], for every method" }
+            return nil
+        }
+        var combinations: [[String: Double]] = [[:]]
+        for parameter in method.parameters {
+            guard let v = t[parameter.name] else { continue }
+            let path = "\(p).\(parameter.name)"
+            let items = v.array.map(Array.init) ?? [v]
+            guard !items.isEmpty else { throw fail(path, "an empty list: the grid would have no runs") }
+            let values = try items.map { try number($0, path: path, check: parameter.check) }
+            if let dup = duplicate(values.map { SettingValue.double($0) }) { throw fail(path, "\(dup) appears twice") }
+            combinations = combinations.flatMap { c in values.map { c.merging([parameter.name: $0]) { $1 } } }
+        }
+        let variants = try combinations.map { c -> MethodConfig? in
+            do { return try Methods.resolve(text, c) } catch { throw fail(p, "\(error)") }
+        }
+        return MethodEntry(variants: variants, path: p)
     }
 
     private func optimizerEntry(_ entry: (TOMLTable, String)) throws -> OptimizerEntry {

@@ -30,7 +30,11 @@ public enum OptimizerConfig: Sendable, Codable, Equatable {
 
 /// One training step on the fast path with every buffer made up front; `step` allocates nothing.
 ///
-/// SGD: forward (train mode), mean cross-entropy, backward, SGD update.
+/// The run's training method (`TrainingMethod`: cross-entropy by default, another loss, Mixup)
+/// turns the loader's batch into the input and targets trained on; the optimizer's sequence then
+/// calls one closure, "forward, the method's loss, backward", as often as it needs (PyTorch's
+/// `optimizer.step(closure)`), so every method combines with every optimizer.
+/// SGD: the closure once, then the SGD update.
 /// SAM family (davda54/sam's order): the gradient g at w (BN running statistics updated);
 /// w <- w + e(g); the gradient g' at w + e (running statistics per `bnPolicy`); w restored
 /// exactly; the SGD step with g'. m-sharpness does this per micro-batch of m samples and
@@ -46,6 +50,8 @@ public final class TrainStep {
     public let optimizer: SGD
     public let config: OptimizerConfig
     public let labelSmoothing: Float
+    /// The training method: the loss, and what it does to a batch before the step.
+    public let method: TrainingMethod
     /// The SAM-family optimizer over `optimizer` (nil for SGD).
     public let sam: SAM?
     public var perturbation: SharpnessAwarePerturbation? { sam?.perturbation }
@@ -64,8 +70,8 @@ public final class TrainStep {
     public struct Result: Sendable {
         /// Mean loss of the batch at w (the first pass), before the update.
         public var loss: Double
-        /// Correct predictions at w, before the update.
-        public var correct: Int
+        /// Correct predictions at w, before the update (with Mixup, lambda-weighted: see `PreparedBatch`).
+        public var correct: Double
         /// Mean loss at w + e (SAM-family steps that took the second pass; else nil).
         public var perturbedLoss: Double?
     }
@@ -77,9 +83,12 @@ public final class TrainStep {
 
     /// `freeze`: module prefixes whose parameters keep their values (no gradient, decay, momentum
     /// or perturbation), e.g. ["conv1", "bn1", "layer1"]; each must name some parameter.
+    /// `method`: nil is cross-entropy; `seed` seeds its batch transform (Mixup's draws).
     public init(state: ModelState, batchSize: Int, sgd: SGDConfig, optimizer: OptimizerConfig = .sgd, labelSmoothing: Float = 0,
+                method: MethodConfig? = nil, seed: UInt64 = 0,
                 frozenBatchNorm: Bool = false, freeze: [String] = [], executor makeExecutor: ExecutorFactory = TrainStep.fastPath) throws {
         let model = state.model
+        if let method { try Methods.validate(method) }
         let frozen: [ParamEntry]
         do { frozen = try model.params(under: freeze) } catch { throw EngineError("freeze: \(error)") }
         frozenRanges = frozen.map { $0.offset..<($0.offset + $0.count) }
@@ -96,6 +105,8 @@ public final class TrainStep {
         self.optimizer.trainable = trainable
         config = optimizer
         self.labelSmoothing = labelSmoothing
+        self.method = Methods.make(method, MethodContext(batchSize: batchSize, classes: model.numClasses, imageSize: model.tensors[model.inputTensor].perImage,
+                                                         labelSmoothing: labelSmoothing, seed: seed))
         let n = state.model.parameterCount
         if let c = optimizer.sam {
             try c.validate(batchSize: batchSize)
@@ -116,19 +127,24 @@ public final class TrainStep {
 
     public var state: ModelState { executor.state }
 
-    /// Forward + loss + backward on `ex`; the gradient lands in `state.grads`.
-    private func lossAndGradient(_ ex: Executor, _ input: UnsafePointer<Float>, _ labels: UnsafePointer<Int32>,
-                                 momentum: Float, dropoutSeed: UInt64) -> (loss: Double, correct: Int) {
-        let n = ex.batchSize, c = ex.model.numClasses
-        let logits = timed("forward") { ex.forward(input: input, mode: .train(bnMomentum: momentum, dropoutSeed: dropoutSeed)) }
+    /// The closure every optimizer sequence calls: forward (train mode) on `ex` over the batch's
+    /// samples from `offset` on (`ex.batchSize` of them), the method's loss, backward; the
+    /// gradient lands in `state.grads` (frozen parameters' zeroed).
+    private func lossAndGradient(_ ex: Executor, _ batch: PreparedBatch, offset: Int, momentum: Float, dropoutSeed: UInt64) -> (loss: Double, correct: Double) {
+        let n = ex.batchSize, c = ex.model.numClasses, size = ex.model.tensors[ex.model.inputTensor].perImage
+        let logits = timed("forward") { ex.forward(input: batch.input + offset * size, mode: .train(bnMomentum: momentum, dropoutSeed: dropoutSeed)) }
         let (loss, correct) = timed("loss") {
-            (CrossEntropy.compute(logits: logits, labels: labels, count: n, classes: c, smoothing: labelSmoothing, grad: logitsGrad.pointer),
-             CrossEntropy.correct(logits: logits, labels: labels, count: n, classes: c))
+            (method.loss.compute(logits: logits, targets: batch.targets.advanced(by: offset, classes: c), count: n, classes: c, grad: logitsGrad.pointer),
+             batch.correct(logits: logits, offset: offset, count: n, classes: c))
         }
         timed("backward") { ex.backward(logitsGrad: logitsGrad.pointer) }
         for r in frozenRanges { (state.grads.pointer + r.lowerBound).update(repeating: 0, count: r.count) }
         return (loss, correct)
     }
+
+    /// What an optimizer sequence calls for a loss and its gradient: (executor, first sample,
+    /// BN momentum, dropout seed) -> (mean loss, correct credit).
+    public typealias LossClosure = (_ executor: Executor, _ offset: Int, _ bnMomentum: Float, _ dropoutSeed: UInt64) -> (loss: Double, correct: Double)
 
     /// Time the phases of the steps that follow: the executor's forward and backward, the loss,
     /// the optimizer update and SAM's perturbation (`sambench bench --profile`).
@@ -151,17 +167,34 @@ public final class TrainStep {
     /// BN momentum of the first pass (running statistics always updated at w).
     private static let firstMomentum: Float = 0.1
 
+    /// One step on the loader's batch: the method prepares it (`iteration` seeds its draws), then
+    /// the optimizer's sequence trains on it.
     @discardableResult
-    public func step(input: UnsafePointer<Float>, labels: UnsafePointer<Int32>, lr: Float, dropoutSeed: UInt64 = 0) -> Result {
+    public func step(input: UnsafePointer<Float>, labels: UnsafePointer<Int32>, lr: Float, dropoutSeed: UInt64 = 0, iteration: Int = 0) -> Result {
+        let batch = timed("method") { method.prepare(input: input, labels: labels, iteration: iteration) }
+        return step(batch, lr: lr, dropoutSeed: dropoutSeed)
+    }
+
+    /// One step on a batch the method has prepared (tests give Mixup's lambda and permutation).
+    @discardableResult
+    public func step(_ batch: PreparedBatch, lr: Float, dropoutSeed: UInt64 = 0) -> Result {
+        optimizerStep(lr: lr, dropoutSeed: dropoutSeed) { ex, offset, momentum, seed in
+            lossAndGradient(ex, batch, offset: offset, momentum: momentum, dropoutSeed: seed)
+        }
+    }
+
+    /// The optimizer's sequence over `closure`: SGD calls it once; the SAM family owns its
+    /// sequence (the gradient at w, the perturbation, the gradient at w + e, the update).
+    private func optimizerStep(lr: Float, dropoutSeed: UInt64, _ closure: LossClosure) -> Result {
         defer { stepCount += 1 }
         guard let sam else {
-            let r = lossAndGradient(executor, input, labels, momentum: Self.firstMomentum, dropoutSeed: dropoutSeed)
+            let r = closure(executor, 0, Self.firstMomentum, dropoutSeed)
             timed("optimizer update") { optimizer.step(params: state.params, grads: state.grads, lr: lr) }
             return Result(loss: r.loss, correct: r.correct, perturbedLoss: nil)
         }
-        if let micro = microExecutor { return microBatchStep(sam, micro, input, labels, lr: lr, dropoutSeed: dropoutSeed) }
+        if let micro = microExecutor { return microBatchStep(sam, micro, lr: lr, dropoutSeed: dropoutSeed, closure) }
         let params = state.params, grads = state.grads
-        let r = lossAndGradient(executor, input, labels, momentum: Self.firstMomentum, dropoutSeed: dropoutSeed)
+        let r = closure(executor, 0, Self.firstMomentum, dropoutSeed)
         if let look, stepCount % sam.config.lookInterval != 0 {
             // LookSAM in between full SAM steps: reuse the stored orthogonal direction.
             look.reuse(into: grads, alpha: sam.config.lookAlpha)
@@ -170,7 +203,7 @@ public final class TrainStep {
         }
         if look != nil { plainGradient.copy(from: grads) }
         timed("SAM perturbation") { sam.firstStep(params: params, grads: grads) }
-        let p = lossAndGradient(executor, input, labels, momentum: secondMomentum(sam), dropoutSeed: dropoutSeed &+ 1)
+        let p = closure(executor, 0, secondMomentum(sam), dropoutSeed &+ 1)
         look?.store(samGradient: grads, plainGradient: plainGradient)
         timed("SAM restore and update") { sam.secondStep(params: params, grads: grads, lr: lr) }
         return Result(loss: r.loss, correct: r.correct, perturbedLoss: p.loss)
@@ -181,17 +214,15 @@ public final class TrainStep {
 
     /// m-sharpness: a perturbation per micro-batch of m samples, the perturbed gradients averaged,
     /// then one base step.
-    private func microBatchStep(_ sam: SAM, _ micro: Executor, _ input: UnsafePointer<Float>, _ labels: UnsafePointer<Int32>,
-                                lr: Float, dropoutSeed: UInt64) -> Result {
+    private func microBatchStep(_ sam: SAM, _ micro: Executor, lr: Float, dropoutSeed: UInt64, _ closure: LossClosure) -> Result {
         let params = state.params, grads = state.grads
-        let m = micro.batchSize, k = executor.batchSize / m, size = executor.model.tensors[0].perImage
+        let m = micro.batchSize, k = executor.batchSize / m
         accumulated.zero()
-        var loss = 0.0, perturbed = 0.0, correct = 0
+        var loss = 0.0, perturbed = 0.0, correct = 0.0
         for j in 0..<k {
-            let x = input + j * m * size, y = labels + j * m
-            let r = lossAndGradient(micro, x, y, momentum: Self.firstMomentum, dropoutSeed: dropoutSeed &+ UInt64(2 * j))
+            let r = closure(micro, j * m, Self.firstMomentum, dropoutSeed &+ UInt64(2 * j))
             sam.firstStep(params: params, grads: grads)
-            let p = lossAndGradient(micro, x, y, momentum: secondMomentum(sam), dropoutSeed: dropoutSeed &+ UInt64(2 * j + 1))
+            let p = closure(micro, j * m, secondMomentum(sam), dropoutSeed &+ UInt64(2 * j + 1))
             sam.restore(params: params)
             for i in 0..<grads.count { accumulated.pointer[i] += grads.pointer[i] }
             loss += r.loss; perturbed += p.loss; correct += r.correct

@@ -24,6 +24,9 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     public var sgd = SGDConfig(momentum: 0.9, weightDecay: 5e-4, nesterov: false)
     public var optimizer: OptimizerConfig = .sgd
     public var labelSmoothing: Float = 0
+    /// The training method (a loss, Mixup: Methods.all); nil: cross-entropy (so configurations
+    /// without one encode, and hash, as before).
+    public var method: MethodConfig?
     public var augmentation = Augmentation()
     public var seed: UInt64 = 0
     /// A run whose training loss exceeds this multiple of its first step's loss (or is not
@@ -70,6 +73,7 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         guard augmentation.cropPadding >= 0, augmentation.cutout >= 0 else { throw EngineError("augmentation sizes must be >= 0") }
         try sgd.validate()
         try optimizer.sam?.validate(batchSize: batchSize)
+        if let method { try Methods.validate(method) }
         if let s = sharpness {
             guard s.batches >= 1, s.rho > 0, s.hessianIterations >= 0, s.finiteDifferenceStep > 0 else {
                 throw EngineError("sharpness: batches >= 1, rho > 0, iterations >= 0 and a positive step needed")
@@ -123,7 +127,7 @@ public struct EpochMetrics: Sendable, Codable, Equatable {
     public var epoch: Int
     public var lr: Float                   // learning rate at the epoch's last step
     public var trainLoss: Double
-    public var trainAccuracy: Double       // against the labels trained on (noisy), during the epoch
+    public var trainAccuracy: Double       // against the labels trained on (noisy), during the epoch; Mixup: lambda-weighted
     public var perturbedLoss: Double?      // mean loss at w + e (SAM-family runs)
     /// Memorisation: eval-mode accuracy on the corrupted training samples against their noisy
     /// labels, and against their true labels (nil without noise).
@@ -360,6 +364,7 @@ private final class Stage {
         loader = BatchLoader(data: data, batchSize: c.batchSize, augmentation: c.augmentation, seed: c.seed)
         schedule = try c.lrSchedule(iterationsPerEpoch: loader.batchesPerEpoch)
         step = try TrainStep(state: trainer.state, batchSize: c.batchSize, sgd: c.sgd, optimizer: c.optimizer, labelSmoothing: c.labelSmoothing,
+                             method: c.method, seed: c.seed,
                              frozenBatchNorm: c.freezeBN == true, freeze: c.freeze ?? [])
         evaluator = BatchEvaluator(executor: step.executor, normalization: data.normalization)
         resizer = InputResizer(model: trainer.model, batchSize: c.batchSize)
@@ -408,13 +413,14 @@ private final class Stage {
     /// loss is not finite or exceeds the divergence factor times the first step's loss.
     func train(epoch: Int, onBatch: (Int, Int) -> Void) -> Trained {
         let b = config.batchSize
-        var lossSum = 0.0, perturbedSum = 0.0, perturbedCount = 0, correct = 0
+        var lossSum = 0.0, perturbedSum = 0.0, perturbedCount = 0, correct = 0.0
         var lr = schedule.lr(at: iteration)
         var diverged: StageStatus?
         var done = 0
         loader.forEachBatch(epoch: epoch) { images, labels, _ in
             lr = schedule.lr(at: iteration)
-            let r = step.step(input: resizer.prepare(images), labels: labels, lr: lr, dropoutSeed: splitMix64(config.seed &+ UInt64(iteration) &* 2))
+            let r = step.step(input: resizer.prepare(images), labels: labels, lr: lr, dropoutSeed: splitMix64(config.seed &+ UInt64(iteration) &* 2),
+                              iteration: iteration)
             let reference = firstLoss ?? r.loss
             if firstLoss == nil { firstLoss = r.loss }
             if !r.loss.isFinite || r.loss > config.divergenceFactor * reference || !(r.perturbedLoss?.isFinite ?? true) {
@@ -433,7 +439,7 @@ private final class Stage {
         // A finite loss does not prove finite weights (the epoch's last update may have made
         // them NaN): such a model must end diverged, never be evaluated, saved or called done.
         if trainer.state.firstNonFinite() != nil { return .diverged(.diverged(step: max(iteration - 1, 0), epoch: epoch, loss: nil)) }
-        return .trained(loss: lossSum / Double(perEpoch), accuracy: Double(correct) / Double(perEpoch * b),
+        return .trained(loss: lossSum / Double(perEpoch), accuracy: correct / Double(perEpoch * b),
                         perturbedLoss: perturbedCount > 0 ? perturbedSum / Double(perturbedCount) : nil, lr: lr)
     }
 

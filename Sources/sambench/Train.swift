@@ -72,7 +72,12 @@ struct Train: ParsableCommand {
     @Flag(help: "Bootstrap: after training, relabel the training set with the model's predictions and train a fresh model on them.") var bootstrap = false
     @Flag(help: "Skip the sharpness measurement at the end of the run.") var noSharpness = false
     @Option(help: "End the run as diverged when the loss exceeds this multiple of its first value.") var divergenceFactor: Double = 10
-    @Option(help: "Label smoothing of the cross-entropy.") var labelSmoothing: Float = 0
+    @Option(help: "Label smoothing of the cross-entropy (methods ce and mixup).") var labelSmoothing: Float = 0
+    @Option(help: "Training method: \(Methods.all.map(\.name).joined(separator: ", ")) (docs/METHODS.md; suites: [[method]] name).") var method: String = "ce"
+    @Option(help: "Method parameter (gce): GCE's exponent q (0.7).") var q: Double?
+    @Option(help: "Method parameter (sce, mixup): SCE's weight of CE (0.1); Mixup's Beta(alpha, alpha) (1).") var alpha: Double?
+    @Option(help: "Method parameter (sce, bootstrap_soft, bootstrap_hard): SCE's weight of RCE (1); bootstrapping's weight of the given label (0.95 soft, 0.8 hard).") var beta: Double?
+    @Option(parsing: .unconditional, help: "Method parameter (sce): the value of log 0 in RCE (ln 1e-4 = -9.21 as the authors' code; -4 as the paper).") var logZero: Double?
     @Option(help: "Dropout between the convs of a Wide-ResNet block.") var dropout: Float = 0
     @Option(help: "Seed of initialisation, shuffling and dropout.") var seed: UInt64 = 0
     @OptionGroup var threadsOption: ThreadsOption
@@ -91,6 +96,7 @@ struct Train: ParsableCommand {
             throw ValidationError("--milestones: '\(m)' is not an integer epoch")
         }
         _ = try optimizerConfig()
+        _ = try methodConfig()
         guard initFrom != nil || initSkip.isEmpty else { throw ValidationError("--init-skip needs --init") }
         guard (8...512).contains(imageSize) else { throw ValidationError("--image-size must be in [8, 512]") }
         // Files written during or after training: their folder is checked before any of it.
@@ -131,6 +137,16 @@ struct Train: ParsableCommand {
         return .sam(c)
     }
 
+    /// The method and the parameters given by their flags (one flag per parameter of `Methods.all`,
+    /// named as the suite key); a flag the method does not have is refused.
+    func methodConfig() throws -> MethodConfig? {
+        let given: [String: Double?] = ["q": q, "alpha": alpha, "beta": beta, "log_zero": logZero]
+        precondition(Set(given.keys) == Set(Methods.parameterNames), "a method parameter without its flag")
+        do { return try Methods.resolve(method, given.compactMapValues { $0 }) } catch {
+            throw ValidationError("--method \(method): \(error) (a parameter's flag is its name: --q, --alpha, --beta, --log-zero)")
+        }
+    }
+
     func run() throws {
         enableConvolutionTuning()
         EngineThreads.set(threads)
@@ -146,6 +162,7 @@ struct Train: ParsableCommand {
         config.warmupEpochs = warmupEpochs
         config.sgd = SGDConfig(momentum: momentum, weightDecay: weightDecay, nesterov: nesterov)
         config.labelSmoothing = labelSmoothing
+        config.method = try methodConfig()
         config.seed = seed
         config.optimizer = try optimizerConfig()
         config.bootstrap = bootstrap

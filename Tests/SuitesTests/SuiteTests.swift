@@ -57,6 +57,44 @@ final class SuiteTests: XCTestCase {
         XCTAssertEqual(s.runs[10].data.splitSeed, 1)
     }
 
+    /// `[[method]]` entries cross the noise and optimizer entries; a list sweeps a parameter;
+    /// cross-entropy, named or not, is the run of a suite without methods (same key, same label);
+    /// a method's parameters are axes; every group of a setting shares the baseline's setting key.
+    func testMethodEntries() throws {
+        let methods = Self.base + """
+
+            [[method]]
+            name = "ce"
+
+            [[method]]
+            name = "gce"
+            q = [0.5, 0.7]
+
+            [[method]]
+            name = "mixup"
+            """
+        let s = try Suite.parse(methods, file: "t.toml")
+        XCTAssertEqual(s.runs.count, 2 * 2 * 4 * 3, "seeds x rates x (ce, gce 0.5, gce 0.7, mixup) x optimizers")
+        XCTAssertEqual(s.runs.prefix(6).map(\.label), [
+            "synthetic tiny symmetric-0.2 sgd seed 0", "synthetic tiny symmetric-0.2 sam(rho=0.05) seed 0", "synthetic tiny symmetric-0.2 sam(rho=0.1) seed 0",
+            "synthetic tiny symmetric-0.2 gce(q=0.5) sgd seed 0", "synthetic tiny symmetric-0.2 gce(q=0.5) sam(rho=0.05) seed 0",
+            "synthetic tiny symmetric-0.2 gce(q=0.5) sam(rho=0.1) seed 0",
+        ])
+        XCTAssertNil(s.runs[0].config.method, "cross-entropy is the default, not stored")
+        XCTAssertEqual(s.runs[3].config.method, MethodConfig(name: "gce", parameters: ["q": 0.5]))
+        XCTAssertEqual(s.runs[9].config.method, MethodConfig(name: "mixup", parameters: ["alpha": 1]), "defaults filled in")
+        let without = try keys(Self.base), with = try keys(methods)
+        for (label, key) in without { XCTAssertEqual(with[label], key, "\(label): a suite's ce runs keep their keys") }
+        XCTAssertEqual(Set(with.values).count, s.runs.count)
+        XCTAssertEqual(Axes.values(s.runs[3])["method"], "gce")
+        XCTAssertEqual(Axes.values(s.runs[3])["q"], "0.5")
+        XCTAssertEqual(Axes.values(s.runs[0])["method"], "ce")
+        XCTAssertNil(Axes.values(s.runs[0])["q"])
+        let setting = RunKey.keys(s.runs[0], identity: "synthetic").setting
+        for r in s.runs.prefix(12) { XCTAssertEqual(RunKey.keys(r, identity: "synthetic").setting, setting, r.label) }
+        XCTAssertNotEqual(RunKey.keys(s.runs[3], identity: "synthetic").group, RunKey.keys(s.runs[6], identity: "synthetic").group)
+    }
+
     func testIntegersAreAcceptedAsFloats() throws {
         let s = try Suite.parse(Self.base.replacingOccurrences(of: "lr = 0.05", with: "lr = 1"), file: "t.toml")
         XCTAssertEqual(s.runs[0].config.lr, 1)

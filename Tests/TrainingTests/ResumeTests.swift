@@ -23,6 +23,43 @@ final class ResumeTests: XCTestCase {
         return (c, try DataPreparation.prepare(spec, dataDir: nil))
     }
 
+    /// Every method with SGD and SAM, stopped after its first epoch and resumed, ends as the
+    /// uninterrupted run: the same epochs (loss, training accuracy, test accuracy) and weights.
+    func testEveryMethodResumesExactly() throws {
+        var spec = DataSpec()
+        spec.syntheticTrain = 256
+        spec.syntheticTest = 64
+        spec.noise = NoiseSpec(kind: .symmetric, rate: 0.4, seed: 1)
+        let data = try DataPreparation.prepare(spec, dataDir: nil)
+        for method in Methods.all {
+            for optimizer: OptimizerConfig in [.sgd, .sam(SAMConfig())] {
+                var c = TrainConfig()
+                c.model = "tiny"
+                c.epochs = 2
+                c.batchSize = 32
+                c.lr = 0.05
+                c.seed = 3
+                c.sharpness = nil
+                c.optimizer = optimizer
+                c.method = try Methods.resolve(method.name)
+                let what = "\(method.name) \(optimizer.family)"
+                let straight = try Trainer(config: c, data: data)
+                let expected = try straight.run()
+                let path = FileManager.default.temporaryDirectory.appendingPathComponent("resume-\(UUID().uuidString).safetensors").path
+                defer { try? FileManager.default.removeItem(atPath: path) }
+                XCTAssertThrowsError(try Trainer(config: c, data: data).run(checkpoint: path) { _, _ in throw Stop() }, what)
+                var trained: [Int] = []
+                let t = try Trainer(config: c, data: data)
+                let got = try t.run(checkpoint: path) { _, m in trained.append(m.epoch) }
+                XCTAssertEqual(trained, [2], "\(what): resumed after epoch 1")
+                XCTAssertEqual(got.epochs.map(\.trainLoss), expected.epochs.map(\.trainLoss), what)
+                XCTAssertEqual(got.epochs.map(\.trainAccuracy), expected.epochs.map(\.trainAccuracy), what)
+                XCTAssertEqual(got.epochs.map(\.testAccuracy), expected.epochs.map(\.testAccuracy), what)
+                XCTAssertEqual(t.state.params.array, straight.state.params.array, "\(what): weights")
+            }
+        }
+    }
+
     func testInterruptedRunsResumeExactly() throws {
         var c = TrainConfig()
         c.model = "tiny"
