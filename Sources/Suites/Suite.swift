@@ -116,13 +116,6 @@ private struct NoiseEntry {
     var labels: [LabelSpec?] = [nil]
 }
 
-/// A `[[method]]` entry: one training method, with every combination of its parameters' values
-/// (a list sweeps), each resolved (nil: plain cross-entropy).
-private struct MethodEntry {
-    var variants: [MethodConfig?]
-    var path: String
-}
-
 /// An `[[optimizer]]` entry: one optimizer, possibly with several rho or micro-batch values.
 private struct OptimizerEntry {
     var name: OptimizerFamily
@@ -234,7 +227,8 @@ private struct SuiteParser {
         }
         let noise = try entries(root, "noise").map(noiseEntry)
         let optimizers = try entries(root, "optimizer").map(optimizerEntry)
-        let methods = try entries(root, "method").map(methodEntry)
+        // Every method entry's variants, in order (none: cross-entropy alone).
+        let methods = try entries(root, "method").flatMap(methodVariants)
 
         // Bounded before anything is expanded: a grid of a few long lists is billions of runs.
         let limit = Suite.maxRuns
@@ -261,28 +255,26 @@ private struct SuiteParser {
             }
             for n in noise.isEmpty ? [nil] : noise.map(Optional.some) {
                 for (noiseSpec, noiseLabel) in variants(of: n) {
-                    for m in methods.isEmpty ? [nil] : methods.map(Optional.some) {
-                        for method in m?.variants ?? [nil] {
-                            for o in optimizers.isEmpty ? [nil] : optimizers.map(Optional.some) {
-                                for (optimizer, optimizerLabel) in try variants(of: o, batchSize: spec.config.batchSize) {
-                                    var s = spec
-                                    s.data.noise = noiseSpec
-                                    s.noiseSeedFollowsRun = n?.seed == nil
-                                    if s.noiseSeedFollowsRun { s.data.noise.seed = s.config.seed }
-                                    if s.splitSeedFollowsRun { s.data.splitSeed = s.config.seed }
-                                    s.config.optimizer = optimizer
-                                    s.config.method = method
-                                    // Cross-entropy, the default, is not named: labels of suites without methods read as before.
-                                    let methodLabel = method.map { [$0.label] } ?? []
-                                    s.label = ([s.data.dataset.rawValue, s.config.model, noiseLabel] + methodLabel + [optimizerLabel] + label + ["seed \(s.config.seed)"])
-                                        .joined(separator: " ")
-                                    try resolveStart(&s, pretrains: pretrains)
-                                    try check(s, optimizerPath: o?.path)
-                                    guard runs.count < limit else {
-                                        throw tooMany("the grid (\(sizes.isEmpty ? "no axes" : sizes)) times the noise, method and optimizer entries expands to more than \(limit) runs")
-                                    }
-                                    runs.append(s)
+                    for method in methods.isEmpty ? [nil] : methods {
+                        for o in optimizers.isEmpty ? [nil] : optimizers.map(Optional.some) {
+                            for (optimizer, optimizerLabel) in try variants(of: o, batchSize: spec.config.batchSize) {
+                                var s = spec
+                                s.data.noise = noiseSpec
+                                s.noiseSeedFollowsRun = n?.seed == nil
+                                if s.noiseSeedFollowsRun { s.data.noise.seed = s.config.seed }
+                                if s.splitSeedFollowsRun { s.data.splitSeed = s.config.seed }
+                                s.config.optimizer = optimizer
+                                s.config.method = method
+                                // Cross-entropy, the default, is not named: labels of suites without methods read as before.
+                                let methodLabel = method.map { [$0.label] } ?? []
+                                s.label = ([s.data.dataset.rawValue, s.config.model, noiseLabel] + methodLabel + [optimizerLabel] + label + ["seed \(s.config.seed)"])
+                                    .joined(separator: " ")
+                                try resolveStart(&s, pretrains: pretrains)
+                                try check(s, optimizerPath: o?.path)
+                                guard runs.count < limit else {
+                                    throw tooMany("the grid (\(sizes.isEmpty ? "no axes" : sizes)) times the noise, method and optimizer entries expands to more than \(limit) runs")
                                 }
+                                runs.append(s)
                             }
                         }
                     }
@@ -479,8 +471,9 @@ private struct SuiteParser {
     }
 
     /// A `[[method]]` entry: `name` and the method's own parameters (Methods.all), each a number
-    /// or a list of numbers to sweep; every combination is a variant, in the parameters' order.
-    private func methodEntry(_ entry: (TOMLTable, String)) throws -> MethodEntry {
+    /// or a list of numbers to sweep. Its variants: every combination, in the parameters' order,
+    /// each resolved (nil: plain cross-entropy). A bad value is found here and located.
+    private func methodVariants(_ entry: (TOMLTable, String)) throws -> [MethodConfig?] {
         let (t, p) = entry
         let names = Methods.all.map(\.name)
         guard let text = try string(t, "name", path: "\(p).name") else { throw fail(p, "a method entry needs a `name` (\(names.joined(separator: ", ")))") }
@@ -505,10 +498,9 @@ private struct SuiteParser {
             if let dup = duplicate(values.map { SettingValue.double($0) }) { throw fail(path, "\(dup) appears twice") }
             combinations = combinations.flatMap { c in values.map { c.merging([parameter.name: $0]) { $1 } } }
         }
-        let variants = try combinations.map { c -> MethodConfig? in
+        return try combinations.map { c -> MethodConfig? in
             do { return try Methods.resolve(text, c) } catch { throw fail(p, "\(error)") }
         }
-        return MethodEntry(variants: variants, path: p)
     }
 
     private func optimizerEntry(_ entry: (TOMLTable, String)) throws -> OptimizerEntry {

@@ -67,15 +67,9 @@ public final class BatchEvaluator {
         var out: [Int32] = []
         out.reserveCapacity(indices.count)
         forEachBatch(images: pixels, indices: indices) { logits, n, _ in
-            for r in 0..<n { out.append(Int32(Self.argmax(logits + r * c, c))) }
+            for r in 0..<n { out.append(Int32(CrossEntropy.argmax(logits + r * c, c))) }
         }
         return out
-    }
-
-    static func argmax(_ row: UnsafePointer<Float>, _ c: Int) -> Int {
-        var best = 0
-        for k in 1..<c where row[k] > row[best] { best = k }
-        return best
     }
 
     /// Accuracy, mean loss, per-class accuracy and the confusion matrix over every image;
@@ -89,7 +83,7 @@ public final class BatchEvaluator {
         forEachBatch(images: pixels, indices: indices) { logits, n, start in
             for j in 0..<n { labels[j] = truth[start + j] }
             lossSum += CrossEntropy.compute(logits: logits, labels: labels, count: n, classes: c) * Double(n)
-            for j in 0..<n { confusion[Int(truth[start + j])][Self.argmax(logits + j * c, c)] += 1 }
+            for j in 0..<n { confusion[Int(truth[start + j])][CrossEntropy.argmax(logits + j * c, c)] += 1 }
             onLogits(logits, n, start)
         }
         return EvaluationResult(confusion: confusion, loss: lossSum / Double(max(indices.count, 1)))

@@ -49,7 +49,6 @@ public final class TrainStep {
     /// The SGD step (the base optimizer of a SAM-family step).
     public let optimizer: SGD
     public let config: OptimizerConfig
-    public let labelSmoothing: Float
     /// The training method: the loss, and what it does to a batch before the step.
     public let method: TrainingMethod
     /// The SAM-family optimizer over `optimizer` (nil for SGD).
@@ -104,7 +103,6 @@ public final class TrainStep {
         self.optimizer = try SGD(parameterCount: state.model.parameterCount, config: sgd)
         self.optimizer.trainable = trainable
         config = optimizer
-        self.labelSmoothing = labelSmoothing
         self.method = Methods.make(method, MethodContext(batchSize: batchSize, classes: model.numClasses, imageSize: model.tensors[model.inputTensor].perImage,
                                                          labelSmoothing: labelSmoothing, seed: seed))
         let n = state.model.parameterCount

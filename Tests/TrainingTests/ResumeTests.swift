@@ -26,20 +26,11 @@ final class ResumeTests: XCTestCase {
     /// Every method with SGD and SAM, stopped after its first epoch and resumed, ends as the
     /// uninterrupted run: the same epochs (loss, training accuracy, test accuracy) and weights.
     func testEveryMethodResumesExactly() throws {
-        var spec = DataSpec()
-        spec.syntheticTrain = 256
-        spec.syntheticTest = 64
-        spec.noise = NoiseSpec(kind: .symmetric, rate: 0.4, seed: 1)
-        let data = try DataPreparation.prepare(spec, dataDir: nil)
+        let (base, data) = try Self.small(epochs: 2, seed: 3)
         for method in Methods.all {
             for optimizer: OptimizerConfig in [.sgd, .sam(SAMConfig())] {
-                var c = TrainConfig()
-                c.model = "tiny"
-                c.epochs = 2
-                c.batchSize = 32
+                var c = base
                 c.lr = 0.05
-                c.seed = 3
-                c.sharpness = nil
                 c.optimizer = optimizer
                 c.method = try Methods.resolve(method.name)
                 let what = "\(method.name) \(optimizer.family)"

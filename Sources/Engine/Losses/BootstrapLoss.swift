@@ -20,8 +20,7 @@ public struct BootstrapLoss: Loss {
             let z = logits + b * c
             let label = LossRows.label(y, b, c)
             let lse = LossRows.logSumExp(z, c)
-            var argmax = 0
-            for k in 1..<c where z[k] > z[argmax] { argmax = k }
+            let argmax = CrossEntropy.argmax(z, c)
             var loss = lse
             for k in 0..<c {
                 let p = Foundation.exp(Double(z[k]) - lse)

@@ -36,12 +36,15 @@ public enum CrossEntropy {
     /// Number of rows whose arg-max (first maximum) equals the label.
     public static func correct(logits: UnsafePointer<Float>, labels: UnsafePointer<Int32>, count n: Int, classes c: Int) -> Int {
         var hits = 0
-        for b in 0..<n {
-            let z = logits + b * c
-            var best = 0
-            for k in 1..<c where z[k] > z[best] { best = k }
-            if best == Int(labels[b]) { hits += 1 }
-        }
+        for b in 0..<n where argmax(logits + b * c, c) == Int(labels[b]) { hits += 1 }
         return hits
+    }
+
+    /// The predicted class of a row of `c` logits: the first largest.
+    @inline(__always)
+    public static func argmax(_ z: UnsafePointer<Float>, _ c: Int) -> Int {
+        var best = 0
+        for k in 1..<c where z[k] > z[best] { best = k }
+        return best
     }
 }

@@ -84,9 +84,7 @@ public struct PreparedBatch {
     public func correct(logits: UnsafePointer<Float>, offset: Int, count n: Int, classes c: Int) -> Double {
         var credit = 0.0
         for r in 0..<n {
-            let z = logits + r * c
-            var best = 0
-            for k in 1..<c where z[k] > z[best] { best = k }
+            let best = CrossEntropy.argmax(logits + r * c, c)
             if best == Int(labels[offset + r]) { credit += lambda }
             if let m = mixed, best == Int(m[offset + r]) { credit += 1 - lambda }
         }
@@ -197,7 +195,8 @@ public enum Methods {
     public static func validate(_ config: MethodConfig) throws {
         let resolved = try resolve(config.name, config.parameters)
         guard resolved?.parameters.count ?? 0 == config.parameters.count else {
-            throw EngineError("method \(config.name): parameters \(config.parameters.keys.sorted()) are not its own")
+            let own = named(config.name)!.parameters.map(\.name).sorted()
+            throw EngineError("method \(config.name) takes exactly the parameters \(own), got \(config.parameters.keys.sorted())")
         }
     }
 

@@ -52,6 +52,7 @@ public final class Mixup: TrainingMethod {
         let l = Float(lambda), r = Float(1 - lambda)
         for i in 0..<n {
             let j = Int(pi[i])
+            precondition(j >= 0 && j < n && (0..<c).contains(Int(labels[i])), "Mixup: permutation entry \(j) or label \(labels[i]) out of range at \(i)")
             let dst = mixedInput.pointer + i * size, a = input + i * size, b = input + j * size
             for k in 0..<size { dst[k] = l * a[k] + r * b[k] }
             permutedLabels[i] = labels[j]
