@@ -82,12 +82,15 @@ public enum Charts {
             let groups = members + finished.filter { $0.noiseKind == .none && base != nil && $0.baseKey == base }
             let label = members[0].family ?? members[0].setting
             let compared = Set(groups.map(\.group))
-            if report.comparisons.contains(where: { compared.contains($0.samGroup) && $0.difference != nil }) {
-                written += try draw(name("sam-minus-sgd", label, f), report, options) { try difference($0, groups, report, label) }
+            let headline = report.comparisons.filter { compared.contains($0.group) && $0.difference != nil }
+            if !headline.isEmpty {
+                written += try draw(name(report.samAgainstSGD(headline) ? "sam-minus-sgd" : "minus-baseline", label, f), report, options) {
+                    try difference($0, groups, report, label)
+                }
             }
             written += try draw(name("accuracy-vs-noise", label, f), report, options) { try accuracyVsNoise($0, groups, report, label, options) }
-            if groups.contains(where: { $0.optimizer != .sgd }) {
-                written += try draw(name("rho-heatmap", label, f), report, options) { try heatmap($0, groups, label) }
+            if groups.contains(where: { !isBaseline($0, report) }) {
+                written += try draw(name("rho-heatmap", label, f), report, options) { try heatmap($0, groups, report, label) }
             }
         }
         var settings: [String] = []
@@ -140,13 +143,50 @@ public enum Charts {
 
     static func rate(_ g: Group) -> Double { isClean(g) ? 0 : g.noiseRate ?? 0 }
 
-    /// `SGD`, `SAM ρ=0.05`, `ASAM ρ=0.5 m=32`, `SAM ρ=0.05 k=5`.
-    static func optimizerTitle(_ g: Group) -> String {
+    /// `SGD`, `SAM ρ=0.05`, `ASAM ρ=0.5 m=32`, `SAM ρ=0.05 k=5`; a method other than
+    /// cross-entropy first: `mixup α=1 + SGD`. With `tuned: false`, without what is chosen on
+    /// validation (rho, the method's parameters): `SAM`, `mixup + SGD`.
+    static func configurationTitle(_ g: Group, tuned: Bool = true) -> String {
         var parts = [g.optimizer.title]
-        if let rho = g.rho { parts.append("ρ=\(Float(rho))") }
+        if tuned, let rho = g.rho { parts.append("ρ=\(Float(rho))") }
         if let m = g.axes?["micro_batch"] { parts.append("m=\(m)") }
         if let k = g.axes?["look_interval"], k != "1" { parts.append("k=\(k)") }
-        return parts.joined(separator: " ")
+        let optimizer = parts.joined(separator: " ")
+        guard let method = g.axes?["method"], method != "ce" else { return optimizer }
+        let parameters = tuned ? Methods.parameterNames.compactMap { p in g.axes?[p].map { "\(symbol(p))=\($0)" } } : []
+        return ([method] + parameters).joined(separator: " ") + " + " + optimizer
+    }
+
+    /// What is tuned on validation, as a chart writes it beside a point: `ρ=0.1`, `α=1`.
+    static func tunedNote(_ g: Group) -> String {
+        ReportBuilder.tunedAxes.sorted().compactMap { a in g.axes?[a].map { "\(symbol(a))=\($0)" } ?? (a == "rho" ? g.rho.map { "ρ=\(Float($0))" } : nil) }
+            .joined(separator: " ")
+    }
+
+    static func symbol(_ axis: String) -> String { ["rho": "ρ", "alpha": "α", "beta": "β"][axis] ?? axis }
+
+    /// Whether a group is the report's baseline (SGD with cross-entropy unless the suite named
+    /// another; by the optimizer alone in reports made before axes).
+    static func isBaseline(_ g: Group, _ report: Report) -> Bool {
+        guard let axes = g.axes else { return g.optimizer == .sgd }
+        return (report.baseline ?? .standard).matches(axes)
+    }
+
+    /// The order of configurations in legends and columns: the baseline first, then by method,
+    /// optimizer family, rho, title.
+    static func ordered(_ groups: [Group], _ report: Report) -> [String] {
+        var first: [String: Group] = [:]
+        for g in groups where first[configurationTitle(g)] == nil { first[configurationTitle(g)] = g }
+        func rank(_ g: Group) -> (Int, String, Int, Double) {
+            (isBaseline(g, report) ? 0 : 1, g.axes?["method"] ?? "ce", OptimizerFamily.allCases.firstIndex(of: g.optimizer) ?? 0, g.rho ?? 0)
+        }
+        return first.keys.sorted { a, b in
+            let (ra, rb) = (rank(first[a]!), rank(first[b]!))
+            if ra.0 != rb.0 { return ra.0 < rb.0 }
+            if ra.1 != rb.1 { return ra.1 == "ce" || (rb.1 != "ce" && ra.1 < rb.1) }
+            if ra.2 != rb.2 { return ra.2 < rb.2 }
+            return ra.3 != rb.3 ? ra.3 < rb.3 : a < b
+        }
     }
 
     // MARK: plotting helpers
@@ -266,26 +306,24 @@ public enum Charts {
     static func accuracyVsNoise(_ c: Canvas, _ groups: [Group], _ report: Report, _ family: String, _ options: ChartOptions) throws -> String {
         struct Series { var name: String; var style: Style; var points: [(rate: Double, mean: Double, ci: Double?, note: String?)] }
         var series: [Series] = []
-        let sgd = groups.filter { $0.optimizer == .sgd }.sorted { rate($0) < rate($1) }
-        if !sgd.isEmpty {
-            series.append(Series(name: "SGD", style: .at(0), points: sgd.map { (rate($0), $0.accuracy!.mean, $0.accuracy!.ci95, nil) }))
-        }
-        for optimizer in OptimizerFamily.sharpnessAware {
-            let mine = groups.filter { $0.optimizer == optimizer }
-            guard !mine.isEmpty else { continue }
-            let configurations = Set(mine.map(optimizerTitle))
-            let settings = Set(mine.map(\.settingIdentity))
-            let selected = report.comparisons.filter { c in c.selected && settings.contains(c.settingKey ?? c.setting) && mine.contains { $0.group == c.samGroup } }
-            if configurations.count > 1 && selected.count == settings.count {
-                let points = selected.compactMap { s in mine.first { $0.group == s.samGroup } }.sorted { rate($0) < rate($1) }
-                series.append(Series(name: "\(optimizer.title), ρ chosen on validation", style: .at(series.count),
-                                     points: points.map { (rate($0), $0.accuracy!.mean, $0.accuracy!.ci95, "ρ=\($0.rho.map { "\(Float($0))" } ?? "")") }))
+        // One series per configuration; where every setting chose among a configuration's rhos (or
+        // method parameters) on validation, one series of the chosen ones, each point annotated.
+        var done = Set<String>()
+        for configuration in ordered(groups, report) where !done.contains(configuration) {
+            let g0 = groups.first { configurationTitle($0) == configuration }!
+            let family = groups.filter { configurationTitle($0, tuned: false) == configurationTitle(g0, tuned: false) }
+            let settings = Set(family.map(\.settingIdentity))
+            let selected = report.comparisons.filter { c in c.selected && family.contains { $0.group == c.group } }
+            let titles = Set(family.map { configurationTitle($0) })
+            if titles.count > 1 && selected.count == settings.count {
+                let points = selected.compactMap { s in family.first { $0.group == s.group } }.sorted { rate($0) < rate($1) }
+                series.append(Series(name: "\(configurationTitle(g0, tuned: false)), chosen on validation", style: .at(series.count),
+                                     points: points.map { (rate($0), $0.accuracy!.mean, $0.accuracy!.ci95, tunedNote($0)) }))
+                done.formUnion(titles)
             } else {
-                for configuration in configurations.sorted() {
-                    let points = mine.filter { optimizerTitle($0) == configuration }.sorted { rate($0) < rate($1) }
-                    series.append(Series(name: configuration, style: .at(series.count),
-                                         points: points.map { (rate($0), $0.accuracy!.mean, $0.accuracy!.ci95, nil) }))
-                }
+                let points = groups.filter { configurationTitle($0) == configuration }.sorted { rate($0) < rate($1) }
+                series.append(Series(name: configuration, style: .at(series.count), points: points.map { (rate($0), $0.accuracy!.mean, $0.accuracy!.ci95, nil) }))
+                done.insert(configuration)
             }
         }
         let refs = options.reference
@@ -343,21 +381,15 @@ public enum Charts {
         return title
     }
 
-    /// The headline: SAM minus SGD paired by seed (mean and 95% CI) against the noise rate, one
-    /// series per SAM configuration, the rho chosen on validation filled and ringed, zero marked.
+    /// The headline: each group minus the baseline (SAM minus SGD by default), paired by seed (mean
+    /// and 95% CI) against the noise rate, one series per configuration, the rho (or method
+    /// parameter) chosen on validation filled and ringed, zero marked.
     static func difference(_ c: Canvas, _ groups: [Group], _ report: Report, _ family: String) throws -> String {
         let members = Dictionary(groups.map { ($0.group, $0) }, uniquingKeysWith: { a, _ in a })
-        let comparisons = report.comparisons.filter { members[$0.samGroup] != nil && $0.difference != nil }
-        // One series per configuration (its title), ordered by family, then rho, then title.
-        var byTitle: [String: Group] = [:]
-        for cmp in comparisons { let g = members[cmp.samGroup]!; if byTitle[optimizerTitle(g)] == nil { byTitle[optimizerTitle(g)] = g } }
-        let configurations = byTitle.keys.sorted { a, b in
-            let (ga, gb) = (byTitle[a]!, byTitle[b]!)
-            let (fa, fb) = (OptimizerFamily.sharpnessAware.firstIndex(of: ga.optimizer) ?? 0, OptimizerFamily.sharpnessAware.firstIndex(of: gb.optimizer) ?? 0)
-            if fa != fb { return fa < fb }
-            return ga.rho != gb.rho ? (ga.rho ?? 0) < (gb.rho ?? 0) : a < b
-        }
-        let rates = Set(comparisons.map { rate(members[$0.samGroup]!) }).sorted()
+        let comparisons = report.comparisons.filter { members[$0.group] != nil && $0.difference != nil }
+        // One series per configuration (its title), ordered by method, optimizer, rho, title.
+        let configurations = ordered(comparisons.map { members[$0.group]! }, report)
+        let rates = Set(comparisons.map { rate(members[$0.group]!) }).sorted()
         let ends = comparisons.flatMap { cmp -> [Double] in
             let d = cmp.difference!
             return [100 * (d.meanDifference - (d.ci95 ?? 0)), 100 * (d.meanDifference + (d.ci95 ?? 0))]
@@ -366,13 +398,14 @@ public enum Charts {
         let first = rates.first ?? 0, last = rates.last ?? 1
         let margin = max((last - first) * 0.1, 0.05)
         let x = Axis(lo: first - margin, hi: last + margin, p0: 170, p1: 1130), y = Axis(lo: ylo, hi: yhi, p0: 860, p1: 150)
-        let title = "SAM minus SGD: \(family)"
+        let paper = report.samAgainstSGD(comparisons)
+        let title = paper ? "SAM minus SGD: \(family)" : "Minus \(report.baselineName): \(family)"
         let anySelected = comparisons.contains(where: \.selected)
         titles(c, title, "\(report.metric.title), in points; paired by seed and noisy labels: mean and 95% CI" +
-               (anySelected ? "; filled and ringed: ρ chosen on validation" : ""))
+               (anySelected ? "; filled and ringed: chosen on validation" : ""))
         frame(c, x: x, y: y, xTicks: rates, yTicks: ticks(ylo, yhi), xFormat: { String(format: "%g%%", 100 * $0) },
               yFormat: { String(format: "%+g", $0).replacingOccurrences(of: "+0", with: "0") }, xLabel: "noise rate",
-              yLabel: "SAM − SGD (accuracy points)")
+              yLabel: paper ? "SAM − SGD (accuracy points)" : "minus \(report.baselineName) (accuracy points)")
         c.line([(x.p0, y.at(0)), (x.p1, y.at(0))], .black, width: 2.5, dash: [12, 6])
         c.text("no difference", x: x.p1 - 8, y: y.at(0) - 10, size: 19, .grey, anchor: .right)
         // Configurations side by side at each rate, so that their intervals never overlap.
@@ -380,10 +413,10 @@ public enum Charts {
         var placer = LabelPlacer()
         var items: [LegendItem] = []
         for (i, name) in configurations.enumerated() {
-            let style = Style.at(i + 1)   // SGD's style (0) is the baseline, not drawn
+            let style = Style.at(i + 1)   // the baseline's style (0) is not drawn
             let offset = (Double(i) - Double(configurations.count - 1) / 2) * step
-            let mine = comparisons.filter { optimizerTitle(members[$0.samGroup]!) == name }.sorted { rate(members[$0.samGroup]!) < rate(members[$1.samGroup]!) }
-            let points = mine.map { (x.at(rate(members[$0.samGroup]!)) + offset, y.at(100 * $0.difference!.meanDifference)) }
+            let mine = comparisons.filter { configurationTitle(members[$0.group]!) == name }.sorted { rate(members[$0.group]!) < rate(members[$1.group]!) }
+            let points = mine.map { (x.at(rate(members[$0.group]!)) + offset, y.at(100 * $0.difference!.meanDifference)) }
             if points.count > 1 { c.line(points, style.colour, width: 2.5, dash: style.dash, alpha: 0.7) }
             for (cmp, p) in zip(mine, points) {
                 let d = cmp.difference!
@@ -401,34 +434,24 @@ public enum Charts {
         }
         // The chosen comparisons' means, written beside them.
         for cmp in comparisons where cmp.selected || !anySelected {
-            let i = configurations.firstIndex(of: optimizerTitle(members[cmp.samGroup]!))!
+            let i = configurations.firstIndex(of: configurationTitle(members[cmp.group]!))!
             let offset = (Double(i) - Double(configurations.count - 1) / 2) * step
-            let px = x.at(rate(members[cmp.samGroup]!)) + offset, py = y.at(100 * cmp.difference!.meanDifference)
+            let px = x.at(rate(members[cmp.group]!)) + offset, py = y.at(100 * cmp.difference!.meanDifference)
             let note = String(format: "%+.1f", 100 * cmp.difference!.meanDifference)
             let at = placer.place(note, x: px, y: py, size: 20, width: c.textWidth(note, size: 20), limit: (x.p0, x.p1 + 40))
             c.text(note, x: at.x, y: at.y, size: 20, Style.at(i + 1).colour, anchor: at.anchor, bold: true)
         }
-        if anySelected { items.append(LegendItem(name: "ρ chosen on validation", style: Style(colour: .black, shape: .circle, dash: [], hatch: 0), line: false, filled: false)) }
+        if anySelected { items.append(LegendItem(name: "chosen on validation", style: Style(colour: .black, shape: .circle, dash: [], hatch: 0), line: false, filled: false)) }
         legend(c, items, x: 1175, y: 170)
         return title
     }
 
-    static func heatmap(_ c: Canvas, _ groups: [Group], _ family: String) throws -> String {
+    static func heatmap(_ c: Canvas, _ groups: [Group], _ report: Report, _ family: String) throws -> String {
         let rates = Set(groups.map(rate)).sorted()
-        var columns: [(String, (Group) -> Bool)] = []
-        if groups.contains(where: { $0.optimizer == .sgd }) { columns.append(("SGD", { $0.optimizer == .sgd })) }
-        for optimizer in OptimizerFamily.sharpnessAware {
-            let configurations = Set(groups.filter { $0.optimizer == optimizer }.map(optimizerTitle))
-            // In rho order, then by the rest of the title.
-            let ordered = configurations.sorted { a, b in
-                let ra = groups.first { optimizerTitle($0) == a }?.rho ?? 0, rb = groups.first { optimizerTitle($0) == b }?.rho ?? 0
-                return ra != rb ? ra < rb : a < b
-            }
-            for title in ordered { columns.append((title, { optimizerTitle($0) == title })) }
-        }
+        let columns: [(String, (Group) -> Bool)] = ordered(groups, report).map { title in (title, { configurationTitle($0) == title }) }
         let means = groups.map { 100 * $0.accuracy!.mean }
         let lo = means.min()!, hi = means.max()!
-        let title = "Test accuracy (%) by noise rate and ρ: \(family)"
+        let title = "Test accuracy (%) by noise rate and \(groups.contains { ($0.axes?["method"] ?? "ce") != "ce" } ? "configuration" : "ρ"): \(family)"
         titles(c, title, "mean over seeds; colour: viridis from \(String(format: "%.1f", lo)) to \(String(format: "%.1f", hi))")
         let x0 = 230.0, y0 = 150.0, w = 1000.0, h = 700.0
         let cw = w / Double(columns.count), ch = h / Double(rates.count)
@@ -458,7 +481,7 @@ public enum Charts {
                    y: y0 + (Double(i) + 0.5) * ch, size: 22, anchor: .right, middle: true)
         }
         c.text("noise rate", x: x0 - 130, y: y0 + h / 2, size: 26, anchor: .centre, rotated: true)
-        c.text("optimizer", x: x0 + w / 2, y: y0 + h + 90, size: 26, anchor: .centre)
+        c.text(groups.contains { ($0.axes?["method"] ?? "ce") != "ce" } ? "method + optimizer" : "optimizer", x: x0 + w / 2, y: y0 + h + 90, size: 26, anchor: .centre)
         // Colour bar.
         let bx = 1290.0
         for k in 0..<100 {
@@ -476,10 +499,14 @@ public enum Charts {
     /// Test accuracy per true class: SGD against the SAM family (the rho chosen on validation
     /// where there is one), mean over seeds with 95% CI bars.
     static func perClass(_ c: Canvas, _ groups: [Group], _ report: Report) throws -> String {
-        var shown = groups.filter { $0.optimizer == .sgd }
-        for optimizer in OptimizerFamily.sharpnessAware {
-            let mine = groups.filter { $0.optimizer == optimizer }
-            let chosen = mine.filter { g in report.comparisons.contains { $0.samGroup == g.group && $0.selected } }
+        // The baseline, then per configuration the groups chosen on validation where there was a choice.
+        var shown = groups.filter { isBaseline($0, report) }
+        var seen = Set<String>()
+        for configuration in ordered(groups, report) {
+            let untuned = configurationTitle(groups.first { configurationTitle($0) == configuration }!, tuned: false)
+            guard seen.insert(untuned).inserted else { continue }
+            let mine = groups.filter { !isBaseline($0, report) && configurationTitle($0, tuned: false) == untuned }
+            let chosen = mine.filter { g in report.comparisons.contains { $0.group == g.group && $0.selected } }
             shown += chosen.isEmpty ? mine : chosen
         }
         shown = Array(shown.prefix(5))
@@ -487,7 +514,7 @@ public enum Charts {
         let names: [String] = shown.first?.dataset == .cifar10 && classes == 10 ? CIFAR.cifar10ClassNames : (0..<classes).map(String.init)
         let setting = shown.first?.setting ?? ""
         let title = "Test accuracy by class: \(setting)"
-        titles(c, title, "last epoch; mean over seeds, bar: 95% CI" + (shown.contains { g in report.comparisons.contains { $0.samGroup == g.group && $0.selected } } ? "; SAM at the ρ chosen on validation" : ""))
+        titles(c, title, "last epoch; mean over seeds, bar: 95% CI" + (shown.contains { g in report.comparisons.contains { $0.group == g.group && $0.selected } } ? "; ρ or parameters chosen on validation" : ""))
         let x = Axis(lo: 0, hi: Double(classes), p0: 170, p1: 1130), y = Axis(lo: 0, hi: 100, p0: 860, p1: 150)
         let bars = classes <= 20
         frame(c, x: x, y: y, xTicks: [], yTicks: ticks(0, 100), xFormat: { _ in "" }, yFormat: { String(format: "%g", $0) },
@@ -513,7 +540,7 @@ public enum Charts {
             }
         }
         legend(c, shown.enumerated().map { i, g in
-            LegendItem(name: optimizerTitle(g) + " (n=\(g.done))", style: .at(i), line: false, marker: !bars, swatch: bars ? i % 2 == 1 : nil)
+            LegendItem(name: configurationTitle(g) + " (n=\(g.done))", style: .at(i), line: false, marker: !bars, swatch: bars ? i % 2 == 1 : nil)
         }, x: 1175, y: 170)
         return title
     }
@@ -555,7 +582,7 @@ public enum Charts {
             }
             c.unclip()
         }
-        legend(c, groups.enumerated().map { i, g in LegendItem(name: optimizerTitle(g) + " (n=\(g.done))", style: .at(i), marker: false) }, x: 1290, y: 170)
+        legend(c, groups.enumerated().map { i, g in LegendItem(name: configurationTitle(g) + " (n=\(g.done))", style: .at(i), marker: false) }, x: 1290, y: 170)
         return title
     }
 }

@@ -4,8 +4,8 @@ import Report
 import Store
 import Suites
 
-/// The report as one self-contained HTML page: the answer first (SAM minus SGD per noise
-/// setting, with CIs), the tables, every chart embedded as a PNG data URI, each run's details,
+/// The report as one self-contained HTML page: the answer first (each group minus the baseline,
+/// SAM minus SGD by default, per noise setting, with CIs), the tables, every chart embedded as a PNG data URI, each run's details,
 /// the conventions, and where the numbers come from. Nothing is fetched: a Content-Security-
 /// Policy forbids every load but `data:` images, and the page reads without its one script (which
 /// only makes the tables sortable). Every string from the database or a suite is escaped.
@@ -48,8 +48,8 @@ public enum HTMLPage {
         for sentence in answer(report) { h.element("p", sentence, class: "answer") }
         let headline = headlineComparisons(report)
         if !headline.isEmpty {
-            h.table(caption: "SAM-family minus SGD, paired by seed and noisy labels (accuracy points; ★ ρ chosen on validation)",
-                    header: ["setting", "noise rate", "optimizer", "pairs", "difference", "95% CI", "p"],
+            h.table(caption: "\(report.samAgainstSGD() ? "SAM-family" : "Each group") minus \(report.baselineName), paired by seed and noisy labels (accuracy points; ★ \(report.samAgainstSGD() ? "ρ " : "")chosen on validation)",
+                    header: ["setting", "noise rate", report.samAgainstSGD() ? "optimizer" : "method and optimizer", "pairs", "difference", "95% CI", "p"],
                     numeric: [false, true, false, true, true, false, true],
                     rows: headline.map { c, g in
                         let d = c.difference
@@ -136,16 +136,17 @@ public enum HTMLPage {
         return s.isEmpty ? "none" : s.joined(separator: ", ")
     }
 
-    /// The comparisons that answer the question: per setting, the rho chosen on validation where
-    /// rho was chosen, else every rho; with the SAM group (for its noise rate).
+    /// The comparisons that answer the question: per setting, the rho (or method parameters)
+    /// chosen on validation where there was a choice, else every one; with the compared group
+    /// (for its noise rate).
     static func headlineComparisons(_ r: Report) -> [(Comparison, Group)] {
         let groups = Dictionary(r.groups.map { ($0.group, $0) }, uniquingKeysWith: { a, _ in a })
         return r.comparisons.compactMap { c in
-            guard let g = groups[c.samGroup] else { return nil }
-            // Where a rho was chosen among this group's rho peers, only the chosen one answers.
+            guard let g = groups[c.group] else { return nil }
+            // Where a choice was made among this group's peers, only the chosen one answers.
             let chosen = r.comparisons.contains { o in
-                guard o.selected, let h = groups[o.samGroup] else { return false }
-                return h.settingIdentity == g.settingIdentity && h.optimizer == g.optimizer && ReportBuilder.rhoPeers(h, g)
+                guard o.selected, let h = groups[o.group] else { return false }
+                return h.settingIdentity == g.settingIdentity && ReportBuilder.tuningPeers(h, g)
             }
             return !chosen || c.selected ? (c, g) : nil
         }
@@ -154,22 +155,25 @@ public enum HTMLPage {
     /// The question answered in one sentence, then one per headline comparison.
     static func answer(_ r: Report) -> [String] {
         let rows = headlineComparisons(r).filter { $0.0.difference != nil }
+        let baseline = r.baselineName
         guard !rows.isEmpty else {
             return [r.runs == 0 ? "No runs yet: `sambench run SUITE` trains and stores them."
-                    : "No SAM-against-SGD comparison yet: the suite needs finished SGD and SAM-family runs on the same seeds."]
+                    : "No comparison with \(baseline) yet: the suite needs finished \(baseline) runs and other groups on the same seeds."]
         }
         let better = rows.filter { row in row.0.difference!.ci95.map { row.0.difference!.meanDifference - $0 > 0 } ?? false }.count
         let worse = rows.filter { row in row.0.difference!.ci95.map { row.0.difference!.meanDifference + $0 < 0 } ?? false }.count
         let diffs = rows.map { 100 * $0.0.difference!.meanDifference }
-        var first = "Does SAM make the network robust to label noise? Over \(rows.count) comparison\(rows.count == 1 ? "" : "s") with SGD"
-        first += rows.contains { $0.0.selected } ? " (ρ chosen on validation where several were tried)" : ""
-        first += String(format: ", SAM minus SGD ranges from %+.1f to %+.1f points: ", diffs.min()!, diffs.max()!)
+        let paper = r.samAgainstSGD()
+        var first = paper ? "Does SAM make the network robust to label noise? Over \(rows.count) comparison\(rows.count == 1 ? "" : "s") with SGD"
+            : "Which method is robust to label noise? Over \(rows.count) comparison\(rows.count == 1 ? "" : "s") with the baseline, \(baseline)"
+        first += rows.contains { $0.0.selected } ? " (\(paper ? "ρ" : "ρ or the method's parameters") chosen on validation where several were tried)" : ""
+        first += String(format: ", %@ minus %@ ranges from %+.1f to %+.1f points: ", paper ? "SAM" : "each", baseline, diffs.min()!, diffs.max()!)
         first += "its 95% interval is above zero in \(better), below zero in \(worse) and contains zero in \(rows.count - better - worse)."
         var out = [first]
         for (c, g) in rows {
             let d = c.difference!
-            var s = "\(c.setting)\(g.noise == "clean" ? " (no noise)" : ""): \(c.optimizerLabel)\(c.selected ? " (ρ chosen on validation)" : "")"
-            s += String(format: " minus SGD %+.2f points", 100 * d.meanDifference)
+            var s = "\(c.setting)\(g.noise == "clean" ? " (no noise)" : ""): \(c.optimizerLabel)\(c.selected ? " (\(paper ? "ρ" : "parameters") chosen on validation)" : "")"
+            s += String(format: " minus %@ %+.2f points", paper ? "SGD" : c.baselineLabel ?? baseline, 100 * d.meanDifference)
             s += d.ci95.map { String(format: ", 95%% CI [%+.2f, %+.2f]", 100 * (d.meanDifference - $0), 100 * (d.meanDifference + $0)) } ?? " (one pair: no interval)"
             s += ", \(d.pairs) pair\(d.pairs == 1 ? "" : "s")" + (d.pValue.map { String(format: ", p = %.3g", $0) } ?? "") + "."
             out.append(s)
@@ -187,7 +191,7 @@ public enum HTMLPage {
         }
         let sam = runs.compactMap(\.spec.config.optimizer.sam)
         return [
-            "Metric: \(r.metric.title). Intervals: 95%, Student t over seeds; SAM minus SGD paired by seed and identical noisy labels.",
+            "Metric: \(r.metric.title). Intervals: 95%, Student t over seeds; \(r.samAgainstSGD() ? "SAM" : "each group") minus \(r.baselineName) paired by seed and identical noisy labels.",
             tally("Label noise", runs.map { $0.spec.data.noise.kind.rawValue + ($0.spec.data.noise.kind.hasRate ? " (selection \($0.details.noiseSelection ?? $0.spec.data.noise.selection.rawValue))" : "") }),
             "Memorised: accuracy on the corrupted training samples against their noisy labels.",
             tally("SAM variant", sam.map(\.variant.rawValue)),

@@ -199,26 +199,32 @@ public enum Checker {
                     passed = passed && ok
                     details.append(String(format: "%@: %.2f%@", g.label, 100 * a.mean, ok ? "" : " (below)"))
                 }
-            case .samGain:
+            case .gain, .samGain:
                 let min = (e.min ?? 0) / 100
-                let settings = Set(groups.map(\.settingIdentity))
-                var comparisons = report.comparisons.filter { c in
-                    settings.contains(c.settingKey ?? c.setting) && groups.contains { $0.group == c.samGroup && $0.optimizer == e.optimizer }
-                }
-                if let rho = e.rho {
+                var compared = Dictionary(groups.map { ($0.group, $0) }, uniquingKeysWith: { a, _ in a })
+                if e.kind == .samGain { compared = compared.filter { $0.value.optimizer == e.optimizer } }
+                var comparisons = report.comparisons.filter { compared[$0.group] != nil }
+                if e.kind == .samGain, let rho = e.rho {
                     comparisons = comparisons.filter { $0.rho.map { Float($0) } == Float(rho) }
                 } else {
-                    // The rho chosen on validation where there is a choice; the only one otherwise.
-                    comparisons = comparisons.filter { c in c.selected || comparisons.filter { $0.settingKey == c.settingKey && $0.setting == c.setting }.count == 1 }
+                    // Among groups that differ only in what is tuned on validation (rho, a method's
+                    // parameters): the one chosen where there is a choice; each of them where none was made.
+                    comparisons = comparisons.filter { c in
+                        let peers = comparisons.filter { ReportBuilder.tuningPeers(compared[$0.group]!, compared[c.group]!) && $0.settingKey == c.settingKey && $0.setting == c.setting }
+                        return c.selected || peers.count == 1 || !peers.contains(where: \.selected)
+                    }
                 }
                 for c in comparisons {
                     guard let d = c.difference else { details.append("\(c.setting) \(c.optimizerLabel): no pair finished"); passed = false; continue }
                     let ok = d.meanDifference >= min
                     passed = passed && ok
-                    details.append(String(format: "%@ %@: %+.2f points over %d seeds%@", c.setting, c.optimizerLabel, 100 * d.meanDifference,
-                                          d.pairs, ok ? "" : " (below)"))
+                    details.append(String(format: "%@ %@ minus %@: %+.2f points over %d seeds%@", c.setting, c.optimizerLabel, c.baselineLabel ?? "the baseline",
+                                          100 * d.meanDifference, d.pairs, ok ? "" : " (below)"))
                 }
-                if comparisons.isEmpty { details.append("no setting has both SGD and \(e.optimizer) results"); passed = false }
+                if comparisons.isEmpty {
+                    details.append("no matching group has a baseline (\(report.baselineName)) to compare with in its setting")
+                    passed = false
+                }
             case .noDivergence:
                 for g in groups where g.diverged + g.failed > 0 {
                     passed = false

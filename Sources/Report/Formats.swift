@@ -42,6 +42,8 @@ enum ReportText {
             lines.append("Partial results: \(r.statuses.filter { !$0.key.finished }.values.reduce(0, +)) runs are not finished; the numbers below are over the finished ones.")
         }
         lines.append("metric: \(r.metric.title), % (mean over seeds, 95% CI by Student t)")
+        if let b = r.baseline, !b.isStandard { lines.append("baseline: \(b) (every other group of a setting is compared with it)") }
+        for note in r.notes ?? [] { lines.append("note: " + note) }
         return lines
     }
 
@@ -68,7 +70,8 @@ enum ReportText {
             }
             let comparisons = r.comparisons.filter { ($0.settingKey ?? $0.setting) == setting.identity }
             if !comparisons.isEmpty {
-                lines.append("  minus SGD, paired by seed and noise realisation:")
+                let baseline = r.baseline?.isStandard ?? true ? "SGD" : comparisons[0].baselineLabel ?? r.baselineName
+                lines.append("  minus \(baseline), paired by seed and noise realisation:")
                 for c in comparisons {
                     let d = c.difference
                     var line = "  " + pad(c.optimizerLabel + (c.selected ? " *" : ""), 20) + String(format: "%3d  ", d?.pairs ?? 0)
@@ -81,7 +84,7 @@ enum ReportText {
         }
         if r.comparisons.contains(where: \.selected) {
             lines.append("")
-            lines.append("* rho chosen on the validation split (the best mean validation accuracy), not on the test set.")
+            lines.append("* chosen on the validation split (the best mean validation accuracy), not on the test set.")
         }
         return lines.joined(separator: "\n") + "\n"
     }
@@ -98,12 +101,12 @@ enum ReportText {
         }
         if !r.comparisons.isEmpty {
             lines.append("")
-            lines.append("| setting | versus SGD | pairs | difference (95% CI) | p |")
+            lines.append("| setting | versus \(r.baselineName) | pairs | difference (95% CI) | p |")
             lines.append("|---|---|--:|---|--:|")
             for c in r.comparisons {
                 let d = c.difference
                 let diff = d.map { plusMinus($0.meanDifference, $0.ci95, sign: true) } ?? "-"
-                let name = c.optimizerLabel + (c.selected ? " (rho chosen on validation)" : "")
+                let name = c.optimizerLabel + (c.selected ? " (chosen on validation)" : "")
                 lines.append("| \(c.setting) | \(name) | \(d?.pairs ?? 0) | \(diff) | \(d?.pValue.map { String(format: "%.3g", $0) } ?? "-") |")
             }
         }
@@ -119,8 +122,8 @@ enum ReportText {
 
     /// One row per group and per comparison, one column per axis: dataset, model, noise, noise
     /// rate, optimizer, rho, then every other axis whose value differs among the groups (the
-    /// settings swept, in `Axes.all`'s order), named as in suites; then the numbers. A comparison row carries its SAM
-    /// group's axes.
+    /// settings swept, in `Axes.all`'s order), named as in suites; then the numbers. A comparison row
+    /// (kind `minus_baseline`) carries its group's axes and names its baseline group last.
     static func csv(_ r: Report) -> String {
         func field(_ s: String) -> String { s.contains(",") || s.contains("\"") || s.contains("\n") ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s }
         func num(_ v: Double?) -> String { v.map { String($0) } ?? "" }
@@ -147,20 +150,20 @@ enum ReportText {
             }
         }
         var lines = [(["kind", "group", "setting"] + axes + ["label", "selected", "n", "mean", "std", "ci95_low", "ci95_high", "p_value",
-                                                              "validation", "memorised", "flags"]).joined(separator: ",")]
+                                                              "validation", "memorised", "flags", "baseline_group"]).joined(separator: ",")]
         for g in r.groups {
             let a = g.accuracy
             lines.append((["group", g.group, g.settingKey ?? ""] + axisFields(g) + [field(g.label), "", String(a?.n ?? 0), num(a?.mean), num(a?.std),
                           num(a.flatMap { s in s.ci95.map { s.mean - $0 } }), num(a.flatMap { s in s.ci95.map { s.mean + $0 } }), "",
-                          num(g.validation?.mean), num(g.memorised?.mean), field(g.flags.joined(separator: "; "))]).joined(separator: ","))
+                          num(g.validation?.mean), num(g.memorised?.mean), field(g.flags.joined(separator: "; ")), ""]).joined(separator: ","))
         }
         for c in r.comparisons {
-            guard let g = r.groups.first(where: { $0.group == c.samGroup }) else { continue }
+            guard let g = r.groups.first(where: { $0.group == c.group }) else { continue }
             let d = c.difference
-            lines.append((["sam_minus_sgd", c.samGroup, c.settingKey ?? ""] + axisFields(g) + [field(g.label), c.selected ? "true" : "false",
+            lines.append((["minus_baseline", c.group, c.settingKey ?? ""] + axisFields(g) + [field(g.label), c.selected ? "true" : "false",
                           String(d?.pairs ?? 0), num(d?.meanDifference), "", num(d.flatMap { s in s.ci95.map { s.meanDifference - $0 } }),
                           num(d.flatMap { s in s.ci95.map { s.meanDifference + $0 } }), num(d?.pValue), "", "",
-                          c.unpaired > 0 ? "\(c.unpaired) unpaired" : ""]).joined(separator: ","))
+                          c.unpaired > 0 ? "\(c.unpaired) unpaired" : "", c.baselineGroup]).joined(separator: ","))
         }
         return lines.joined(separator: "\n") + "\n"
     }

@@ -65,23 +65,55 @@ public struct CurvePoint: Sendable, Codable, Equatable {
     public var memorisedStd: Double?
 }
 
-/// A SAM-family group against the SGD group of the same setting, paired by seed and noise
-/// realisation.
+/// A group against the baseline group of the same setting (SGD with cross-entropy unless the
+/// suite names another), paired by seed and noise realisation.
 public struct Comparison: Sendable, Codable, Equatable {
     /// The setting's label and key (nil in reports made before setting keys).
     public var setting: String
     public var settingKey: String?
+    /// The compared group's label within its setting: its method (when not cross-entropy), then
+    /// its optimizer: `sam(rho=0.05)`, `mixup(alpha=1) sgd`.
     public var optimizerLabel: String
     public var rho: Double?
-    /// This rho is the one chosen on validation among the groups of the setting and optimizer
-    /// configuration that differ only in rho.
+    /// This group's rho and method parameters are the ones chosen on validation among the groups
+    /// of the setting that differ only in them.
     public var selected: Bool
-    public var samGroup: String
-    public var sgdGroup: String
-    /// SAM minus SGD, in accuracy (0..1).
+    /// The compared group's key and the baseline group's.
+    public var group: String
+    public var baselineGroup: String
+    /// The baseline group's label within its setting (`sgd`; nil in reports made before baselines).
+    public var baselineLabel: String?
+    /// The group minus the baseline, in accuracy (0..1).
     public var difference: PairedComparison?
     /// Seeds present in only one of the two groups, or trained on different noisy labels.
     public var unpaired: Int
+
+    public init(setting: String, settingKey: String?, optimizerLabel: String, rho: Double?, selected: Bool, group: String,
+                baselineGroup: String, baselineLabel: String?, difference: PairedComparison?, unpaired: Int) {
+        (self.setting, self.settingKey, self.optimizerLabel, self.rho, self.selected) = (setting, settingKey, optimizerLabel, rho, selected)
+        (self.group, self.baselineGroup, self.baselineLabel, self.difference, self.unpaired) = (group, baselineGroup, baselineLabel, difference, unpaired)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case setting, settingKey, optimizerLabel, rho, selected, group, baselineGroup, baselineLabel, difference, unpaired
+    }
+    /// The names reports made before baselines gave the two groups (baselines/*.json keep them).
+    enum LegacyKeys: String, CodingKey { case samGroup, sgdGroup }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let legacy = try decoder.container(keyedBy: LegacyKeys.self)
+        setting = try c.decode(String.self, forKey: .setting)
+        settingKey = try c.decodeIfPresent(String.self, forKey: .settingKey)
+        optimizerLabel = try c.decode(String.self, forKey: .optimizerLabel)
+        rho = try c.decodeIfPresent(Double.self, forKey: .rho)
+        selected = try c.decode(Bool.self, forKey: .selected)
+        group = try c.decodeIfPresent(String.self, forKey: .group) ?? legacy.decode(String.self, forKey: .samGroup)
+        baselineGroup = try c.decodeIfPresent(String.self, forKey: .baselineGroup) ?? legacy.decode(String.self, forKey: .sgdGroup)
+        baselineLabel = try c.decodeIfPresent(String.self, forKey: .baselineLabel)
+        difference = try c.decodeIfPresent(PairedComparison.self, forKey: .difference)
+        unpaired = try c.decode(Int.self, forKey: .unpaired)
+    }
 }
 
 public struct Report: Sendable, Codable, Equatable {
@@ -92,16 +124,52 @@ public struct Report: Sendable, Codable, Equatable {
     /// Runs by status.
     public var statuses: [RunStatus: Int]
     public var groups: [Group]
+    /// The group every other group of a setting is compared with (nil in reports made before
+    /// baselines: SGD with cross-entropy).
+    public var baseline: Baseline?
     public var comparisons: [Comparison]
+    /// What the report could not do, in sentences (a setting where several groups match the
+    /// baseline); nil when nothing.
+    public var notes: [String]?
+
+    /// "SGD" for the default baseline (so that reports read "minus SGD" as they always have),
+    /// else what the suite named: `method=mixup, optimizer=sgd`.
+    public var baselineName: String { baseline.map { $0.isStandard ? "SGD" : $0.description } ?? "SGD" }
+
+    /// Whether these comparisons (by default all) ask the paper's question alone: the default
+    /// baseline, and only cross-entropy SAM-family groups against it. Titles and headings then
+    /// read "SAM minus SGD", as they always have.
+    public func samAgainstSGD(_ subset: [Comparison]? = nil) -> Bool {
+        guard baseline?.isStandard ?? true else { return false }
+        let byKey = Dictionary(groups.map { ($0.group, $0) }, uniquingKeysWith: { a, _ in a })
+        return (subset ?? comparisons).allSatisfy { c in byKey[c.group].map { $0.optimizer != .sgd && ($0.axes?["method"] ?? "ce") == "ce" } ?? false }
+    }
 
     public var complete: Bool { statuses.keys.allSatisfy(\.finished) }
 }
 
 public enum ReportBuilder {
+    /// The baseline of the stored suites named (every suite when nil): the one they agree on
+    /// (the default when none names one). Suites that name different baselines are an error
+    /// that says which: report one suite at a time, or name the baseline.
+    public static func baseline(of store: Store, suites: [String]?) throws -> Baseline {
+        var found: [(suite: String, baseline: Baseline)] = []
+        for s in try store.suiteTexts(suites) {
+            // A stored suite parsed when it was run; one that no longer does compares as the default.
+            found.append((s.name, (try? Suite.baseline(inText: s.text, file: s.name)) ?? .standard))
+        }
+        let distinct = found.reduce(into: [Baseline]()) { acc, f in if !acc.contains(f.baseline) { acc.append(f.baseline) } }
+        guard distinct.count <= 1 else {
+            let list = found.map { "\($0.suite) (\($0.baseline))" }.joined(separator: ", ")
+            throw BaselineError(nil, "the suites name different baselines: \(list); report one suite (--suite NAME) or name the baseline (--baseline)")
+        }
+        return distinct.first ?? .standard
+    }
+
     /// A group whose standard deviation exceeds this multiple of the median over groups is flagged.
     public static let disagreementFactor = 3.0
 
-    public static func build(_ runs: [StoredRun], suites: [String], metric: Metric) -> Report {
+    public static func build(_ runs: [StoredRun], suites: [String], metric: Metric, baseline: Baseline = .standard) -> Report {
         var statuses: [RunStatus: Int] = [:]
         for r in runs { statuses[r.status, default: 0] += 1 }
         // Groups, in the order of their first run.
@@ -114,9 +182,9 @@ public enum ReportBuilder {
         let labels = GroupLabels.make(runs.map { GroupLabels.Item(spec: $0.spec, group: $0.group, setting: $0.setting, family: $0.family) })
         var groups = order.map { makeGroup(byGroup[$0]!, labels: labels[$0]!, metric: metric) }
         flagDisagreement(&groups)
-        let comparisons = compare(groups, byGroup: byGroup, metric: metric)
+        let (comparisons, notes) = compare(groups, byGroup: byGroup, metric: metric, baseline: baseline)
         return Report(sambenchVersion: SambenchVersion.string, suites: suites, metric: metric, runs: runs.count, statuses: statuses,
-                      groups: groups, comparisons: comparisons)
+                      groups: groups, baseline: baseline, comparisons: comparisons, notes: notes.isEmpty ? nil : notes)
     }
 
     static func value(_ r: StoredRun, _ metric: Metric) -> Double? {
@@ -191,42 +259,52 @@ public enum ReportBuilder {
         }
     }
 
-    /// Each SAM-family group (of any method) against the baseline of the same setting key (SGD
-    /// with cross-entropy), paired by seed; among
-    /// the groups of one optimizer configuration that differ only in rho, the rho with the best
-    /// mean validation accuracy is marked selected.
-    static func compare(_ groups: [Group], byGroup: [String: [StoredRun]], metric: Metric) -> [Comparison] {
-        var out: [Comparison] = []
-        for sgd in groups where sgd.optimizer == .sgd && (sgd.axes?["method"] ?? "ce") == "ce" {
-            let sgdRuns = byGroup[sgd.group]!
-            for optimizer in OptimizerFamily.sharpnessAware {
-                let mine = groups.filter { $0.settingIdentity == sgd.settingIdentity && $0.optimizer == optimizer }
-                for sam in mine {
-                    let candidates = mine.filter { rhoPeers($0, sam) }
-                    let best = candidates.filter { $0.validation != nil }.max { $0.validation!.mean < $1.validation!.mean }
-                    let samRuns = byGroup[sam.group]!
-                    var differences: [Double] = []
-                    var unpaired = 0
-                    let seeds = Set(samRuns.map(\.spec.config.seed)).union(sgdRuns.map(\.spec.config.seed))
-                    for seed in seeds.sorted() {
-                        guard let a = samRuns.first(where: { $0.spec.config.seed == seed }), let b = sgdRuns.first(where: { $0.spec.config.seed == seed }),
-                              a.noiseLabels == b.noiseLabels else { unpaired += 1; continue }
-                        guard let va = value(a, metric), let vb = value(b, metric) else { continue }
-                        differences.append(va - vb)
-                    }
-                    out.append(Comparison(setting: sgd.setting, settingKey: sgd.settingKey, optimizerLabel: sam.optimizerLabel, rho: sam.rho,
-                                          selected: candidates.count > 1 && best?.group == sam.group, samGroup: sam.group,
-                                          sgdGroup: sgd.group, difference: PairedComparison(differences: differences), unpaired: unpaired))
+    /// Each group against the baseline group of its setting (the one group there that
+    /// `baseline` matches), paired by seed and noise realisation; among the groups of a setting
+    /// that differ only in rho and method parameters, the one with the best mean validation
+    /// accuracy is marked selected. A setting without the baseline has no comparisons; one where
+    /// several groups match it gets a note instead.
+    static func compare(_ groups: [Group], byGroup: [String: [StoredRun]], metric: Metric, baseline: Baseline) -> ([Comparison], [String]) {
+        var out: [Comparison] = [], notes: [String] = []
+        var settings: [String] = []
+        for g in groups where !settings.contains(g.settingIdentity) { settings.append(g.settingIdentity) }
+        for setting in settings {
+            let mine = groups.filter { $0.settingIdentity == setting }
+            let bases = mine.filter { baseline.matches($0.axes ?? [:]) }
+            if bases.count > 1 {
+                notes.append("\(bases[0].setting): \(bases.count) groups match the baseline (\(bases.map(\.optimizerLabel).joined(separator: ", "))): "
+                             + "name their parameter in the suite's baseline (or --baseline) to compare them")
+            }
+            guard bases.count == 1, let base = bases.first else { continue }
+            let baseRuns = byGroup[base.group]!
+            for g in mine where g.group != base.group {
+                let candidates = mine.filter { $0.group != base.group && tuningPeers($0, g) }
+                let best = candidates.filter { $0.validation != nil }.max { $0.validation!.mean < $1.validation!.mean }
+                let runs = byGroup[g.group]!
+                var differences: [Double] = []
+                var unpaired = 0
+                let seeds = Set(runs.map(\.spec.config.seed)).union(baseRuns.map(\.spec.config.seed))
+                for seed in seeds.sorted() {
+                    guard let a = runs.first(where: { $0.spec.config.seed == seed }), let b = baseRuns.first(where: { $0.spec.config.seed == seed }),
+                          a.noiseLabels == b.noiseLabels else { unpaired += 1; continue }
+                    guard let va = value(a, metric), let vb = value(b, metric) else { continue }
+                    differences.append(va - vb)
                 }
+                out.append(Comparison(setting: base.setting, settingKey: base.settingKey, optimizerLabel: g.optimizerLabel, rho: g.rho,
+                                      selected: candidates.count > 1 && best?.group == g.group, group: g.group, baselineGroup: base.group,
+                                      baselineLabel: base.optimizerLabel, difference: PairedComparison(differences: differences), unpaired: unpaired))
             }
         }
-        return out
+        return (out, notes)
     }
 
-    /// Two groups of one setting and optimizer that differ at most in rho: the candidates among
-    /// which rho is chosen.
-    public static func rhoPeers(_ a: Group, _ b: Group) -> Bool {
+    /// The axes tuned on validation: rho and every method parameter.
+    public static let tunedAxes: Set<String> = Set(["rho"] + Methods.parameterNames)
+
+    /// Two groups of one setting that differ at most in rho and method parameters: the
+    /// candidates among which those are chosen on validation.
+    public static func tuningPeers(_ a: Group, _ b: Group) -> Bool {
         guard let x = a.axes, let y = b.axes else { return true }
-        return x.filter { $0.key != "rho" } == y.filter { $0.key != "rho" }
+        return x.filter { !tunedAxes.contains($0.key) } == y.filter { !tunedAxes.contains($0.key) }
     }
 }

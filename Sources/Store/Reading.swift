@@ -109,6 +109,15 @@ public extension Store {
         try db.read { try String.fetchAll($0, sql: "SELECT name FROM suites GROUP BY name ORDER BY min(id)") }
     }
 
+    /// The newest stored text of each suite named (every suite when nil), oldest suite first.
+    func suiteTexts(_ names: [String]? = nil) throws -> [(name: String, text: String)] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT name, text FROM suites WHERE id IN (SELECT max(id) FROM suites GROUP BY name) ORDER BY id")
+                .map { (name: $0["name"] as String, text: $0["text"] as String) }
+                .filter { names?.contains($0.name) ?? true }
+        }
+    }
+
     /// The runs of the suites called `suite` (every run when nil), in suite order.
     func storedRuns(suite: String? = nil) throws -> [StoredRun] {
         try db.read { db in

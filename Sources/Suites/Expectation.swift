@@ -7,8 +7,13 @@ public struct Expectation: Sendable, Codable, Equatable {
     public enum Kind: String, Sendable, Codable, CaseIterable {
         /// Every matching group's mean test accuracy is at least `min`.
         case accuracy
-        /// In every matching setting, SAM (the rho chosen on validation, or `rho`) minus SGD,
-        /// paired by seed, is on average at least `min`.
+        /// In every matching setting, each group `where` selects minus the suite's baseline
+        /// (SGD with cross-entropy unless the suite names another), paired by seed, is on average
+        /// at least `min`; among groups that differ only in rho or a method parameter, the one
+        /// chosen on validation.
+        case gain
+        /// `gain` for a SAM-family optimizer (`optimizer`, sam by default; `rho`, or the one
+        /// chosen on validation): SAM minus SGD with the default baseline.
         case samGain = "sam-gain"
         /// No matching run diverged or failed.
         case noDivergence = "no-divergence"
@@ -40,13 +45,14 @@ public struct Expectation: Sendable, Codable, Equatable {
         var s: String
         switch kind {
         case .accuracy: s = "accuracy >= \(min.map { "\($0)" } ?? "?")"
-        case .samGain: s = "\(optimizer)\(rho.map { "(rho=\(Float($0)))" } ?? "") - sgd >= \(min.map { "\($0)" } ?? "?") points"
+        case .gain: s = "gain over the baseline >= \(min.map { "\($0)" } ?? "?") points"
+        case .samGain: s = "\(optimizer)\(rho.map { "(rho=\(Float($0)))" } ?? "") - baseline >= \(min.map { "\($0)" } ?? "?") points"
         case .noDivergence: s = "no run diverged or failed"
         case .allDone: s = "every run finished"
         case .memorised: s = "memorised" + [min.map { " >= \($0)" }, max.map { " <= \($0)" }].compactMap { $0 }.joined(separator: " and")
         }
         if let filter { s += " where \(filter.text)" }
-        if kind == .accuracy || kind == .samGain, metric != .last { s += " (metric \(metric))" }
+        if kind == .accuracy || kind == .gain || kind == .samGain, metric != .last { s += " (metric \(metric))" }
         return s
     }
 }

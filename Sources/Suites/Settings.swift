@@ -177,7 +177,7 @@ enum Settings {
     static let noiseKeys = ["kind", "rate", "rates", "selection", "seed", "std", "labels"]
     /// Keys of an `[[optimizer]]` entry.
     static let optimizerKeys = ["name", "rho", "eta", "gradient", "bn_policy", "micro_batch", "look_interval", "look_alpha"]
-    static let topLevelKeys = ["name", "description", "task", "defaults", "grid", "noise", "method", "optimizer", "expect", "pretrain"]
+    static let topLevelKeys = ["name", "description", "task", "defaults", "grid", "noise", "method", "optimizer", "expect", "pretrain", "baseline"]
     /// The settings that say where a finetune run starts (not for a pretrain itself).
     static let startKeys = ["pretrain", "checkpoint", "reinit_head"]
 }

@@ -85,6 +85,9 @@ public struct Suite: Sendable {
     public var runs: [RunSpec]
     /// What the suite asserts about its results (`[[expect]]`); not part of any run.
     public var expectations: [Expectation] = []
+    /// The group every other group of a setting is compared with (`baseline = {...}`; by
+    /// default cross-entropy with SGD); not part of any run.
+    public var baseline: Baseline = .standard
 
     /// Reads and expands a suite file. Every error names the file, the line and the key.
     public static func load(_ path: String) throws -> Suite {
@@ -103,6 +106,13 @@ public struct Suite: Sendable {
 
     public static func parse(_ text: String, file: String) throws -> Suite {
         try SuiteParser(text: text, file: file).parse()
+    }
+
+    /// The baseline a suite's text names, read alone (a stored suite whose other parts no
+    /// longer parse, or whose checkpoints are elsewhere, still says what it compares against).
+    public static func baseline(inText text: String, file: String) throws -> Baseline {
+        let parser = SuiteParser(text: text, file: file)
+        return try parser.baseline(try parser.root())
     }
 }
 
@@ -146,16 +156,19 @@ private struct SuiteParser {
         SuiteError(file: file, line: path.flatMap { locator.line($0) } ?? 1, key: path, message: message)
     }
 
-    func parse() throws -> Suite {
-        let root: TOMLTable
+    func root() throws -> TOMLTable {
         if let (line, message) = TOMLGuard.firstUnsafe(text) {
             throw SuiteError(file: file, line: line, key: nil, message: "TOML syntax: \(message)")
         }
         do {
-            root = try TOMLTable(string: text)
+            return try TOMLTable(string: text)
         } catch let e as TOMLParseError {
             throw SuiteError(file: file, line: e.source.begin.line, key: nil, message: "TOML syntax: \(e.description)")
         }
+    }
+
+    func parse() throws -> Suite {
+        let root = try root()
         try rejectUnknown(root, allowed: Settings.topLevelKeys, path: nil) { key in
             if Methods.parameterNames.contains(key) { return "`\(key)` belongs in a [[method]] entry" }
             if let s = Settings.byName[key] ?? suggestion(for: key, among: Settings.all.map(\.name)).flatMap({ Settings.byName[$0] }) {
@@ -289,7 +302,11 @@ private struct SuiteParser {
             throw fail(unused.path, "[[pretrain]] \"\(unused.ref.name)\" is named by no run (set `pretrain = \"\(unused.ref.name)\"` in [defaults] or [grid])")
         }
         let expectations = try entries(root, "expect").map(expectation)
-        return Suite(name: name, description: description, file: file, text: text, runs: runs, expectations: expectations)
+        let baseline = try baseline(root)
+        if root["baseline"] != nil, !runs.contains(where: { baseline.matches(Axes.values($0)) }) {
+            throw fail("baseline", "no run of this suite is the baseline (\(baseline)): add its [[method]] or [[optimizer]] entry, or name another")
+        }
+        return Suite(name: name, description: description, file: file, text: text, runs: runs, expectations: expectations, baseline: baseline)
     }
 
     /// Where a finetune run starts: the `[[pretrain]]` it names, filled in, or the checkpoint file
@@ -545,6 +562,29 @@ private struct SuiteParser {
         return e
     }
 
+    /// `baseline = { method = "ce", optimizer = "sgd", rho = 0.1 }` (or a `[baseline]` table):
+    /// strings for the method and optimizer, numbers for their parameters.
+    func baseline(_ root: TOMLTable) throws -> Baseline {
+        guard let v = root["baseline"] else { return .standard }
+        guard let t = v.table else { throw fail("baseline", "expected a table (baseline = { method = \"ce\", optimizer = \"sgd\" }), got \(kind(v))") }
+        var values: [String: String] = [:]
+        for key in t.keys.sorted() {
+            let path = "baseline.\(key)"
+            guard Baseline.fields.contains(key) else {
+                throw fail(path, "unknown key `\(key)`" + (suggestion(for: key, among: Baseline.fields).map { "; did you mean `\($0)`?" } ?? "")
+                           + " (a baseline names: \(Baseline.fields.joined(separator: ", ")))")
+            }
+            if key == "method" || key == "optimizer" || t[key]!.type == .string {
+                values[key] = try string(t, key, path: path)
+            } else {
+                values[key] = SettingValue.format(try number(t[key]!, path: path))
+            }
+        }
+        do { return try Baseline(values) } catch let e as BaselineError {
+            throw fail(e.key.flatMap { t[$0] != nil ? "baseline.\($0)" : nil } ?? "baseline", e.description)
+        }
+    }
+
     private func expectation(_ entry: (TOMLTable, String)) throws -> Expectation {
         let (t, p) = entry
         try rejectUnknown(t, allowed: Expectation.keys, path: p)
@@ -555,10 +595,11 @@ private struct SuiteParser {
         }
         var e = Expectation(kind: kind, min: nil, max: nil, filter: nil, metric: .last, optimizer: .sam, rho: nil, line: locator.line(p) ?? 1)
         let percent: (Double) -> String? = { (0...100).contains($0) ? nil : kind == .accuracy ? "an accuracy in percent, in [0, 100]" : "a percentage, in [0, 100]" }
+        let gain = kind == .gain || kind == .samGain
         if let v = t["min"] {
-            guard kind == .accuracy || kind == .samGain || kind == .memorised else { throw fail("\(p).min", "`min` is for accuracy, sam-gain and memorised") }
-            e.min = try number(v, path: "\(p).min") { kind == .samGain ? nil : percent($0) }
-        } else if kind == .accuracy || kind == .samGain {
+            guard kind == .accuracy || gain || kind == .memorised else { throw fail("\(p).min", "`min` is for accuracy, gain, sam-gain and memorised") }
+            e.min = try number(v, path: "\(p).min") { gain ? nil : percent($0) }
+        } else if kind == .accuracy || gain {
             throw fail(p, "\(what) needs `min` (in percentage points)")
         }
         if let v = t["max"] {

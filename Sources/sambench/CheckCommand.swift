@@ -43,10 +43,12 @@ struct CheckCommand: ParsableCommand {
         let tol = try usageFailure { try tolerance.map(Tolerance.init) ?? Tolerance() }
         var name = suite
         var expectations: [Expectation] = []
+        var comparedWith: Baseline?
         if let suite, suite.hasSuffix(".toml") || FileManager.default.fileExists(atPath: suite) {
             let s = try usageFailure { try Suite.load(suite) }
             name = s.name
             expectations = s.expectations
+            comparedWith = s.baseline
         }
         let base: Report? = try baseline.map { path in
             try usageFailure {
@@ -71,9 +73,10 @@ struct CheckCommand: ParsableCommand {
         let runs = try store.storedRuns(suite: name)
         let suites = try name.map { [$0] } ?? store.suiteNames()
         let metric = base?.metric ?? .last
-        let current = ReportBuilder.build(runs, suites: suites, metric: metric)
+        let against = try comparedWith ?? usageFailure { try ReportBuilder.baseline(of: store, suites: name.map { [$0] }) }
+        let current = ReportBuilder.build(runs, suites: suites, metric: metric, baseline: against)
         let groups = base.map { Checker.compare(current: current, baseline: $0, tolerance: tol) } ?? []
-        let verdicts = Checker.evaluate(expectations) { m in m == metric ? current : ReportBuilder.build(runs, suites: suites, metric: m) }
+        let verdicts = Checker.evaluate(expectations) { m in m == metric ? current : ReportBuilder.build(runs, suites: suites, metric: m, baseline: against) }
         let outcome = CheckOutcome(tolerance: tol, groups: groups, expectations: verdicts)
         if format == .json {
             let encoder = JSONEncoder()

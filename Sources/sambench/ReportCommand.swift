@@ -49,6 +49,8 @@ struct ReportCommand: ParsableCommand {
     @Flag(help: "Also write each chart as SVG.") var svg = false
     @Option(help: "Chart scale: 1 gives 1600x1000 pixels.") var scale: Double = 1
     @Option(help: "Reference points for the accuracy chart: CSV label,noise_rate,accuracy (percent).") var reference: String?
+    @Option(help: ArgumentHelp("The group every other group of a setting is compared with: method=NAME,optimizer=NAME[,PARAMETER=VALUE...] (default: the one the suites name, else method=ce,optimizer=sgd).", valueName: "baseline"))
+    var baseline: String?
 
     enum Format: String, ExpressibleByArgument, CaseIterable { case text, markdown, csv, json, html }
 
@@ -73,7 +75,8 @@ struct ReportCommand: ParsableCommand {
             }
         }
         let runs = try store.storedRuns(suite: suite)
-        let report = ReportBuilder.build(runs, suites: suite.map { [$0] } ?? names, metric: metric)
+        let base = try usageFailure { try baseline.map { try Baseline(parsing: $0) } ?? ReportBuilder.baseline(of: store, suites: suite.map { [$0] }) }
+        let report = ReportBuilder.build(runs, suites: suite.map { [$0] } ?? names, metric: metric, baseline: base)
         var files: [ChartFile] = []
         if !noCharts {
             var options = ChartOptions(directory: charts)

@@ -142,7 +142,7 @@ final class CheckTests: XCTestCase {
         let file = try run(Self.suite(expect: passing), "expect.sqlite")
         let ok = try runSeparated(binary, ["check", "--db", path("expect.sqlite"), "--suite", file])
         XCTAssertEqual(ok.status, 0, ok.out + ok.err)
-        XCTAssertTrue(ok.out.contains("sam(rho=0.05) - sgd") || ok.out.contains("sam - sgd"), ok.out)
+        XCTAssertTrue(ok.out.contains("sam - baseline >= -50.0 points") && ok.out.contains("sam(rho=0.05) minus sgd"), ok.out)
         // The same results against stricter assertions: each failure named with its line.
         let strict = Self.suite(expect: passing.replacingOccurrences(of: "min = 30", with: "min = 99")
             .replacingOccurrences(of: "min = -50", with: "min = 50").replacingOccurrences(of: "max = 99", with: "min = 99"))

@@ -89,7 +89,7 @@ final class IdentityTests: XCTestCase {
         // Each SAM group is paired with the SGD group of its own setting, on both seeds.
         XCTAssertEqual(report.comparisons.count, 4)
         for c in report.comparisons {
-            let sam = report.groups.first { $0.group == c.samGroup }!, sgd = report.groups.first { $0.group == c.sgdGroup }!
+            let sam = report.groups.first { $0.group == c.group }!, sgd = report.groups.first { $0.group == c.baselineGroup }!
             XCTAssertEqual(sam.optimizer, .sam)
             XCTAssertEqual(sgd.optimizer, .sgd)
             XCTAssertEqual(sam.settingKey, sgd.settingKey)
@@ -156,7 +156,7 @@ final class IdentityTests: XCTestCase {
         var gains: [String: [Double]] = [:]
         for r in rows { gains[r["sam_group"], default: []].append(r["gain"]) }
         for c in report.comparisons {
-            let g = try XCTUnwrap(gains[c.samGroup], "no rows for \(c.samGroup)")
+            let g = try XCTUnwrap(gains[c.group], "no rows for \(c.group)")
             XCTAssertEqual(g.count, c.difference!.pairs)
             XCTAssertEqual(g.reduce(0, +) / Double(g.count), 100 * c.difference!.meanDifference, accuracy: 1e-9, c.setting)
         }
