@@ -43,15 +43,16 @@ public struct WallTimeEstimate: Sendable {
         return WallTimeEstimate(perRun: perRun, wall: lanes.max() ?? 0, rates: rates)
     }
 
-    /// One run: its steps (a SAM-family step at SGD plus the extra pass, LookSAM's one in k)
-    /// and its evaluations (test set, validation split and corrupted samples after every epoch).
+    /// One run: its steps (a SAM-family step at SGD plus the extra pass, LookSAM's one in k,
+    /// times the method's passes per step) and its evaluations (test set, validation split and corrupted samples after every epoch).
     public static func seconds(_ run: KeyedRun, _ r: Rates) -> Double {
         let c = run.spec.config, d = run.spec.data
         let images = d.trainSubset ?? d.dataset.trainImages ?? d.syntheticTrain
         let validation = Int((Double(images) * d.validationFraction).rounded())
         let train = images - validation
         let steps = Double(train / max(c.batchSize, 1))
-        let step = c.optimizer.sam.map { r.sgdStep + (r.samStep - r.sgdStep) / Double($0.lookInterval) } ?? r.sgdStep
+        let step = (c.optimizer.sam.map { r.sgdStep + (r.samStep - r.sgdStep) / Double($0.lookInterval) } ?? r.sgdStep)
+            * Methods.passesPerStep(c.method)
         let test = d.testSubset ?? (d.dataset == Dataset.synthetic ? d.syntheticTest : 10_000)
         let corrupted = d.noise.kind == NoiseKind.none ? 0 : Int(Double(train) * d.noise.rate)
         let evaluated = Double(test + validation + corrupted)

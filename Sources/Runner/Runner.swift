@@ -157,10 +157,11 @@ public final class Runner {
         pretrainKeys = Set(runs.compactMap(\.pretrainKey))
     }
 
-    /// Relative cost of an epoch: a SAM step is two passes (LookSAM's one in k).
+    /// Relative cost of an epoch: a SAM step is two passes (LookSAM's one in k), times the
+    /// method's passes per step.
     public static func cost(_ run: KeyedRun) -> Double {
-        guard let sam = run.spec.config.optimizer.sam else { return 1 }
-        return 1 + 1 / Double(sam.lookInterval)
+        let c = run.spec.config
+        return (c.optimizer.sam.map { 1 + 1 / Double($0.lookInterval) } ?? 1) * Methods.passesPerStep(c.method)
     }
 
     /// Skips the finished runs, then trains the others until the queue is empty or a signal

@@ -24,6 +24,8 @@ public enum Benchmark {
     public struct Result: Codable, Sendable {
         public var model: String
         public var mode: String
+        /// The training method timed (its label, "mixup(alpha=1)"); nil: cross-entropy.
+        public var method: String?
         public var memory_format: String
         public var batch: Int
         public var threads: Int
@@ -80,8 +82,10 @@ public enum Benchmark {
         ["eval": 1, "sgd": 3, "sam": 6, "asam": 6, "msam": 6, "looksam": 3.6][mode] ?? 1
     }
 
+    /// `method`: the training method of the step (nil: cross-entropy); its passes per step
+    /// scale the FLOPs a step is counted as.
     public static func run(model name: String, mode: String, batch: Int, threads: Int, warmup: Int, steps: Int,
-                           profile: Bool = false, progress: (String) -> Void = { _ in }) throws -> Result {
+                           method: MethodConfig? = nil, profile: Bool = false, progress: (String) -> Void = { _ in }) throws -> Result {
         guard modes.contains(mode) else { throw EngineError("unknown bench mode '\(mode)' (\(modes.joined(separator: ", ")))") }
         guard batch >= 1, steps >= 1, warmup >= 0 else { throw EngineError("bench: batch and steps must be >= 1, warmup >= 0") }
         EngineThreads.set(threads)
@@ -96,12 +100,16 @@ public enum Benchmark {
 
         // Eval runs on an evaluation-only executor (no gradients, activations shared), as `sambench eval` does.
         let trainStep = mode == "eval" ? nil : try TrainStep(state: state, batchSize: batch, sgd: SGDConfig(momentum: 0.9, weightDecay: 5e-4, nesterov: true),
-                                                             optimizer: optimizer(mode, batch: batch))
+                                                             optimizer: optimizer(mode, batch: batch), method: method, seed: 1)
         let executor: Executor = try trainStep?.executor ?? DNNLExecutor(state: state, batchSize: batch, training: false)
         var finite = true
         let body: () -> Void
         if let trainStep {
-            body = { finite = finite && trainStep.step(input: input.pointer, labels: labels, lr: 0.1).loss.isFinite }
+            var iteration = 0
+            body = {
+                finite = finite && trainStep.step(input: input.pointer, labels: labels, lr: 0.1, iteration: iteration).loss.isFinite
+                iteration += 1
+            }
         } else {
             body = {
                 let out = executor.forward(input: input.pointer, mode: .eval)
@@ -122,7 +130,7 @@ public enum Benchmark {
         let sorted = times.sorted()
         let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
         let macs = model.forwardMACsPerImage
-        let mult = flopMultiplier(mode)
+        let mult = flopMultiplier(mode) * (mode == "eval" ? 1 : Methods.passesPerStep(method))
         let gflops = mult * Double(2 * macs * batch) / median / 1e9
         var measured: Profile?
         if profile, let executor = executor as? DNNLExecutor {
@@ -136,7 +144,7 @@ public enum Benchmark {
             measured = makeProfile(executor.profile(), trainStep: trainStep, steps: steps * unit,
                                    total: total, gflops: gflops, ceiling: MachineCeiling.sgemmGFLOPs(), tuned: executor.tuned)
         }
-        return Result(model: name, mode: mode, memory_format: "oneDNN blocked", batch: batch, threads: EngineThreads.current,
+        return Result(model: name, mode: mode, method: mode == "eval" ? nil : method?.label, memory_format: "oneDNN blocked", batch: batch, threads: EngineThreads.current,
                       warmup: warmup, timed_steps: steps, step_times_s: times,
                       step_time_s: Stats(min: sorted.first!, median: median, max: sorted.last!),
                       images_per_s: Stats(min: Double(batch) / sorted.last!, median: Double(batch) / median, max: Double(batch) / sorted.first!),

@@ -24,6 +24,10 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed steps per mode (the median is reported).") var steps: Int = 20
     @Option(help: "Untimed warm-up steps per mode.") var warmup: Int = 5
     @Option(help: "Modes to run, comma-separated: eval, sgd, sam, asam, msam, looksam.") var modes: String = "eval,sgd,sam"
+    @Option(help: """
+        The training method of the timed steps, with its default parameters (\(Methods.all.map(\.name).joined(separator: ", "))); \
+        a method with more passes per step is counted with as many more FLOPs.
+        """) var method: String = "ce"
     @Option(help: "Output format.") var format: TextOrJSON = .text
     @Flag(help: """
         After the timed steps, run as many again with every oneDNN primitive and step phase timed: \
@@ -39,6 +43,7 @@ struct Bench: ParsableCommand {
             throw ValidationError("unknown mode '\(m)'; modes: \(Benchmark.modes.joined(separator: ", "))")
         }
         _ = try Architectures.make(model)
+        do { _ = try Methods.resolve(method) } catch { throw ValidationError("\(error)") }
     }
 
     var modeList: [String] { modes.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
@@ -48,7 +53,7 @@ struct Bench: ParsableCommand {
         var results: [Benchmark.Result] = []
         for mode in modeList {
             let r = try Benchmark.run(model: model, mode: mode, batch: batch, threads: threads, warmup: warmup, steps: steps,
-                                      profile: profile) { line in
+                                      method: try Methods.resolve(method), profile: profile) { line in
                 if format == .text { FileHandle.standardError.write(Data("  \(line)\n".utf8)) }
             }
             results.append(r)
@@ -61,7 +66,7 @@ struct Bench: ParsableCommand {
             let out = Output(tool: "sambench", version: SambenchVersion.string, method: [
                 "timing": "monotonic clock around each full step; median of timed steps after warm-up",
                 "sgd": "lr 0.1, momentum 0.9, nesterov, weight_decay 5e-4",
-                "flops": "fwd FLOPs = 2 * conv+linear MACs per image; sgd counted as 3x fwd, sam/asam/msam 6x, looksam (k=5) 3.6x",
+                "flops": "fwd FLOPs = 2 * conv+linear MACs per image; sgd counted as 3x fwd, sam/asam/msam 6x, looksam (k=5) 3.6x; times the method's passes per step",
                 "sam": "rho 0.05, raw loss gradient, BN statistics in the first pass only (davda54/sam)",
                 "data": "random N(0,1) input, random labels",
             ], results: results)
@@ -69,6 +74,7 @@ struct Bench: ParsableCommand {
             enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try enc.encode(out), as: UTF8.self))
         case .text:
+            if let m = results.lazy.compactMap(\.method).first { print("method: \(m) (eval: the forward alone)") }
             print("model      mode  batch thr  img/s min   median      max  ms/step  GFLOP/s  MFLOP/img  peak MiB")
             for r in results {
                 print(String(format: "%-10@ %-5@ %5d %3d %10.1f %8.1f %8.1f %8.1f %8.1f %10.1f %9.0f",

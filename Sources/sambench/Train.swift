@@ -74,10 +74,10 @@ struct Train: ParsableCommand {
     @Option(help: "End the run as diverged when the loss exceeds this multiple of its first value.") var divergenceFactor: Double = 10
     @Option(help: "Label smoothing of the cross-entropy (methods ce and mixup).") var labelSmoothing: Float = 0
     @Option(help: "Training method: \(Methods.all.map(\.name).joined(separator: ", ")) (docs/METHODS.md; suites: [[method]] name).") var method: String = "ce"
-    @Option(help: "Method parameter (gce): GCE's exponent q (0.7).") var q: Double?
-    @Option(help: "Method parameter (sce, mixup): SCE's weight of CE (0.1); Mixup's Beta(alpha, alpha) (1).") var alpha: Double?
-    @Option(help: "Method parameter (sce, bootstrap_soft, bootstrap_hard): SCE's weight of RCE (1); bootstrapping's weight of the given label (0.95 soft, 0.8 hard).") var beta: Double?
-    @Option(parsing: .unconditional, help: "Method parameter (sce): the value of log 0 in RCE (ln 1e-4 = -9.21 as the authors' code; -4 as the paper).") var logZero: Double?
+    @Option(help: ArgumentHelp(Methods.parameterHelp("q"))) var q: Double?
+    @Option(help: ArgumentHelp(Methods.parameterHelp("alpha"))) var alpha: Double?
+    @Option(help: ArgumentHelp(Methods.parameterHelp("beta"))) var beta: Double?
+    @Option(parsing: .unconditional, help: ArgumentHelp(Methods.parameterHelp("log_zero"))) var logZero: Double?
     @Option(help: "Dropout between the convs of a Wide-ResNet block.") var dropout: Float = 0
     @Option(help: "Seed of initialisation, shuffling and dropout.") var seed: UInt64 = 0
     @OptionGroup var threadsOption: ThreadsOption

@@ -2,6 +2,7 @@ import Foundation
 @testable import Runner
 import Store
 import Suites
+import Training
 import XCTest
 
 /// The live view's arithmetic and layout, with times given (never measured).
@@ -109,5 +110,36 @@ final class DisplayTests: XCTestCase {
         XCTAssertEqual(e.perRun[2], 3 * (9 * (0.2 + 0.3 / 4) + eval), accuracy: 1e-9, "LookSAM: the extra pass one step in four")
         // Two lanes, runs taken in order by the first free one: SGD and SAM start, LookSAM follows SGD.
         XCTAssertEqual(e.wall, max(e.perRun[0] + e.perRun[2], e.perRun[1]), accuracy: 1e-9)
+    }
+
+    /// A method's passes per step (MethodDescriptor.passesPerStep) scale the estimate's steps and
+    /// the runner's cost, for every registered method, beside SAM's extra pass.
+    func testEveryMethodsPassesScaleTheEstimate() throws {
+        let methods = Methods.all.map { "[[method]]\nname = \"\($0.name)\"" }.joined(separator: "\n")
+        let suite = try Suite.parse("""
+            name = "m"
+            [defaults]
+            dataset = "synthetic"
+            synthetic_train = 1000
+            synthetic_test = 300
+            model = "tiny"
+            epochs = 2
+            batch_size = 100
+            \(methods)
+            [[optimizer]]
+            name = "sgd"
+            [[optimizer]]
+            name = "sam"
+            """, file: "m.toml")
+        let runs = suite.runs.map { KeyedRun(spec: $0, identity: "synthetic") }
+        XCTAssertEqual(runs.count, 2 * Methods.all.count)
+        let e = try WallTimeEstimate.make(runs, jobs: 1, threads: 1) { _, mode, _, _ in ["sgd": 0.2, "sam": 0.5, "eval": 0.1][mode]! }
+        for (r, seconds) in zip(runs, e.perRun) {
+            let passes = Methods.passesPerStep(r.spec.config.method)
+            XCTAssertEqual(passes, Methods.named(r.spec.config.method?.name ?? "ce")!.passesPerStep)
+            let sam = r.spec.config.optimizer.sam != nil
+            XCTAssertEqual(seconds, 2 * (10 * (sam ? 0.5 : 0.2) * passes + 300 * 0.001), accuracy: 1e-9, r.spec.label)
+            XCTAssertEqual(Runner.cost(r), (sam ? 2 : 1) * passes, r.spec.label)
+        }
     }
 }

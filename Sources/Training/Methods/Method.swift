@@ -139,26 +139,26 @@ public enum Methods {
     public static let all: [MethodDescriptor] = [
         .loss("ce", "cross-entropy (the run's label_smoothing applies)") { SoftCrossEntropy(smoothing: $1.labelSmoothing) },
         .loss("gce", "generalized cross-entropy (1 - p_y^q) / q, Zhang and Sabuncu 2018",
-              parameters: [MethodParameter("q", default: 0.7, range: 0...1, open: true, help: "GCE's exponent: CE as q -> 0, MAE at 1")]) { c, _ in
+              parameters: [MethodParameter("q", default: 0.7, range: 0...1, open: true, help: "the exponent: CE as q -> 0, MAE at 1")]) { c, _ in
             GeneralizedCrossEntropy(q: c["q"])
         },
         .loss("sce", "symmetric cross-entropy alpha CE + beta RCE, Wang et al. 2019",
-              parameters: [MethodParameter("alpha", default: 0.1, range: 0...1000, help: "SCE: weight of the cross-entropy"),
-                           MethodParameter("beta", default: 1, range: 0...1000, help: "SCE: weight of the reverse cross-entropy"),
+              parameters: [MethodParameter("alpha", default: 0.1, range: 0...1000, help: "weight of the cross-entropy"),
+                           MethodParameter("beta", default: 1, range: 0...1000, help: "weight of the reverse cross-entropy"),
                            MethodParameter("log_zero", default: SymmetricCrossEntropy.codeLogZero, range: -1000...0, open: true,
-                                           help: "SCE: the value of log 0 in RCE (ln 1e-4 as the authors' code; -4 as the paper)")]) { c, _ in
+                                           help: "the value of log 0 in RCE (ln 1e-4 as the authors' code; -4 as the paper)")]) { c, _ in
             SymmetricCrossEntropy(alpha: c["alpha"], beta: c["beta"], logZero: c["log_zero"])
         },
         .loss("bootstrap_soft", "Reed et al. 2015's soft bootstrapping: CE against beta y + (1 - beta) p, p detached",
-              parameters: [MethodParameter("beta", default: 0.95, range: 0...1, help: "bootstrapping: weight of the given label")]) { c, _ in
+              parameters: [MethodParameter("beta", default: 0.95, range: 0...1, help: "weight of the given label")]) { c, _ in
             BootstrapLoss(.soft, beta: c["beta"])
         },
         .loss("bootstrap_hard", "Reed et al. 2015's hard bootstrapping: CE against beta y + (1 - beta) onehot(argmax p)",
-              parameters: [MethodParameter("beta", default: 0.8, range: 0...1, help: "bootstrapping: weight of the given label")]) { c, _ in
+              parameters: [MethodParameter("beta", default: 0.8, range: 0...1, help: "weight of the given label")]) { c, _ in
             BootstrapLoss(.hard, beta: c["beta"])
         },
         MethodDescriptor("mixup", "Mixup, Zhang et al. 2018: inputs and labels mixed with lambda ~ Beta(alpha, alpha)",
-                         parameters: [MethodParameter("alpha", default: 1, range: 0...1000, open: true, help: "Mixup: lambda ~ Beta(alpha, alpha)")]) {
+                         parameters: [MethodParameter("alpha", default: 1, range: 0...1000, open: true, help: "lambda ~ Beta(alpha, alpha)")]) {
             Mixup(alpha: $0["alpha"], context: $1)
         },
     ]
@@ -170,6 +170,12 @@ public enum Methods {
         var seen: [String] = []
         for d in all { for p in d.parameters where !seen.contains(p.name) { seen.append(p.name) } }
         return seen
+    }
+
+    /// What a parameter means in each method that has it, with its default: the help of its CLI flag.
+    public static func parameterHelp(_ name: String) -> String {
+        let uses = all.compactMap { d in d.parameters.first { $0.name == name }.map { "\(d.name): \($0.help) (default \(MethodConfig.format($0.defaultValue)))" } }
+        return "Method parameter. " + uses.joined(separator: "; ") + "."
     }
 
     /// The configuration of `name` with `given` parameters: checked, defaults filled in; nil
@@ -201,6 +207,12 @@ public enum Methods {
     }
 
     /// The method of a configuration, built for a run.
+    /// Forward and backward passes of one step of `config` relative to plain training: the one
+    /// number cost estimates, the runner's ETA and `bench` take a method's cost from.
+    public static func passesPerStep(_ config: MethodConfig?) -> Double {
+        config.flatMap { named($0.name)?.passesPerStep } ?? 1
+    }
+
     public static func make(_ config: MethodConfig?, _ context: MethodContext) -> TrainingMethod {
         let c = config ?? MethodConfig(name: "ce")
         return named(c.name)!.make(c, context)
