@@ -247,5 +247,13 @@ final class SuiteTests: XCTestCase {
         let noise = try Suite.load(dir.appendingPathComponent("noise.toml").path)
         XCTAssertEqual(noise.runs.count, 4 * 3 * 3, "4 rates x (SGD, SAM 0.05, SAM 0.1) x 3 seeds")
         XCTAssertTrue(noise.runs.allSatisfy { $0.config.model == "resnet32" && $0.config.epochs == 200 && $0.data.dataset == .cifar10 })
+        // The SAM paper's own Table 4 block: bootstrap x (ce, mixup at 4 alphas) x (sgd, sam at 2 rhos) x 4 rates x 3 seeds.
+        let table4 = try Suite.load(dir.appendingPathComponent("table4.toml").path)
+        XCTAssertEqual(table4.runs.count, 2 * 5 * 3 * 4 * 3)
+        XCTAssertTrue(table4.runs.allSatisfy { $0.config.model == "resnet32" && $0.config.epochs == 200 && $0.data.dataset == .cifar10 && $0.data.trainSubset == nil })
+        let rows = Set(table4.runs.map { "\($0.config.bootstrap ? "bootstrap+" : "")\($0.config.method?.name ?? "ce")+\($0.config.optimizer.sam == nil ? "sgd" : "sam")" })
+        XCTAssertTrue(rows.isSuperset(of: ["ce+sgd", "mixup+sgd", "bootstrap+mixup+sgd", "ce+sam", "bootstrap+ce+sam"]), "the paper's five rows: \(rows)")
+        XCTAssertEqual(Set(table4.runs.compactMap { $0.config.method?["alpha"] }), [1, 8, 16, 32])
+        XCTAssertEqual(Set(table4.runs.map(\.data.noise.rate)), [0.2, 0.4, 0.6, 0.8])
     }
 }
