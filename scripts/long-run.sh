@@ -6,9 +6,13 @@
 # last epoch. It runs at the lowest priority (nice 19) with one thread per job, so builds and
 # tests beside it keep the cores they need.
 #
-#   bash scripts/long-run.sh [SUITE] [sambench run options...]    # default: suites/paper-cpu.toml
+#   bash scripts/long-run.sh [SUITE...] [sambench run options...]    # default: suites/paper-cpu.toml
 #   tail -f ~/sambench-long/log.txt
 #   ~/sambench-long/bin/sambench report --db ~/sambench-long/db/paper-cpu.sqlite
+#
+# Several suites run one after another in the one background job, all into the database of the
+# first (db/NAME.sqlite), so that one report reads them together: the noise sweep beside paper-cpu is
+#   bash scripts/long-run.sh suites/paper-cpu.toml suites/paper-cpu-sweep-80.toml suites/paper-cpu-sweep.toml
 #
 # SAMBENCH_LONG names another folder (default ~/sambench-long). The CIFAR-10 files are built
 # from ../shared/datasets when the folder has none (or pass --data-dir). The binary is copied
@@ -16,9 +20,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${SAMBENCH_LONG:-$HOME/sambench-long}"
-suite="${1:-suites/paper-cpu.toml}"
-[ $# -gt 0 ] && shift
-name=$(sed -n 's/^name *= *"\(.*\)"$/\1/p' "$suite" | head -1)
+suites=()
+while [ $# -gt 0 ] && [[ "$1" == *.toml ]]; do suites+=("$1"); shift; done
+[ ${#suites[@]} -gt 0 ] || suites=(suites/paper-cpu.toml)
+suite_name() { sed -n 's/^name *= *"\(.*\)"$/\1/p' "$1" | head -1; }
+names=()
+for suite in "${suites[@]}"; do
+    [ -f "$suite" ] || { echo "error: no suite file $suite" >&2; exit 1; }
+    names+=("$(suite_name "$suite")")
+done
+db="db/${names[0]}.sqlite"
 mkdir -p "$dir/bin" "$dir/db" "$dir/suites"
 if [ ! -x "$dir/bin/sambench" ]; then
     [ -x .build/release/sambench ] || { echo "error: build sambench first (swift build -c release)" >&2; exit 1; }
@@ -28,8 +39,18 @@ if [ ! -f "$dir/data/cifar-10-batches-bin/test_batch.bin" ]; then
     python=${SAMBENCH_PYTHON:-.build-venv/bin/python}
     "$python" ../shared/datasets/cifar10/build.py "$dir/data"
 fi
-cp "$suite" "$dir/suites/$name.toml"
+for i in "${!suites[@]}"; do cp "${suites[$i]}" "$dir/suites/${names[$i]}.toml"; done
 cd "$dir"
-setsid nohup nice -n 19 ./bin/sambench run "suites/$name.toml" --data-dir data --db "db/$name.sqlite" \
-    --checkpoints checkpoints --jobs 2 --threads 1 "$@" >> log.txt 2>&1 < /dev/null &
-echo "suite $name running in the background (pid $!): $dir/log.txt, database $dir/db/$name.sqlite"
+# One job runs the suites in order; a suite that fails (an interrupted run, a failed expectation)
+# does not keep the next from running.
+run_all() {
+    for name in "${names[@]}"; do
+        ./bin/sambench run "suites/$name.toml" --data-dir data --db "$db" \
+            --checkpoints checkpoints --jobs 2 --threads 1 "$@" || echo "suite $name: exit status $?"
+    done
+}
+export -f run_all
+export db
+names_list="${names[*]}"
+setsid nohup nice -n 19 bash -c 'names=($0); run_all "$@"' "$names_list" "$@" >> log.txt 2>&1 < /dev/null &
+echo "suites ${names[*]} running in the background (pid $!): $dir/log.txt, database $dir/$db"
