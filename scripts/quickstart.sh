@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The first command on a fresh Debian 12 / Ubuntu machine with Swift 6: installs the system
 # packages (as root or with sudo, after apt-get update), builds sambench in release mode, runs
-# the main job on a suite (default: suites/quick.toml, synthetic data, about two minutes on 2
+# the main job on a suite (default: suites/quick.toml, synthetic data, about three minutes on 2
 # cores) and reports it: tables here, charts in results/charts, the page results/report.html.
 #
 #   bash scripts/quickstart.sh [SUITE] [sambench run options...]
