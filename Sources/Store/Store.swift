@@ -43,7 +43,10 @@ public final class Store: @unchecked Sendable {
             if try db.read({ try Store.migrator.hasBeenSuperseded($0) }) {
                 throw StoreError("\(path): written by a newer sambench (unknown migrations); upgrade sambench to use it")
             }
-            if !readOnly { try Store.migrator.migrate(db) }
+            if !readOnly {
+                try Store.migrator.migrate(db)
+                try db.write { try Store.refreshSettingsView($0) }
+            }
         } catch let e as StoreError {
             throw e
         } catch let e as DatabaseError {
@@ -238,9 +241,20 @@ public final class Store: @unchecked Sendable {
         return m
     }
 
+    /// Recreates the `settings` view where the database's differs from this build's (a method
+    /// parameter with a new name registered in `Methods.all`), so a new parameter is declared
+    /// once, in that list, and needs no migration of its own. The view holds no data.
+    static func refreshSettingsView(_ db: Database) throws {
+        func normal(_ sql: String) -> String { sql.trimmingCharacters(in: .whitespacesAndNewlines.union(CharacterSet(charactersIn: ";"))) }
+        let stored = try String.fetchOne(db, sql: "SELECT sql FROM sqlite_master WHERE type = 'view' AND name = 'settings'")
+        guard stored.map(normal) != normal(settingsViewV6) else { return }
+        try db.execute(sql: "DROP VIEW IF EXISTS settings")
+        try db.execute(sql: settingsViewV6)
+    }
+
     /// The v3 view with the training method (`ce` for runs without one) and a column per method
-    /// parameter of `Methods.all` (NULL where the run's method has no such parameter). A method
-    /// parameter with a new name needs a migration that recreates the view from this.
+    /// parameter of `Methods.all` (NULL where the run's method has no such parameter); kept up
+    /// to date with that list by `refreshSettingsView` whenever a database is opened for writing.
     static var settingsViewV6: String {
         let parameters = Methods.parameterNames.map { "json_extract(config, '$.config.method.parameters.\($0)') AS \($0)" }
         return settingsViewV3.replacingOccurrences(of: "\nFROM runs", with: ",\n    " + (["coalesce(json_extract(config, '$.config.method.name'), 'ce') AS method"] + parameters)

@@ -2,7 +2,7 @@ import Charts
 import Foundation
 import GRDB
 import Report
-import Store
+@testable import Store
 import Suites
 import TestSupport
 import Training
@@ -215,6 +215,29 @@ final class IdentityTests: XCTestCase {
         XCTAssertEqual(stored.count, keyed.count)
         for r in stored { XCTAssertEqual(r["setting_key"] as String, keyed.first { $0.key == r["key"] as String }!.setting) }
         XCTAssertEqual(Set(stored.map { $0["setting_key"] as String }).count, 4, "2 rates x 2 learning rates")
+    }
+
+    /// A database whose settings view lacks a method parameter of `Methods.all` (one registered
+    /// after it was written) gets the column when opened for writing, with no migration of its own.
+    func testTheSettingsViewFollowsTheMethodList() throws {
+        let suite = try Suite.parse(Self.suite("view", grid: ["lr": "[0.02]"]), file: "view.toml")
+        let db = path("view.sqlite")
+        try Store(path: db).register(suite: suite, runs: suite.runs.map { KeyedRun(spec: $0, identity: "synthetic") })
+        let last = Methods.parameterNames.last!
+        func columns() throws -> [String] {
+            try DatabaseQueue(path: db).read { try Row.fetchAll($0, sql: "SELECT name FROM pragma_table_info('settings')").map { $0["name"] as String } }
+        }
+        XCTAssertTrue(try columns().contains(last))
+        // The view as a build that knew one parameter fewer wrote it.
+        let older = Store.settingsViewV6.replacingOccurrences(of: ",\n    json_extract(config, '$.config.method.parameters.\(last)') AS \(last)", with: "")
+        XCTAssertNotEqual(older, Store.settingsViewV6)
+        try DatabaseQueue(path: db).write { try $0.execute(sql: "DROP VIEW settings; " + older) }
+        XCTAssertFalse(try columns().contains(last))
+        _ = try Store(path: db, readOnly: true)
+        XCTAssertFalse(try columns().contains(last), "read-only opens change nothing")
+        _ = try Store(path: db)
+        XCTAssertTrue(try columns().contains(last))
+        XCTAssertEqual(try columns().filter { Methods.parameterNames.contains($0) }, Methods.parameterNames)
     }
 
     /// Labels come from fields: a setting that varies shows as name=value, an optimizer setting
