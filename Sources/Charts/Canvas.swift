@@ -98,10 +98,6 @@ final class Canvas {
         if filled { cairo_fill(cr) } else { cairo_set_line_width(cr, 2.5); cairo_stroke(cr) }
     }
 
-    func diamond(_ x: Double, _ y: Double, radius: Double, _ c: Colour) {
-        polygon([(x, y - radius), (x + radius, y), (x, y + radius), (x - radius, y)], c, alpha: 1)
-    }
-
     /// Marker shapes, so that series differ without colour.
     enum Shape: CaseIterable { case circle, square, triangle, invertedTriangle, diamond }
 

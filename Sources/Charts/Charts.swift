@@ -269,7 +269,9 @@ public enum Charts {
             }
             if item.line { c.line([(x, yy), (x + 56, yy)], item.style.colour, width: 4, dash: item.style.dash) }
             if item.marker { c.marker(item.style.shape, x + 28, yy, radius: 9, item.style.colour, filled: item.filled) }
-            c.text(item.name, x: x + 70, y: yy, size: 22, middle: true)
+            // A long name is set smaller rather than cut at the canvas's edge.
+            let room = c.width - (x + 70) - 12, wide = c.textWidth(item.name, size: 22)
+            c.text(item.name, x: x + 70, y: yy, size: wide > room ? max(12, 22 * room / wide) : 22, middle: true)
         }
     }
 
@@ -348,6 +350,16 @@ public enum Charts {
             c.line(lower, s.style.colour, width: 1.2, alpha: 0.8)
         }
         var placer = LabelPlacer()
+        // Each published series its own black marker (filled and open diamonds, then squares), so
+        // that two of them (the paper's SGD and SAM) read apart; drawn first, the data on top.
+        let refLabels = Set(refs.map(\.label)).sorted()
+        let refShapes: [(shape: Canvas.Shape, filled: Bool)] = [(.diamond, true), (.diamond, false), (.square, true), (.square, false), (.circle, false)]
+        func refMarker(_ label: String) -> (shape: Canvas.Shape, filled: Bool) { refShapes[refLabels.firstIndex(of: label)! % refShapes.count] }
+        for r in refs {
+            let m = refMarker(r.label)
+            c.marker(m.shape, x.at(r.noiseRate), y.at(r.accuracy), radius: 10, .black, filled: m.filled)
+            placer.avoid(x: x.at(r.noiseRate), y: y.at(r.accuracy), radius: 11)
+        }
         for s in series {
             c.line(s.points.map { (x.at($0.rate), y.at(100 * $0.mean)) }, s.style.colour, width: 4, dash: s.style.dash)
             let banded = s.points.count > 1 && s.points.allSatisfy { $0.ci != nil }
@@ -360,10 +372,6 @@ public enum Charts {
                 placer.avoid(x: x.at(p.rate), y: y.at(100 * p.mean), radius: 11)
             }
         }
-        for r in refs {
-            c.diamond(x.at(r.noiseRate), y.at(r.accuracy), radius: 10, .black)
-            placer.avoid(x: x.at(r.noiseRate), y: y.at(r.accuracy), radius: 11)
-        }
         c.unclip()
         // The chosen rho beside each point, outside the clip so that none is cut, never on a marker.
         for s in series {
@@ -374,8 +382,9 @@ public enum Charts {
             }
         }
         var items = series.map { LegendItem(name: $0.name, style: $0.style) }
-        for label in Set(refs.map(\.label)).sorted() {
-            items.append(LegendItem(name: "\(label) (reference)", style: Style(colour: .black, shape: .diamond, dash: [], hatch: 0), line: false))
+        for label in refLabels {
+            let m = refMarker(label)
+            items.append(LegendItem(name: "\(label) (reference)", style: Style(colour: .black, shape: m.shape, dash: [], hatch: 0), line: false, filled: m.filled))
         }
         legend(c, items, x: 1175, y: 170)
         return title
