@@ -60,21 +60,24 @@ enum ReportText {
         for setting in settings(r) {
             lines.append("")
             lines.append(setting.label)
-            lines.append("  optimizer             n    mean    std  95% CI          valid.  memorised  flags")
-            for g in r.groups where g.settingIdentity == setting.identity {
+            let groups = r.groups.filter { $0.settingIdentity == setting.identity }
+            let comparisons = r.comparisons.filter { ($0.settingKey ?? $0.setting) == setting.identity }
+            // The label column as wide as the longest label ("mixup(alpha=1) sam(rho=0.05) *"), at least 20.
+            let width = max(20, groups.map(\.optimizerLabel.count).max() ?? 0, comparisons.map { $0.optimizerLabel.count + ($0.selected ? 2 : 0) }.max() ?? 0)
+            lines.append("  " + pad("optimizer", width) + "  n    mean    std  95% CI          valid.  memorised  flags")
+            for g in groups {
                 let a = g.accuracy
-                var line = "  " + pad(g.optimizerLabel, 20) + String(format: "%3d  ", a?.n ?? 0) + pct(a?.mean) + " " + pct(a?.std, 6) + "  "
+                var line = "  " + pad(g.optimizerLabel, width) + String(format: "%3d  ", a?.n ?? 0) + pct(a?.mean) + " " + pct(a?.std, 6) + "  "
                 line += pad(a.map { interval($0.mean, $0.ci95) } ?? "-", 14) + "  " + pct(g.validation?.mean) + "     " + pct(g.memorised?.mean)
                 if !g.flags.isEmpty { line += "  " + g.flags.joined(separator: "; ") }
                 lines.append(line)
             }
-            let comparisons = r.comparisons.filter { ($0.settingKey ?? $0.setting) == setting.identity }
             if !comparisons.isEmpty {
                 let baseline = r.baseline?.isStandard ?? true ? "SGD" : comparisons[0].baselineLabel ?? r.baselineName
                 lines.append("  minus \(baseline), paired by seed and noise realisation:")
                 for c in comparisons {
                     let d = c.difference
-                    var line = "  " + pad(c.optimizerLabel + (c.selected ? " *" : ""), 20) + String(format: "%3d  ", d?.pairs ?? 0)
+                    var line = "  " + pad(c.optimizerLabel + (c.selected ? " *" : ""), width) + String(format: "%3d  ", d?.pairs ?? 0)
                     line += pct(d?.meanDifference, sign: true) + "         " + pad(d.map { interval($0.meanDifference, $0.ci95, sign: true) } ?? "-", 14)
                     line += "  " + (d?.pValue.map { String(format: "p %.3g", $0) } ?? "p -")
                     if c.unpaired > 0 { line += "  (\(c.unpaired) unpaired)" }
