@@ -61,12 +61,13 @@ public enum HTMLPage {
 
         h.element("h2", "Groups: runs that differ only in seed", id: "groups")
         h.table(caption: "Test accuracy (%): mean over seeds, standard deviation and 95% CI (Student t)",
-                header: ["setting", "optimizer", "n", "mean", "std", "95% CI", "validation", "memorised", "flags"],
-                numeric: [false, false, true, true, true, false, true, true, false],
+                header: ["setting", "optimizer", "n", "mean", "std", "95% CI", "validation", "memorised", "detection AUROC", "flags"],
+                numeric: [false, false, true, true, true, false, true, true, true, false],
                 rows: report.groups.map { g in
                     let a = g.accuracy
                     return [g.setting, g.optimizerLabel, String(a?.n ?? 0), pct(a?.mean), pct(a?.std), a.map { ci($0.mean, $0.ci95) } ?? "–",
-                            pct(g.validation?.mean), pct(g.memorised?.mean), g.flags.joined(separator: "; ")]
+                            pct(g.validation?.mean), pct(g.memorised?.mean), g.detection.map { String(format: "%.3f", $0.mean) } ?? "–",
+                            g.flags.joined(separator: "; ")]
                 })
 
         h.element("h2", "Charts", id: "charts")
@@ -82,13 +83,14 @@ public enum HTMLPage {
 
         h.element("h2", "Runs", id: "runs")
         h.table(caption: "Every run: status, results, noise realisation, sharpness and timings",
-                header: ["run", "status", "epochs", "last test %", "best test %", "memorised %", "noise realised", "corrupted", "m-sharpness",
-                         "top Hessian eig.", "train time", "images/s", "host", "threads", "sambench"],
-                numeric: [false, false, true, true, true, true, true, true, true, true, true, true, false, true, false],
+                header: ["run", "status", "epochs", "last test %", "best test %", "memorised %", "detection AUROC", "noise realised", "corrupted",
+                         "m-sharpness", "top Hessian eig.", "train time", "images/s", "host", "threads", "sambench"],
+                numeric: [false, false, true, true, true, true, true, true, true, true, true, true, true, false, true, false],
                 rows: runs.map { r in
                     let d = r.details
                     return [r.label, r.status.rawValue, "\(r.epochsDone)/\(r.spec.config.epochs)", pct(r.metrics?.lastTestAccuracy),
                             pct(r.metrics?.bestTestAccuracy), pct(r.metrics?.lastMemorised),
+                            r.metrics?.detectionAUROC.map { String(format: "%.3f", $0) } ?? "–",
                             r.realisedRate.map { String(format: "%.4f", $0) } ?? "–", d.corrupted.map(String.init) ?? "–",
                             d.mSharpness.map { String(format: "%.4g", $0) } ?? "–", d.hessianTop.map { String(format: "%.4g", $0) } ?? "–",
                             d.trainSeconds.map { String(format: "%.0f s", $0) } ?? "–", d.imagesPerSecond.map { String(format: "%.0f", $0) } ?? "–",
@@ -193,7 +195,7 @@ public enum HTMLPage {
         return [
             "Metric: \(r.metric.title). Intervals: 95%, Student t over seeds; \(r.samAgainstSGD() ? "SAM" : "each group") minus \(r.baselineName) paired by seed and identical noisy labels.",
             tally("Label noise", runs.map { $0.spec.data.noise.kind.rawValue + ($0.spec.data.noise.kind.hasRate ? " (selection \($0.details.noiseSelection ?? $0.spec.data.noise.selection.rawValue))" : "") }),
-            "Memorised: accuracy on the corrupted training samples against their noisy labels.",
+            "Memorised: accuracy on the corrupted training samples against their noisy labels. Detection AUROC: how well the final model's per-sample loss separates the corrupted training samples from the clean ones (0.5: chance; `sambench runs --samples KEY` exports the losses).",
             tally("SAM variant", sam.map(\.variant.rawValue)),
             tally("Gradient in the perturbation (weight decay in it or not)", sam.map(\.perturbationGradient.rawValue)),
             tally("BN running statistics updated by", sam.map(\.bnPolicy.rawValue)),

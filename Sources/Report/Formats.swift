@@ -64,11 +64,12 @@ enum ReportText {
             let comparisons = r.comparisons.filter { ($0.settingKey ?? $0.setting) == setting.identity }
             // The label column as wide as the longest label ("mixup(alpha=1) sam(rho=0.05) *"), at least 20.
             let width = max(20, groups.map(\.optimizerLabel.count).max() ?? 0, comparisons.map { $0.optimizerLabel.count + ($0.selected ? 2 : 0) }.max() ?? 0)
-            lines.append("  " + pad("optimizer", width) + "  n    mean    std  95% CI          valid.  memorised  flags")
+            lines.append("  " + pad("optimizer", width) + "  n    mean    std  95% CI          valid.  memorised  detect.  flags")
             for g in groups {
                 let a = g.accuracy
                 var line = "  " + pad(g.optimizerLabel, width) + String(format: "%3d  ", a?.n ?? 0) + pct(a?.mean) + " " + pct(a?.std, 6) + "  "
                 line += pad(a.map { interval($0.mean, $0.ci95) } ?? "-", 14) + "  " + pct(g.validation?.mean) + "     " + pct(g.memorised?.mean)
+                line += "    " + (g.detection.map { String(format: "%.3f", $0.mean) } ?? "    -")
                 if !g.flags.isEmpty { line += "  " + g.flags.joined(separator: "; ") }
                 lines.append(line)
             }
@@ -89,18 +90,23 @@ enum ReportText {
             lines.append("")
             lines.append("* chosen on the validation split (the best mean validation accuracy), not on the test set.")
         }
+        if r.groups.contains(where: { $0.detection != nil }) {
+            lines.append("")
+            lines.append("detect.: AUROC of the final model's per-sample loss for telling the corrupted training samples from the clean")
+            lines.append("ones (0.5 is chance; `sambench runs --samples KEY` exports the losses, the labels and which were corrupted).")
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 
     static func markdown(_ r: Report) -> String {
         var lines = header(r).map { $0 + "  " }
         lines.append("")
-        lines.append("| setting | optimizer | n | accuracy (95% CI) | std | validation | memorised | flags |")
-        lines.append("|---|---|--:|---|--:|--:|--:|---|")
+        lines.append("| setting | optimizer | n | accuracy (95% CI) | std | validation | memorised | detection AUROC | flags |")
+        lines.append("|---|---|--:|---|--:|--:|--:|--:|---|")
         for g in r.groups {
             let a = g.accuracy
             let acc = a.map { plusMinus($0.mean, $0.ci95) } ?? "-"
-            lines.append("| \(g.setting) | \(g.optimizerLabel) | \(a?.n ?? 0) | \(acc) | \(trim(pct(a?.std))) | \(trim(pct(g.validation?.mean))) | \(trim(pct(g.memorised?.mean))) | \(g.flags.joined(separator: "; ")) |")
+            lines.append("| \(g.setting) | \(g.optimizerLabel) | \(a?.n ?? 0) | \(acc) | \(trim(pct(a?.std))) | \(trim(pct(g.validation?.mean))) | \(trim(pct(g.memorised?.mean))) | \(g.detection.map { String(format: "%.3f", $0.mean) } ?? "-") | \(g.flags.joined(separator: "; ")) |")
         }
         if !r.comparisons.isEmpty {
             lines.append("")
@@ -153,19 +159,19 @@ enum ReportText {
             }
         }
         var lines = [(["kind", "group", "setting"] + axes + ["label", "selected", "n", "mean", "std", "ci95_low", "ci95_high", "p_value",
-                                                              "validation", "memorised", "flags", "baseline_group"]).joined(separator: ",")]
+                                                              "validation", "memorised", "detection_auroc", "flags", "baseline_group"]).joined(separator: ",")]
         for g in r.groups {
             let a = g.accuracy
             lines.append((["group", g.group, g.settingKey ?? ""] + axisFields(g) + [field(g.label), "", String(a?.n ?? 0), num(a?.mean), num(a?.std),
                           num(a.flatMap { s in s.ci95.map { s.mean - $0 } }), num(a.flatMap { s in s.ci95.map { s.mean + $0 } }), "",
-                          num(g.validation?.mean), num(g.memorised?.mean), field(g.flags.joined(separator: "; ")), ""]).joined(separator: ","))
+                          num(g.validation?.mean), num(g.memorised?.mean), num(g.detection?.mean), field(g.flags.joined(separator: "; ")), ""]).joined(separator: ","))
         }
         for c in r.comparisons {
             guard let g = r.groups.first(where: { $0.group == c.group }) else { continue }
             let d = c.difference
             lines.append((["minus_baseline", c.group, c.settingKey ?? ""] + axisFields(g) + [field(g.label), c.selected ? "true" : "false",
                           String(d?.pairs ?? 0), num(d?.meanDifference), "", num(d.flatMap { s in s.ci95.map { s.meanDifference - $0 } }),
-                          num(d.flatMap { s in s.ci95.map { s.meanDifference + $0 } }), num(d?.pValue), "", "",
+                          num(d.flatMap { s in s.ci95.map { s.meanDifference + $0 } }), num(d?.pValue), "", "", "",
                           c.unpaired > 0 ? "\(c.unpaired) unpaired" : "", c.baselineGroup]).joined(separator: ","))
         }
         return lines.joined(separator: "\n") + "\n"

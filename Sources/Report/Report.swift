@@ -43,6 +43,10 @@ public struct Group: Sendable, Codable, Equatable {
     public var accuracy: Summary?
     /// Memorisation at the last epoch (accuracy on the corrupted samples against their noisy labels).
     public var memorised: Summary?
+    /// Noisy-label detection by the final model's per-sample loss: the AUROC of separating the
+    /// corrupted training samples from the clean ones (nil without noise, or for runs finished
+    /// before it was measured).
+    public var detection: Summary? = nil
     /// Validation accuracy (at the last epoch for `last`, the best for `best` and `val`): what rho is chosen on.
     public var validation: Summary?
     /// Mean curves over the finished runs, by epoch.
@@ -218,6 +222,7 @@ public enum ReportBuilder {
                       validation: Summary(finished.compactMap { validation($0, metric) }),
                       curve: meanCurve(finished), perClass: perClass(finished), flags: [])
         g.unfinished = g.runs - g.done - g.diverged - g.failed
+        g.detection = Summary(finished.compactMap { $0.metrics?.detectionAUROC })
         if g.diverged > 0 { g.flags.append("\(g.diverged) diverged") }
         if g.failed > 0 { g.flags.append("\(g.failed) failed") }
         if g.unfinished > 0 { g.flags.append("\(g.unfinished) unfinished") }

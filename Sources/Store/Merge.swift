@@ -200,12 +200,12 @@ public extension Store {
                         """)
                     suites.append(try Int.fetchOne(db, sql: "SELECT count(*) FROM main.suites")! - before)
                     for key in plan.take[i] {
-                        for table in ["epochs", "noise", "metrics"] {
+                        for table in ["epochs", "noise", "metrics", "sample_losses"] {
                             try db.execute(sql: "DELETE FROM main.\(table) WHERE run_key = ?", arguments: [key])
                         }
                         try db.execute(sql: "DELETE FROM main.runs WHERE key = ?", arguments: [key])
                         try db.execute(sql: "INSERT INTO main.runs SELECT * FROM src.runs WHERE key = ?", arguments: [key])
-                        for table in ["epochs", "noise", "metrics"] {
+                        for table in ["epochs", "noise", "metrics", "sample_losses"] {
                             try db.execute(sql: "INSERT INTO main.\(table) SELECT * FROM src.\(table) WHERE run_key = ?", arguments: [key])
                         }
                         // A run another process left running is resumable, not running, here.

@@ -63,6 +63,10 @@ public struct StoredRun: Sendable {
         public var valAccuracy: Double?
         public var lastMemorised: Double?
         public var lastValidationAccuracy: Double?
+        /// Noisy-label detection by the final model's per-sample loss (nil: no noise, or a run
+        /// finished before it was measured): AUROC, and precision at the noise count.
+        public var detectionAUROC: Double?
+        public var detectionPrecision: Double?
 
         public init(lastTestAccuracy: Double, bestTestAccuracy: Double, valTestAccuracy: Double?, valAccuracy: Double?,
                     lastMemorised: Double?, lastValidationAccuracy: Double?) {
@@ -122,10 +126,14 @@ public extension Store {
     func storedRuns(suite: String? = nil) throws -> [StoredRun] {
         try db.read { db in
             // A database opened read-only is not migrated: one from before v5 has no confusion matrices.
-            let confusion = try db.columns(in: "metrics").contains { $0.name == "test_confusion" } ? "m.test_confusion" : "NULL AS test_confusion"
+            let columns = try db.columns(in: "metrics").map(\.name)
+            let confusion = columns.contains("test_confusion") ? "m.test_confusion" : "NULL AS test_confusion"
+            // ...and one from before v7 no detection.
+            let detection = columns.contains("detection_auroc") ? "m.detection_auroc, m.detection_precision"
+                : "NULL AS detection_auroc, NULL AS detection_precision"
             let rows = try Row.fetchAll(db, sql: """
                 SELECT r.*, m.last_test_accuracy, m.best_test_accuracy, m.val_test_accuracy, m.val_accuracy, m.last_memorised,
-                       m.stage AS metric_stage, m.last_epoch, \(confusion), m.m_sharpness, m.hessian_top,
+                       m.stage AS metric_stage, m.last_epoch, \(confusion), \(detection), m.m_sharpness, m.hessian_top,
                        n.labels_sha256, n.realised_rate, n.selection AS noise_selection, n.seed AS noise_seed, n.corrupted,
                        (SELECT min(s.suite_id * 1000000 + s.position) FROM suite_runs s JOIN suites t ON t.id = s.suite_id
                         WHERE s.run_key = r.key AND (?1 IS NULL OR t.name = ?1)) AS position
@@ -150,6 +158,7 @@ public extension Store {
                     metrics = .init(lastTestAccuracy: last, bestTestAccuracy: r["best_test_accuracy"], valTestAccuracy: r["val_test_accuracy"],
                                     valAccuracy: r["val_accuracy"], lastMemorised: r["last_memorised"],
                                     lastValidationAccuracy: curve.last?.validationAccuracy)
+                    (metrics!.detectionAUROC, metrics!.detectionPrecision) = (r["detection_auroc"], r["detection_precision"])
                 }
                 var run = StoredRun(keys: Store.keys(of: r, spec: spec), label: r["label"], status: r["status"], spec: spec,
                                     identity: r["data_identity"], epochsDone: r["epochs_done"], error: r["error"], metrics: metrics,
@@ -170,6 +179,39 @@ public extension Store {
                 run.details = d
                 return run
             }
+        }
+    }
+}
+
+/// One training sample as the final model of a run scored it (`sambench runs --samples`).
+public struct SampleLoss: Sendable, Codable, Equatable {
+    /// Its index in the training images.
+    public var sample: Int
+    /// The label it was trained on, and its true label.
+    public var given: Int
+    public var truth: Int
+    public var corrupted: Bool
+    /// Cross-entropy of the final model (eval mode) against the given label.
+    public var loss: Double
+
+    public init(sample: Int, given: Int, truth: Int, loss: Double) {
+        (self.sample, self.given, self.truth, corrupted, self.loss) = (sample, given, truth, given != truth, loss)
+    }
+}
+
+public extension Store {
+    /// The per-sample losses stored for run `key` (prefix of a key accepted when unique), in
+    /// sample order, with the full key; empty for a run finished before they were stored.
+    func sampleLosses(run key: String) throws -> (key: String, samples: [SampleLoss]) {
+        try db.read { db in
+            let keys = try String.fetchAll(db, sql: "SELECT key FROM runs WHERE key = ? OR key LIKE ? || '%' ORDER BY key != ?", arguments: [key, key, key])
+            guard let full = keys.first else { throw StoreError("\(path): no run with key \(key) (sambench runs lists them)") }
+            guard keys.count == 1 || full == key else {
+                throw StoreError("\(path): \(keys.count) runs have keys starting with \(key): \(keys.prefix(4).joined(separator: ", "))...; give more of it")
+            }
+            guard try db.tableExists("sample_losses") else { return (full, []) }
+            let rows = try Row.fetchAll(db, sql: "SELECT sample, given, truth, loss FROM sample_losses WHERE run_key = ? ORDER BY sample", arguments: [full])
+            return (full, rows.map { SampleLoss(sample: $0["sample"], given: $0["given"], truth: $0["truth"], loss: $0["loss"]) })
         }
     }
 }

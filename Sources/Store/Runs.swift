@@ -169,6 +169,7 @@ public extension Store {
                     epochs_done = (SELECT count(*) FROM epochs WHERE run_key = ?) WHERE key = ?
                 """, arguments: [RunStatus(last.status), Store.now(), seconds, divergedStep, divergedEpoch, key, key])
             try db.execute(sql: "DELETE FROM metrics WHERE run_key = ?", arguments: [key])
+            try db.execute(sql: "DELETE FROM sample_losses WHERE run_key = ?", arguments: [key])
             guard let final = last.epochs.last else { return }
             let best = last.epochs.max { $0.testAccuracy < $1.testAccuracy }!
             let val = last.epochs.filter { $0.validationAccuracy != nil }.max { $0.validationAccuracy! < $1.validationAccuracy! }
@@ -181,6 +182,15 @@ public extension Store {
                                  val?.epoch, val?.validationAccuracy, val?.testAccuracy, last.sharpness?.mSharpness,
                                  last.sharpness?.topHessianEigenvalue, last.relabelled,
                                  last.confusion.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }])
+            guard let d = last.detection else { return }
+            try db.execute(sql: """
+                UPDATE metrics SET detection_samples = ?, detection_corrupted = ?, detection_auroc = ?, detection_precision = ?
+                WHERE run_key = ?
+                """, arguments: [d.samples, d.corrupted, d.auroc, d.precisionAtNoise, key])
+            let insert = try db.makeStatement(sql: "INSERT INTO sample_losses (run_key, sample, given, truth, loss) VALUES (?, ?, ?, ?, ?)")
+            for i in d.indices.indices {
+                try insert.execute(arguments: [key, d.indices[i], Int(d.given[i]), Int(d.truth[i]), Double(d.losses[i])])
+            }
         }
     }
 

@@ -238,6 +238,24 @@ public final class Store: @unchecked Sendable {
             try db.execute(sql: "DROP VIEW settings")
             try db.execute(sql: Store.settingsViewV6)
         }
+        m.registerMigration("v7: noisy-label detection per run") { db in
+            // How well the final model's per-sample loss separates the corrupted training samples
+            // from the clean ones (Training's NoisyLabelDetection); NULL for runs finished before it.
+            try db.execute(sql: """
+                ALTER TABLE metrics ADD COLUMN detection_samples INTEGER;
+                ALTER TABLE metrics ADD COLUMN detection_corrupted INTEGER;
+                ALTER TABLE metrics ADD COLUMN detection_auroc REAL;
+                ALTER TABLE metrics ADD COLUMN detection_precision REAL;
+                CREATE TABLE sample_losses (
+                    run_key TEXT NOT NULL REFERENCES runs(key),
+                    sample INTEGER NOT NULL,
+                    given INTEGER NOT NULL,
+                    truth INTEGER NOT NULL,
+                    loss REAL NOT NULL,
+                    PRIMARY KEY (run_key, sample)
+                ) WITHOUT ROWID;
+                """)
+        }
         return m
     }
 

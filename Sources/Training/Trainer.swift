@@ -162,6 +162,9 @@ public struct StageResult: Sendable, Codable, Equatable {
     /// class, column = predicted class, counts (nil for a diverged stage, and in results made
     /// before it).
     public var confusion: [[Int]]?
+    /// How well the final model's per-sample loss picks out the corrupted training samples
+    /// (nil for a diverged stage, and in results made before it).
+    public var detection: NoisyLabelDetection?
 }
 
 public struct RunResult: Sendable, Codable, Equatable {
@@ -325,6 +328,8 @@ public final class Trainer {
         }
         var result = stage.result(.done, sharpness: stage.measureSharpness())
         result.confusion = stage.testConfusion()
+        // Against the run's own (noisy) labels, not a bootstrap stage's relabelling.
+        result.detection = NoisyLabelDetection.measure(stage.evaluator, data: self.data)
         return result
     }
 }

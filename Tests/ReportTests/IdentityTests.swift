@@ -201,6 +201,8 @@ final class IdentityTests: XCTestCase {
         try DatabaseQueue(path: db).write { db in
             try db.execute(sql: """
                 DROP VIEW settings; DROP INDEX runs_setting; ALTER TABLE runs DROP COLUMN setting_key; ALTER TABLE runs DROP COLUMN key_version; ALTER TABLE metrics DROP COLUMN test_confusion;
+                ALTER TABLE metrics DROP COLUMN detection_samples; ALTER TABLE metrics DROP COLUMN detection_corrupted;
+                ALTER TABLE metrics DROP COLUMN detection_auroc; ALTER TABLE metrics DROP COLUMN detection_precision; DROP TABLE sample_losses;
                 DELETE FROM grdb_migrations WHERE identifier NOT LIKE 'v1%'
                 """)
         }

@@ -93,6 +93,18 @@ final class RunnerTests: XCTestCase {
         }
     }
 
+    /// Every run's noisy-label detection and per-sample losses, by key: what an exact resume must reproduce too.
+    func detections(_ db: String) throws -> [String: [Double]] {
+        try DatabaseQueue(path: path(db)).read { db in
+            var out: [String: [Double]] = [:]
+            for r in try Row.fetchAll(db, sql: "SELECT run_key, detection_auroc, detection_precision, detection_samples FROM metrics") {
+                let losses = try Double.fetchAll(db, sql: "SELECT loss FROM sample_losses WHERE run_key = ? ORDER BY sample", arguments: [r["run_key"] as String])
+                out[r["run_key"]] = [r["detection_auroc"] ?? -1, r["detection_precision"] ?? -1, r["detection_samples"] ?? -1] + losses
+            }
+            return out
+        }
+    }
+
     func statuses(_ db: String) throws -> [String: String] {
         try DatabaseQueue(path: path(db)).read { db in
             Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT key, status FROM runs").map { ($0["key"], $0["status"]) })
@@ -159,6 +171,7 @@ final class RunnerTests: XCTestCase {
         let got = try epochs("kill.sqlite")
         XCTAssertEqual(Set(got.keys), Set(expected.keys))
         for (k, v) in expected { XCTAssertEqual(got[k], v, "epoch \(k) differs from the uninterrupted run") }
+        XCTAssertEqual(try detections("kill.sqlite"), try detections("ref.sqlite"), "the final models' per-sample losses differ")
         // Runs were resumed (some started more than once) and never trained again once done.
         let attempts = try DatabaseQueue(path: path("kill.sqlite")).read { try Int.fetchAll($0, sql: "SELECT attempts FROM runs") }
         XCTAssertTrue(attempts.contains { $0 > 1 }, "no run was ever interrupted: \(attempts)")
@@ -169,6 +182,52 @@ final class RunnerTests: XCTestCase {
         XCTAssertEqual(again.status, 0, again.err)
         XCTAssertTrue(again.out.contains("4 already finished"), again.out)
         XCTAssertEqual(try epochs("kill.sqlite").count, expected.count)
+    }
+
+    /// Every finished run stores how well its final model's per-sample loss picks out the
+    /// corrupted samples: the AUROC and precision at the noise count equal a direct computation
+    /// (every corrupted-clean pair, ties counted half) on the losses `runs --samples` exports,
+    /// whose labels agree with the stored noise; the report shows the AUROC.
+    func testDetectionIsStoredAndExported() throws {
+        let r = try runSeparated(binary, args("d.sqlite"))
+        XCTAssertEqual(r.status, 0, r.err)
+        let stored = try DatabaseQueue(path: path("d.sqlite")).read { db in
+            try Row.fetchAll(db, sql: "SELECT m.run_key, m.detection_auroc, m.detection_precision, m.detection_samples, m.detection_corrupted, n.corrupted FROM metrics m JOIN noise n USING (run_key)")
+        }
+        XCTAssertEqual(stored.count, 4)
+        for row in stored {
+            let key: String = row["run_key"]
+            let csv = try runSeparated(binary, ["runs", "--db", path("d.sqlite"), "--samples", String(key.prefix(10))])
+            XCTAssertEqual(csv.status, 0, csv.err)
+            var lines = csv.out.split(separator: "\n").map(String.init)
+            XCTAssertEqual(lines.removeFirst(), "sample,given,truth,corrupted,loss")
+            let samples = lines.map { $0.split(separator: ",").map(String.init) }
+            // 512 images less the validation eighth (stratified: 64 or 65).
+            XCTAssertEqual(samples.count, row["detection_samples"] as Int)
+            XCTAssertTrue((447...448).contains(samples.count), "\(samples.count)")
+            let corrupted = samples.filter { $0[3] == "1" }, clean = samples.filter { $0[3] == "0" }
+            XCTAssertTrue(samples.allSatisfy { ($0[1] != $0[2]) == ($0[3] == "1") })
+            XCTAssertEqual(row["detection_corrupted"] as Int, corrupted.count)
+            XCTAssertGreaterThan(corrupted.count, 100)
+            // Largest loss first.
+            let losses = samples.map { Double($0[4])! }
+            XCTAssertEqual(losses, losses.sorted(by: >))
+            var wins = 0.0
+            for c in corrupted { for k in clean {
+                let (a, b) = (Double(c[4])!, Double(k[4])!)
+                wins += a > b ? 1 : a == b ? 0.5 : 0
+            } }
+            let auroc = wins / Double(corrupted.count * clean.count)
+            XCTAssertEqual(row["detection_auroc"] as Double, auroc, accuracy: 1e-12, key)
+            let precision = Double(samples.prefix(corrupted.count).filter { $0[3] == "1" }.count) / Double(corrupted.count)
+            XCTAssertEqual(row["detection_precision"] as Double, precision, accuracy: 1e-12, key)
+        }
+        let report = try runSeparated(binary, ["report", "--db", path("d.sqlite"), "--no-charts"])
+        XCTAssertEqual(report.status, 0, report.err)
+        XCTAssertTrue(report.out.contains("detect."), report.out)
+        let unknown = try runSeparated(binary, ["runs", "--db", path("d.sqlite"), "--samples", "nosuchkey"])
+        XCTAssertEqual(unknown.status, 2)
+        XCTAssertTrue(unknown.err.contains("no run with key nosuchkey"), unknown.err)
     }
 
     /// A second runner on the same database is refused while the first runs; the database stays sound.
