@@ -240,8 +240,11 @@ private struct SuiteParser {
         }
         let noise = try entries(root, "noise").map(noiseEntry)
         let optimizers = try entries(root, "optimizer").map(optimizerEntry)
-        // Every method entry's variants, in order (none: cross-entropy alone).
-        let methods = try entries(root, "method").flatMap(methodVariants)
+        // Every method entry's variants, in order (none: cross-entropy alone), each with the
+        // entry's seeds and optimizers when it names them (entry: its index, for the check below).
+        let methodEntries = try entries(root, "method")
+        let methods = try methodEntries.enumerated().flatMap { i, e in try methodVariants(e).map { (config: $0.config, scope: $0.scope, entry: i) } }
+        var entryRuns = [Int](repeating: 0, count: methodEntries.count)
 
         // Bounded before anything is expanded: a grid of a few long lists is billions of runs.
         let limit = Suite.maxRuns
@@ -268,9 +271,13 @@ private struct SuiteParser {
             }
             for n in noise.isEmpty ? [nil] : noise.map(Optional.some) {
                 for (noiseSpec, noiseLabel) in variants(of: n) {
-                    for method in methods.isEmpty ? [nil] : methods {
+                    for m in methods.isEmpty ? [nil] : methods.map(Optional.some) {
+                        let method = m?.config
+                        if let seeds = m?.scope.seeds, !seeds.contains(spec.config.seed) { continue }
                         for o in optimizers.isEmpty ? [nil] : optimizers.map(Optional.some) {
                             for (optimizer, optimizerLabel) in try variants(of: o, batchSize: spec.config.batchSize) {
+                                if let names = m?.scope.optimizers, !names.contains(optimizer.family.rawValue) { continue }
+                                if let m { entryRuns[m.entry] += 1 }
                                 var s = spec
                                 s.data.noise = noiseSpec
                                 s.noiseSeedFollowsRun = n?.seed == nil
@@ -295,6 +302,10 @@ private struct SuiteParser {
             }
         }
         try expand(0, base, [])
+        // An entry whose seeds or optimizers match nothing in the suite is a mistake, never silence.
+        for (i, (_, path)) in methodEntries.enumerated() where entryRuns[i] == 0 {
+            throw fail(path, "this method entry matches no run: its `seeds` are none of the suite's seeds, or its `optimizers` none of its [[optimizer]] entries")
+        }
         // The pretrain runs the finetune runs name, first (a finetune run waits for its pretrain).
         let used = Set(runs.compactMap { $0.pretrain?.name })
         for p in pretrains.reversed() where used.contains(p.ref.name) { runs.insert(p.ref.spec, at: 0) }
@@ -490,7 +501,7 @@ private struct SuiteParser {
     /// A `[[method]]` entry: `name` and the method's own parameters (Methods.all), each a number
     /// or a list of numbers to sweep. Its variants: every combination, in the parameters' order,
     /// each resolved (nil: plain cross-entropy). A bad value is found here and located.
-    private func methodVariants(_ entry: (TOMLTable, String)) throws -> [MethodConfig?] {
+    private func methodVariants(_ entry: (TOMLTable, String)) throws -> [(config: MethodConfig?, scope: MethodScope)] {
         let (t, p) = entry
         let names = Methods.all.map(\.name)
         guard let text = try string(t, "name", path: "\(p).name") else { throw fail(p, "a method entry needs a `name` (\(names.joined(separator: ", ")))") }
@@ -498,7 +509,9 @@ private struct SuiteParser {
             throw fail("\(p).name", "unknown method \"\(text)\"" + (suggestion(for: text, among: names).map { "; did you mean \"\($0)\"?" } ?? " (\(names.joined(separator: ", ")))"))
         }
         let own = method.parameters.map(\.name)
-        try rejectUnknown(t, allowed: ["name"] + own, path: p) { key in
+        try rejectUnknown(t, allowed: ["name", "seeds", "optimizers"] + own, path: p) { key in
+            if key == "seed" { return "did you mean `seeds` (a list: the seeds of the suite this method runs with)?" }
+            if key == "optimizer" { return "did you mean `optimizers` (a list of optimizer names this method runs with)?" }
             if key == "label_smoothing" { return "label smoothing is a run setting: put it in [defaults] or [grid]" }
             if Methods.parameterNames.contains(key) { return "`\(key)` is not a parameter of \(text)" + (own.isEmpty ? "" : " (its parameters: \(own.joined(separator: ", ")))") }
             if Settings.optimizerKeys.contains(key) { return "`\(key)` belongs in an [[optimizer]] entry" }
@@ -515,9 +528,32 @@ private struct SuiteParser {
             if let dup = duplicate(values.map { SettingValue.double($0) }) { throw fail(path, "\(dup) appears twice") }
             combinations = combinations.flatMap { c in values.map { c.merging([parameter.name: $0]) { $1 } } }
         }
-        return try combinations.map { c -> MethodConfig? in
-            do { return try Methods.resolve(text, c) } catch { throw fail(p, "\(error)") }
+        var scope = MethodScope()
+        if let v = t["seeds"] {
+            let items = v.array.map(Array.init) ?? [v]
+            guard !items.isEmpty else { throw fail("\(p).seeds", "an empty list: the method would have no runs") }
+            scope.seeds = try items.map { UInt64(try integer($0, path: "\(p).seeds", min: 0)) }
         }
+        if let v = t["optimizers"] {
+            let items = v.array.map(Array.init) ?? [v]
+            guard !items.isEmpty else { throw fail("\(p).optimizers", "an empty list: the method would have no runs") }
+            let names = OptimizerFamily.allCases.map(\.rawValue)
+            scope.optimizers = try items.map { item in
+                guard item.type == .string, let name = item.string else { throw fail("\(p).optimizers", "expected optimizer names (strings), got \(describe(item))") }
+                guard names.contains(name) else { throw fail("\(p).optimizers", "unknown optimizer \"\(name)\" (\(names.joined(separator: ", ")))") }
+                return name
+            }
+        }
+        return try combinations.map { c in
+            do { return (try Methods.resolve(text, c), scope) } catch { throw fail(p, "\(error)") }
+        }
+    }
+
+    /// Which runs of the suite a `[[method]]` entry takes part in: the seeds and optimizer
+    /// families it names (nil: all), so that a suite can run the costly methods with fewer seeds.
+    private struct MethodScope {
+        var seeds: [UInt64]?
+        var optimizers: [String]?
     }
 
     private func optimizerEntry(_ entry: (TOMLTable, String)) throws -> OptimizerEntry {

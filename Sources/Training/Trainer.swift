@@ -73,7 +73,12 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         guard augmentation.cropPadding >= 0, augmentation.cutout >= 0 else { throw EngineError("augmentation sizes must be >= 0") }
         try sgd.validate()
         try optimizer.sam?.validate(batchSize: batchSize)
-        if let method { try Methods.validate(method) }
+        if let method {
+            try Methods.validate(method)
+            if method.name == "ls", labelSmoothing > 0 {
+                throw EngineError("method ls smooths the labels itself (its epsilon): leave the run's label_smoothing at 0")
+            }
+        }
         if let s = sharpness {
             guard s.batches >= 1, s.rho > 0, s.hessianIterations >= 0, s.finiteDifferenceStep > 0 else {
                 throw EngineError("sharpness: batches >= 1, rho > 0, iterations >= 0 and a positive step needed")

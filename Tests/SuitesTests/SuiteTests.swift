@@ -95,6 +95,36 @@ final class SuiteTests: XCTestCase {
         XCTAssertNotEqual(RunKey.keys(s.runs[3], identity: "synthetic").group, RunKey.keys(s.runs[6], identity: "synthetic").group)
     }
 
+    /// A method entry's `seeds` and `optimizers` keep it to those runs (the costly methods with
+    /// fewer seeds, or SGD only); the runs it keeps have the keys they have in a full cross, and
+    /// `ls` is a method of its own, compared with ce.
+    func testMethodEntriesWithSeedsAndOptimizers() throws {
+        let full = Self.base + "\n[[method]]\nname = \"ce\"\n\n[[method]]\nname = \"ls\"\n"
+        let scoped = Self.base + """
+
+            [[method]]
+            name = "ce"
+
+            [[method]]
+            name = "ls"
+            epsilon = 0.1
+            seeds = [1]
+            optimizers = ["sgd"]
+            """
+        let s = try Suite.parse(scoped, file: "t.toml")
+        // ce: 2 seeds x 2 rates x 3 optimizers; ls: seed 1 x 2 rates x sgd.
+        XCTAssertEqual(s.runs.count, 12 + 2)
+        let ls = s.runs.filter { $0.config.method?.name == "ls" }
+        XCTAssertEqual(ls.map(\.label), ["synthetic tiny symmetric-0.2 ls(epsilon=0.1) sgd seed 1", "synthetic tiny symmetric-0.6 ls(epsilon=0.1) sgd seed 1"])
+        let all = try keys(full), some = try keys(scoped)
+        XCTAssertEqual(all.count, 24)
+        for (label, key) in some { XCTAssertEqual(all[label], key, "\(label): the same run, the same key") }
+        // Smoothing by the method and by the run setting at once is refused.
+        XCTAssertThrowsError(try Suite.parse(scoped.replacingOccurrences(of: "lr = 0.05", with: "lr = 0.05\nlabel_smoothing = 0.1"), file: "t.toml")) { e in
+            XCTAssertTrue("\(e)".contains("leave the run's label_smoothing at 0"), "\(e)")
+        }
+    }
+
     func testIntegersAreAcceptedAsFloats() throws {
         let s = try Suite.parse(Self.base.replacingOccurrences(of: "lr = 0.05", with: "lr = 1"), file: "t.toml")
         XCTAssertEqual(s.runs[0].config.lr, 1)

@@ -138,6 +138,10 @@ public struct MethodDescriptor: Sendable {
 public enum Methods {
     public static let all: [MethodDescriptor] = [
         .loss("ce", "cross-entropy (the run's label_smoothing applies)") { SoftCrossEntropy(smoothing: $1.labelSmoothing) },
+        .loss("ls", "label smoothing, Szegedy et al. 2016: cross-entropy against (1 - epsilon) onehot(y) + epsilon / C, as a method of its own (compared with ce)",
+              parameters: [MethodParameter("epsilon", default: 0.1, range: 0...1, open: true, help: "the smoothing: the share of each target spread over all classes")]) { c, _ in
+            SoftCrossEntropy(smoothing: Float(c["epsilon"]))
+        },
         .loss("gce", "generalized cross-entropy (1 - p_y^q) / q, Zhang and Sabuncu 2018",
               parameters: [MethodParameter("q", default: 0.7, range: 0...1, open: true, help: "the exponent: CE as q -> 0, MAE at 1")]) { c, _ in
             GeneralizedCrossEntropy(q: c["q"])
