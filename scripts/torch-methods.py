@@ -12,6 +12,9 @@ Needs torch (the CPU wheel), numpy and safetensors.
                              on the reference's ResNet-8, initial weights and batch (float32):
                              a Mixup SGD step with a fixed lambda and permutation, and a SAM step
                              (davda54/sam's sequence) with GCE; gradients and the state after each
+  elr --out FILE             ELR (shengliu66/ELR's elr_loss, float64) over three steps on a table
+                             of 20 samples: each step's logits, sample indices, batch loss, its
+                             gradient with respect to the logits, and the running targets after it
 
 Each command prints one `RESULT {json}` line last.
 """
@@ -186,6 +189,52 @@ def steps(args):
     print("RESULT " + json.dumps({"lambda": LAMBDA, "permutation": PERMUTATION, "q": GCE_Q}))
 
 
+# ---- ELR over three steps (shengliu66/ELR, ELR/model/loss.py, in float64) ----
+
+ELR_SAMPLES, ELR_BATCH, ELR_BETA, ELR_LAMBDA = 20, 8, 0.7, 3.0
+ELR_INDICES = [[0, 1, 2, 3, 4, 5, 6, 7], [4, 5, 6, 7, 8, 9, 10, 11], [19, 0, 2, 4, 6, 8, 10, 12]]
+
+
+class ELRReference:
+    """As the reference code writes it: the target updated with the detached, clamped and
+    renormalised prediction, then CE (mean) + lambda * mean(log(1 - <target, clamped p>))."""
+
+    def __init__(self, num_examp, num_classes, beta, lam):
+        self.target = torch.zeros(num_examp, num_classes, dtype=torch.float64)
+        self.beta, self.lam = beta, lam
+
+    def forward(self, index, output, label):
+        y_pred = F.softmax(output, dim=1)
+        y_pred = torch.clamp(y_pred, 1e-4, 1.0 - 1e-4)
+        y_pred_ = y_pred.data.detach()
+        self.target[index] = self.beta * self.target[index] + (1 - self.beta) * (y_pred_ / y_pred_.sum(dim=1, keepdim=True))
+        ce_loss = F.cross_entropy(output, label)
+        elr_reg = ((1 - (self.target[index] * y_pred).sum(dim=1)).log()).mean()
+        return ce_loss + self.lam * elr_reg
+
+
+def elr(args):
+    g = torch.Generator().manual_seed(11)
+    labels = torch.randint(0, C, (ELR_SAMPLES,), generator=g)
+    ref = ELRReference(ELR_SAMPLES, C, ELR_BETA, ELR_LAMBDA)
+    out = {"labels": labels}
+    for step, idx in enumerate(ELR_INDICES):
+        z = torch.randn(ELR_BATCH, C, generator=g, dtype=torch.float64) * 3
+        if step == 1:
+            z[0] = torch.linspace(-50, 50, C, dtype=torch.float64)   # classes clamped at both ends
+        index = torch.tensor(idx)
+        zz = z.clone().requires_grad_(True)
+        loss = ref.forward(index, zz, labels[index])
+        loss.backward()
+        out[f"step{step}.logits"] = z
+        out[f"step{step}.indices"] = index
+        out[f"step{step}.loss"] = loss.detach().reshape(1)
+        out[f"step{step}.grad"] = zz.grad.detach()
+        out[f"step{step}.targets"] = ref.target.clone()
+    save_file({k: v.contiguous() for k, v in out.items()}, args.out)
+    print("RESULT " + json.dumps({"samples": ELR_SAMPLES, "batch": ELR_BATCH, "beta": ELR_BETA, "lambda": ELR_LAMBDA}))
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="command", required=True)
@@ -195,9 +244,11 @@ def main():
     b.add_argument("--anchors", required=True)
     b.add_argument("--reference", required=True)
     b.add_argument("--out", required=True)
+    e = sub.add_parser("elr")
+    e.add_argument("--out", required=True)
     args = p.parse_args()
     torch.set_default_dtype(torch.float32)
-    {"losses": losses, "steps": steps}[args.command](args)
+    {"losses": losses, "steps": steps, "elr": elr}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ public final class TrainStep {
     private let accumulated: FloatBuffer
     /// [parameters]: LookSAM's plain gradient at w (empty otherwise).
     private let plainGradient: FloatBuffer
+    /// 0..<batch: the sample indices of a batch given without its own (benchmarks, tests).
+    private let positions: UnsafeMutablePointer<Int32>
     /// Steps taken (LookSAM's cycle position).
     public private(set) var stepCount = 0
 
@@ -82,9 +84,10 @@ public final class TrainStep {
 
     /// `freeze`: module prefixes whose parameters keep their values (no gradient, decay, momentum
     /// or perturbation), e.g. ["conv1", "bn1", "layer1"]; each must name some parameter.
-    /// `method`: nil is cross-entropy; `seed` seeds its batch transform (Mixup's draws).
+    /// `method`: nil is cross-entropy; `seed` seeds its batch transform (Mixup's draws);
+    /// `samples`: the training images the batches' indices range over (ELR's table; at least a batch).
     public init(state: ModelState, batchSize: Int, sgd: SGDConfig, optimizer: OptimizerConfig = .sgd, labelSmoothing: Float = 0,
-                method: MethodConfig? = nil, seed: UInt64 = 0,
+                method: MethodConfig? = nil, seed: UInt64 = 0, samples: Int = 0,
                 frozenBatchNorm: Bool = false, freeze: [String] = [], executor makeExecutor: ExecutorFactory = TrainStep.fastPath) throws {
         let model = state.model
         if let method { try Methods.validate(method) }
@@ -104,7 +107,7 @@ public final class TrainStep {
         self.optimizer.trainable = trainable
         config = optimizer
         self.method = Methods.make(method, MethodContext(batchSize: batchSize, classes: model.numClasses, imageSize: model.tensors[model.inputTensor].perImage,
-                                                         labelSmoothing: labelSmoothing, seed: seed))
+                                                         labelSmoothing: labelSmoothing, seed: seed, samples: max(samples, batchSize)))
         let n = state.model.parameterCount
         if let c = optimizer.sam {
             try c.validate(batchSize: batchSize)
@@ -121,7 +124,11 @@ public final class TrainStep {
         logitsGrad = FloatBuffer(count: batchSize * state.model.numClasses)
         accumulated = FloatBuffer(count: microExecutor == nil ? 0 : n)
         plainGradient = FloatBuffer(count: look == nil ? 0 : n)
+        positions = .allocate(capacity: batchSize)
+        for i in 0..<batchSize { positions[i] = Int32(i) }
     }
+
+    deinit { positions.deallocate() }
 
     public var state: ModelState { executor.state }
 
@@ -165,11 +172,13 @@ public final class TrainStep {
     /// BN momentum of the first pass (running statistics always updated at w).
     private static let firstMomentum: Float = 0.1
 
-    /// One step on the loader's batch: the method prepares it (`iteration` seeds its draws), then
-    /// the optimizer's sequence trains on it.
+    /// One step on the loader's batch: the method prepares it (`iteration` seeds its draws;
+    /// `indices`, the samples' indices in the training images, default 0..<batch), then the
+    /// optimizer's sequence trains on it.
     @discardableResult
-    public func step(input: UnsafePointer<Float>, labels: UnsafePointer<Int32>, lr: Float, dropoutSeed: UInt64 = 0, iteration: Int = 0) -> Result {
-        let batch = timed("method") { method.prepare(input: input, labels: labels, iteration: iteration) }
+    public func step(input: UnsafePointer<Float>, labels: UnsafePointer<Int32>, indices: UnsafePointer<Int32>? = nil, lr: Float,
+                     dropoutSeed: UInt64 = 0, iteration: Int = 0) -> Result {
+        let batch = timed("method") { method.prepare(input: input, labels: labels, indices: indices ?? UnsafePointer(positions), iteration: iteration) }
         return step(batch, lr: lr, dropoutSeed: dropoutSeed)
     }
 
@@ -242,7 +251,7 @@ public final class TrainStep {
         if let look, look.hasOrthogonal {
             out["optimizer.looksam_orthogonal"] = SafetensorsTensor(floats: UnsafeBufferPointer(start: look.orthogonal.pointer, count: n), shape: [n])
         }
-        return out
+        return out.merging(method.stateTensors()) { a, _ in a }
     }
 
     public func restoreOptimizer(from file: SafetensorsFile, source: String) throws {
@@ -261,5 +270,6 @@ public final class TrainStep {
             guard let look else { throw EngineError("\(source): a LookSAM state, but this run is not LookSAM") }
             g.withUnsafeBufferPointer { look.restore(orthogonal: $0) }
         }
+        try method.restoreState(from: file, source: source)
     }
 }

@@ -374,7 +374,7 @@ private final class Stage {
         loader = BatchLoader(data: data, batchSize: c.batchSize, augmentation: c.augmentation, seed: c.seed)
         schedule = try c.lrSchedule(iterationsPerEpoch: loader.batchesPerEpoch)
         step = try TrainStep(state: trainer.state, batchSize: c.batchSize, sgd: c.sgd, optimizer: c.optimizer, labelSmoothing: c.labelSmoothing,
-                             method: c.method, seed: c.seed,
+                             method: c.method, seed: c.seed, samples: data.cleanTrainLabels.count,
                              frozenBatchNorm: c.freezeBN == true, freeze: c.freeze ?? [])
         evaluator = BatchEvaluator(executor: step.executor, normalization: data.normalization)
         resizer = InputResizer(model: trainer.model, batchSize: c.batchSize)
@@ -427,9 +427,9 @@ private final class Stage {
         var lr = schedule.lr(at: iteration)
         var diverged: StageStatus?
         var done = 0
-        loader.forEachBatch(epoch: epoch) { images, labels, _ in
+        loader.forEachBatch(epoch: epoch) { images, labels, indices in
             lr = schedule.lr(at: iteration)
-            let r = step.step(input: resizer.prepare(images), labels: labels, lr: lr, dropoutSeed: splitMix64(config.seed &+ UInt64(iteration) &* 2),
+            let r = step.step(input: resizer.prepare(images), labels: labels, indices: indices, lr: lr, dropoutSeed: splitMix64(config.seed &+ UInt64(iteration) &* 2),
                               iteration: iteration)
             let reference = firstLoss ?? r.loss
             if firstLoss == nil { firstLoss = r.loss }

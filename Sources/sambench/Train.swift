@@ -79,6 +79,7 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp(Methods.parameterHelp("beta"))) var beta: Double?
     @Option(parsing: .unconditional, help: ArgumentHelp(Methods.parameterHelp("log_zero"))) var logZero: Double?
     @Option(help: ArgumentHelp(Methods.parameterHelp("epsilon"))) var epsilon: Double?
+    @Option(help: ArgumentHelp(Methods.parameterHelp("lambda"))) var lambda: Double?
     @Option(help: "Dropout between the convs of a Wide-ResNet block.") var dropout: Float = 0
     @Option(help: "Seed of initialisation, shuffling and dropout.") var seed: UInt64 = 0
     @OptionGroup var threadsOption: ThreadsOption
@@ -141,10 +142,10 @@ struct Train: ParsableCommand {
     /// The method and the parameters given by their flags (one flag per parameter of `Methods.all`,
     /// named as the suite key); a flag the method does not have is refused.
     func methodConfig() throws -> MethodConfig? {
-        let given: [String: Double?] = ["q": q, "alpha": alpha, "beta": beta, "log_zero": logZero, "epsilon": epsilon]
+        let given: [String: Double?] = ["q": q, "alpha": alpha, "beta": beta, "log_zero": logZero, "epsilon": epsilon, "lambda": lambda]
         precondition(Set(given.keys) == Set(Methods.parameterNames), "a method parameter without its flag")
         do { return try Methods.resolve(method, given.compactMapValues { $0 }) } catch {
-            throw ValidationError("--method \(method): \(error) (a parameter's flag is its name: --q, --alpha, --beta, --log-zero, --epsilon)")
+            throw ValidationError("--method \(method): \(error) (a parameter's flag is its name: --q, --alpha, --beta, --log-zero, --epsilon, --lambda)")
         }
     }
 

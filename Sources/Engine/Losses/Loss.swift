@@ -7,20 +7,45 @@ public enum Targets {
     case hard(UnsafePointer<Int32>)
     /// [n, classes] rows that each sum to 1.
     case soft(UnsafePointer<Float>)
+    /// [n] class indices, and a row of state per sample that the loss reads and updates (ELR's
+    /// running average of each sample's prediction).
+    case tracked(UnsafePointer<Int32>, TrackedRows)
 
     /// The targets of the samples from `offset` on (a micro-batch).
     public func advanced(by offset: Int, classes c: Int) -> Targets {
         switch self {
         case let .hard(y): .hard(y + offset)
         case let .soft(t): .soft(t + offset * c)
+        case let .tracked(y, rows): .tracked(y + offset, rows.advanced(by: offset))
         }
     }
+}
+
+/// Per-sample rows a method keeps across the run (`table`, [samples, classes]) and the batch's
+/// view of them: sample b's row is `table + indices[b] * classes`; `pending[b]` is 1 until the
+/// loss has updated that row in this step (so a SAM step's second pass, or a micro-batch's,
+/// reads what the first left instead of updating it again).
+public struct TrackedRows {
+    public var table: UnsafeMutablePointer<Float>
+    public var indices: UnsafePointer<Int32>
+    public var pending: UnsafeMutablePointer<UInt8>
+
+    public init(table: UnsafeMutablePointer<Float>, indices: UnsafePointer<Int32>, pending: UnsafeMutablePointer<UInt8>) {
+        (self.table, self.indices, self.pending) = (table, indices, pending)
+    }
+
+    @inline(__always)
+    public func row(_ b: Int, classes c: Int) -> UnsafeMutablePointer<Float> { table + Int(indices[b]) * c }
+
+    public func advanced(by offset: Int) -> TrackedRows { TrackedRows(table: table, indices: indices + offset, pending: pending + offset) }
 }
 
 /// The same targets in float64 arrays, for the reference twins.
 public enum ReferenceTargets {
     case hard([Int])
     case soft([Double])
+    /// Class indices and each sample's tracked row [n, classes], as the loss reads it (after this step's update).
+    case tracked([Int], [Double])
 }
 
 /// A training loss over a batch of logits. `compute` is the fast path (float32 in and out,

@@ -36,6 +36,8 @@ public struct SoftCrossEntropy: Loss {
                     loss -= t * Double(z[k])
                     grad?[b * c + k] = Float((Foundation.exp(Double(z[k]) - lse) - t) * scale)
                 }
+            case .tracked:
+                preconditionFailure("cross-entropy takes hard or soft targets")
             }
             return loss
         }
@@ -50,6 +52,7 @@ public struct SoftCrossEntropy: Loss {
             switch targets {
             case let .hard(y): base = (0..<c).map { $0 == y[b] ? 1 : 0 }
             case let .soft(t): base = Array(t[(b * c)..<((b + 1) * c)])
+            case .tracked: preconditionFailure("cross-entropy takes hard or soft targets")
             }
             let t = base.map { (1 - eps) * $0 + eps / Double(c) }
             let loss = -zip(t, p).map { $0 * Foundation.log($1) }.reduce(0, +)

@@ -60,9 +60,12 @@ public struct MethodContext: Sendable {
     /// The run's label smoothing (cross-entropy methods apply it to their targets).
     public var labelSmoothing: Float
     public var seed: UInt64
+    /// Training images the batches' sample indices range over (ELR keeps a row for each).
+    public var samples: Int
 
-    public init(batchSize: Int, classes: Int, imageSize: Int, labelSmoothing: Float = 0, seed: UInt64 = 0) {
+    public init(batchSize: Int, classes: Int, imageSize: Int, labelSmoothing: Float = 0, seed: UInt64 = 0, samples: Int = 0) {
         (self.batchSize, self.classes, self.imageSize, self.labelSmoothing, self.seed) = (batchSize, classes, imageSize, labelSmoothing, seed)
+        self.samples = samples
     }
 }
 
@@ -93,18 +96,31 @@ public struct PreparedBatch {
 }
 
 /// A method as built for one run: its loss and what it does to each batch. `prepare` allocates
-/// nothing (its buffers are made with it) and depends only on the run's seed, the iteration
-/// and the batch, so a resumed run trains on the same batches.
+/// nothing (its buffers are made with it) and depends only on the run's seed, the iteration,
+/// the batch and (ELR) the state the method keeps, so a resumed run trains on the same batches.
+/// `indices` are the batch's sample indices in the training images (nil: none known).
+/// A method that keeps state across steps gives it to the checkpoint (`stateTensors`) and
+/// takes it back on resume (`restoreState`).
 public protocol TrainingMethod: AnyObject {
     var loss: Loss { get }
-    func prepare(input: UnsafePointer<Float>, labels: UnsafePointer<Int32>, iteration: Int) -> PreparedBatch
+    func prepare(input: UnsafePointer<Float>, labels: UnsafePointer<Int32>, indices: UnsafePointer<Int32>?, iteration: Int) -> PreparedBatch
+    func stateTensors() -> [String: SafetensorsTensor]
+    func restoreState(from file: SafetensorsFile, source: String) throws
+}
+
+public extension TrainingMethod {
+    func prepare(input: UnsafePointer<Float>, labels: UnsafePointer<Int32>, iteration: Int) -> PreparedBatch {
+        prepare(input: input, labels: labels, indices: nil, iteration: iteration)
+    }
+    func stateTensors() -> [String: SafetensorsTensor] { [:] }
+    func restoreState(from file: SafetensorsFile, source: String) throws {}
 }
 
 /// A method that trains every batch as it comes with its loss.
 public final class LossMethod: TrainingMethod {
     public let loss: Loss
     public init(_ loss: Loss) { self.loss = loss }
-    public func prepare(input: UnsafePointer<Float>, labels: UnsafePointer<Int32>, iteration: Int) -> PreparedBatch {
+    public func prepare(input: UnsafePointer<Float>, labels: UnsafePointer<Int32>, indices: UnsafePointer<Int32>?, iteration: Int) -> PreparedBatch {
         PreparedBatch(input: input, targets: .hard(labels), labels: labels)
     }
 }
@@ -164,6 +180,11 @@ public enum Methods {
         MethodDescriptor("mixup", "Mixup, Zhang et al. 2018: inputs and labels mixed with lambda ~ Beta(alpha, alpha)",
                          parameters: [MethodParameter("alpha", default: 1, range: 0...1000, open: true, help: "lambda ~ Beta(alpha, alpha)")]) {
             Mixup(alpha: $0["alpha"], context: $1)
+        },
+        MethodDescriptor("elr", "early-learning regularization, Liu et al. 2020: CE + lambda log(1 - <t, p>), t a running average of each sample's prediction",
+                         parameters: [MethodParameter("beta", default: 0.7, range: 0...1, help: "momentum of the running targets (shengliu66/ELR's CIFAR-10 value)"),
+                                      MethodParameter("lambda", default: 3, range: 0...1000, help: "weight of the regulariser")]) {
+            ELR(beta: $0["beta"], lambda: $0["lambda"], context: $1)
         },
     ]
 

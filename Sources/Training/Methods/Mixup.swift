@@ -34,7 +34,7 @@ public final class Mixup: TrainingMethod {
     }
 
     /// The batch's lambda and permutation: drawn from a generator of (seed, iteration).
-    public func prepare(input: UnsafePointer<Float>, labels: UnsafePointer<Int32>, iteration: Int) -> PreparedBatch {
+    public func prepare(input: UnsafePointer<Float>, labels: UnsafePointer<Int32>, indices: UnsafePointer<Int32>?, iteration: Int) -> PreparedBatch {
         var rng = Xoshiro256(seed: splitMix64(splitMix64(context.seed ^ 0x6D69_7875_70) &+ UInt64(iteration)))
         let lambda = Self.beta(alpha, &rng)
         let n = context.batchSize
