@@ -12,6 +12,10 @@ Needs torch (the CPU wheel), numpy and safetensors.
                              on the reference's ResNet-8, initial weights and batch (float32):
                              a Mixup SGD step with a fixed lambda and permutation, and a SAM step
                              (davda54/sam's sequence) with GCE; gradients and the state after each
+  coteaching --out FILE      Co-teaching's selection (bhanML/Co-teaching's loss_coteaching and
+                             rate_schedule) on two networks' logits for a batch of 128: the kept
+                             indices, both losses (with the reference's scaling) and label
+                             precisions at forget rates 0.2 and 0.6, and the schedules over 200 epochs
   elr --out FILE             ELR (shengliu66/ELR's elr_loss, float64) over three steps on a table
                              of 20 samples: each step's logits, sample indices, batch loss, its
                              gradient with respect to the logits, and the running targets after it
@@ -235,6 +239,58 @@ def elr(args):
     print("RESULT " + json.dumps({"samples": ELR_SAMPLES, "batch": ELR_BATCH, "beta": ELR_BETA, "lambda": ELR_LAMBDA}))
 
 
+# ---- Co-teaching's selection (bhanML/Co-teaching, loss.py and main.py) ----
+
+def loss_coteaching(y_1, y_2, t, forget_rate, ind, noise_or_not):
+    # As the reference writes it (reduce=False is reduction="none" today).
+    loss_1 = F.cross_entropy(y_1, t, reduction="none")
+    ind_1_sorted = torch.argsort(loss_1.data, stable=True)
+    loss_1_sorted = loss_1[ind_1_sorted]
+    loss_2 = F.cross_entropy(y_2, t, reduction="none")
+    ind_2_sorted = torch.argsort(loss_2.data, stable=True)
+    remember_rate = 1 - forget_rate
+    num_remember = int(remember_rate * len(loss_1_sorted))
+    pure_ratio_1 = float(noise_or_not[ind[ind_1_sorted[:num_remember]]].sum()) / float(num_remember)
+    pure_ratio_2 = float(noise_or_not[ind[ind_2_sorted[:num_remember]]].sum()) / float(num_remember)
+    ind_1_update = ind_1_sorted[:num_remember]
+    ind_2_update = ind_2_sorted[:num_remember]
+    loss_1_update = F.cross_entropy(y_1[ind_2_update], t[ind_2_update])
+    loss_2_update = F.cross_entropy(y_2[ind_1_update], t[ind_1_update])
+    return (torch.sum(loss_1_update) / num_remember, torch.sum(loss_2_update) / num_remember,
+            pure_ratio_1, pure_ratio_2, ind_1_update, ind_2_update, num_remember)
+
+
+def rate_schedule(forget_rate, n_epoch, num_gradual, exponent):
+    import numpy as np
+    r = np.ones(n_epoch) * forget_rate
+    r[:num_gradual] = np.linspace(0, forget_rate ** exponent, num_gradual)
+    return torch.tensor(r, dtype=torch.float64)
+
+
+def coteaching(args):
+    g = torch.Generator().manual_seed(13)
+    n = 128
+    y1 = torch.randn(n, C, generator=g, dtype=torch.float32) * 2
+    y2 = torch.randn(n, C, generator=g, dtype=torch.float32) * 2
+    t = torch.randint(0, C, (n,), generator=g)
+    clean = (torch.rand(n, generator=g) < 0.5).to(torch.int64)   # noise_or_not: 1 where the label is clean
+    ind = torch.arange(n)
+    out = {"logits1": y1, "logits2": y2, "labels": t, "clean": clean}
+    for rate in (0.2, 0.6):
+        l1, l2, p1, p2, i1, i2, k = loss_coteaching(y1, y2, t, rate, ind, clean)
+        key = f"rate{int(rate * 10)}"
+        out[key + ".kept1"] = i1.sort().values
+        out[key + ".kept2"] = i2.sort().values
+        out[key + ".loss1"] = l1.detach().to(torch.float64).reshape(1)
+        out[key + ".loss2"] = l2.detach().to(torch.float64).reshape(1)
+        out[key + ".precision"] = torch.tensor([p1, p2], dtype=torch.float64)
+        out[key + ".num_remember"] = torch.tensor([k])
+    out["schedule.0.6.10.1"] = rate_schedule(0.6, 200, 10, 1)
+    out["schedule.0.45.15.0.5"] = rate_schedule(0.45, 200, 15, 0.5)
+    save_file({k: v.contiguous() for k, v in out.items()}, args.out)
+    print("RESULT " + json.dumps({"batch": n}))
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="command", required=True)
@@ -246,9 +302,11 @@ def main():
     b.add_argument("--out", required=True)
     e = sub.add_parser("elr")
     e.add_argument("--out", required=True)
+    ct = sub.add_parser("coteaching")
+    ct.add_argument("--out", required=True)
     args = p.parse_args()
     torch.set_default_dtype(torch.float32)
-    {"losses": losses, "steps": steps, "elr": elr}[args.command](args)
+    {"losses": losses, "steps": steps, "elr": elr, "coteaching": coteaching}[args.command](args)
 
 
 if __name__ == "__main__":
