@@ -3,8 +3,8 @@
 # the background with its database, checkpoints, data and a copy of the binary kept outside the
 # work tree, so that rebuilding or cleaning the checkout does not touch it. Run the same command
 # at the start of every sitting: finished runs are skipped, interrupted ones resume from their
-# last epoch. It runs at the lowest priority (nice 19) with one thread per job, so builds and
-# tests beside it keep the cores they need.
+# last epoch. It runs at the lowest priority (nice 19, for its scheduling autogroup too) with one
+# thread per job, so builds and tests beside it keep the cores they need.
 #
 #   bash scripts/long-run.sh [SUITE...] [sambench run options...]    # default: suites/paper-cpu.toml
 #   tail -f ~/sambench-long/log.txt
@@ -52,5 +52,7 @@ run_all() {
 export -f run_all
 export db
 names_list="${names[*]}"
-setsid nohup nice -n 19 bash -c 'names=($0); run_all "$@"' "$names_list" "$@" >> log.txt 2>&1 < /dev/null &
+# setsid makes a new scheduling autogroup, and nice works only within one: without the autogroup's
+# own nice the suite would take half the machine from the builds and tests beside it.
+setsid nohup nice -n 19 bash -c 'echo 19 > /proc/self/autogroup 2>/dev/null || true; names=($0); run_all "$@"' "$names_list" "$@" >> log.txt 2>&1 < /dev/null &
 echo "suites ${names[*]} running in the background (pid $!): $dir/log.txt, database $dir/$db"
