@@ -193,7 +193,7 @@ extension ReportBuilderTests {
         let g = report.groups[0], a = g.accuracy!
         XCTAssertEqual(g.label, "synthetic tiny symmetric-0.2 sgd")
         let row = ["group", g.group, g.settingKey!, "synthetic", "tiny", "symmetric", "0.2", "sgd", "", g.label, "", "3", String(a.mean), String(a.std!),
-                   String(a.mean - a.ci95!), String(a.mean + a.ci95!), "", String(g.validation!.mean), String(g.memorised!.mean), "", ""]
+                   String(a.mean - a.ci95!), String(a.mean + a.ci95!), "", String(g.validation!.mean), String(g.memorised!.mean), "", "", ""]
         XCTAssertTrue(csv.contains { $0 == row.joined(separator: ",") }, "\(csv)")
         let json = try ReportFormat.json.render(report)
         XCTAssertEqual(try JSONDecoder().decode(Report.self, from: Data(json.utf8)), report)

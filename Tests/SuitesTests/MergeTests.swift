@@ -164,7 +164,7 @@ final class MergeTests: XCTestCase {
         XCTAssertTrue(fresh.err.contains("old.sqlite: its runs were keyed under run-key version 0 and this sambench's is 1"), fresh.err)
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("new.sqlite")))
         try copy("full.sqlite", "target.sqlite")
-        try sql("target.sqlite", "DELETE FROM suite_runs; DELETE FROM epochs; DELETE FROM metrics; DELETE FROM noise; DELETE FROM runs")
+        try sql("target.sqlite", "DELETE FROM suite_runs; DELETE FROM epochs; DELETE FROM metrics; DELETE FROM noise; DELETE FROM sample_losses; DELETE FROM runs")
         let before = try sha("target.sqlite")
         let r = try merge(["old.sqlite"], into: "target.sqlite")
         XCTAssertEqual(r.status, 2, r.out + r.err)
