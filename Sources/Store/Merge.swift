@@ -236,7 +236,7 @@ public extension Store {
     /// and epochs (all but their timings, which differ between machines and runs).
     internal static func results(of key: String, in db: Database) throws -> [(part: String, rows: [Row])] {
         let epochs = "stage, epoch, lr, train_loss, train_accuracy, perturbed_loss, corrupted_noisy_accuracy, corrupted_clean_accuracy, " +
-            "validation_loss, validation_accuracy, test_loss, test_accuracy"
+            "validation_loss, validation_accuracy, test_loss, test_accuracy, forget_rate, selection_precision, peer_selection_precision, peer_test_accuracy"
         let noise = "kind, selection, seed, target_rate, realised_rate, corrupted, classes, transition, labels_sha256"
         return [
             ("runs", try Row.fetchAll(db, sql: "SELECT status, diverged_step, diverged_epoch FROM runs WHERE key = ?", arguments: [key])),

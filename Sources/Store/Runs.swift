@@ -237,10 +237,11 @@ public extension Store {
     private func insertEpoch(_ db: Database, _ key: String, _ stage: String, _ m: EpochMetrics) throws {
         try db.execute(sql: """
             INSERT OR REPLACE INTO epochs (run_key, stage, epoch, lr, train_loss, train_accuracy, perturbed_loss, corrupted_noisy_accuracy,
-                corrupted_clean_accuracy, validation_loss, validation_accuracy, test_loss, test_accuracy, seconds, images_per_second)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                corrupted_clean_accuracy, validation_loss, validation_accuracy, test_loss, test_accuracy, seconds, images_per_second,
+                forget_rate, selection_precision, peer_selection_precision, peer_test_accuracy)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """, arguments: [key, stage, m.epoch, decimal(m.lr), m.trainLoss, m.trainAccuracy, m.perturbedLoss, m.corruptedNoisyAccuracy,
                              m.corruptedCleanAccuracy, m.validationLoss, m.validationAccuracy, m.testLoss, m.testAccuracy, m.seconds,
-                             m.imagesPerSecond])
+                             m.imagesPerSecond, m.forgetRate, m.selectionPrecision, m.peerSelectionPrecision, m.peerTestAccuracy])
     }
 }

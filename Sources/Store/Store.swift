@@ -256,6 +256,16 @@ public final class Store: @unchecked Sendable {
                 ) WITHOUT ROWID;
                 """)
         }
+        m.registerMigration("v8: Co-teaching's per-epoch numbers") { db in
+            // The epoch's forget rate, the label precision of each network's small-loss selection and
+            // the second network's test accuracy; NULL for other methods and runs made before.
+            try db.execute(sql: """
+                ALTER TABLE epochs ADD COLUMN forget_rate REAL;
+                ALTER TABLE epochs ADD COLUMN selection_precision REAL;
+                ALTER TABLE epochs ADD COLUMN peer_selection_precision REAL;
+                ALTER TABLE epochs ADD COLUMN peer_test_accuracy REAL;
+                """)
+        }
         return m
     }
 

@@ -102,12 +102,17 @@ public enum Benchmark {
         let trainStep = mode == "eval" ? nil : try TrainStep(state: state, batchSize: batch, sgd: SGDConfig(momentum: 0.9, weightDecay: 5e-4, nesterov: true),
                                                              optimizer: optimizer(mode, batch: batch), method: method, seed: 1)
         let executor: Executor = try trainStep?.executor ?? DNNLExecutor(state: state, batchSize: batch, training: false)
+        // Co-teaching steps two networks: its second, timed with the first (the selection between them costs next to nothing).
+        let peerStep = mode != "eval" && method?.name == "coteaching"
+            ? try TrainStep(state: ModelState(model: model, seed: 1), batchSize: batch, sgd: SGDConfig(momentum: 0.9, weightDecay: 5e-4, nesterov: true),
+                            optimizer: optimizer(mode, batch: batch), method: method, seed: 1) : nil
         var finite = true
         let body: () -> Void
         if let trainStep {
             var iteration = 0
             body = {
                 finite = finite && trainStep.step(input: input.pointer, labels: labels, lr: 0.1, iteration: iteration).loss.isFinite
+                if let peerStep { finite = finite && peerStep.step(input: input.pointer, labels: labels, lr: 0.1, iteration: iteration).loss.isFinite }
                 iteration += 1
             }
         } else {

@@ -137,9 +137,17 @@ public final class TrainStep {
     /// gradient lands in `state.grads` (frozen parameters' zeroed).
     private func lossAndGradient(_ ex: Executor, _ batch: PreparedBatch, offset: Int, momentum: Float, dropoutSeed: UInt64) -> (loss: Double, correct: Double) {
         let n = ex.batchSize, c = ex.model.numClasses, size = ex.model.tensors[ex.model.inputTensor].perImage
-        let logits = timed("forward") { ex.forward(input: batch.input + offset * size, mode: .train(bnMomentum: momentum, dropoutSeed: dropoutSeed)) }
+        let logits: UnsafePointer<Float>
+        if let done = forwardDone, ex === executor, offset == 0 {
+            // The first pass's forward, taken before the step (`forwardFirstPass`).
+            logits = done
+            forwardDone = nil
+        } else {
+            logits = timed("forward") { ex.forward(input: batch.input + offset * size, mode: .train(bnMomentum: momentum, dropoutSeed: dropoutSeed)) }
+        }
         let (loss, correct) = timed("loss") {
-            (method.loss.compute(logits: logits, targets: batch.targets.advanced(by: offset, classes: c), count: n, classes: c, grad: logitsGrad.pointer),
+            (method.loss.compute(logits: logits, targets: batch.targets.advanced(by: offset, classes: c), count: n, classes: c,
+                                 weights: batch.weights.map { $0 + offset }, losses: nil, grad: logitsGrad.pointer),
              batch.correct(logits: logits, offset: offset, count: n, classes: c))
         }
         timed("backward") { ex.backward(logitsGrad: logitsGrad.pointer) }
@@ -171,6 +179,21 @@ public final class TrainStep {
 
     /// BN momentum of the first pass (running statistics always updated at w).
     private static let firstMomentum: Float = 0.1
+
+    /// Logits of a first pass already taken (`forwardFirstPass`), for the next step's first loss.
+    private var forwardDone: UnsafePointer<Float>?
+
+    /// The first pass's forward (train mode at w, running statistics updated) of `batch`, taken
+    /// before the step, for a method that needs the logits of two networks before either trains
+    /// (Co-teaching ranks each batch by the other network's losses). The next `step` takes its
+    /// first loss from these logits instead of a forward of its own; `dropoutSeed` must be that
+    /// step's. Not with m-sharpness, whose first passes are per micro-batch.
+    public func forwardFirstPass(_ batch: PreparedBatch, dropoutSeed: UInt64 = 0) -> UnsafePointer<Float> {
+        precondition(microExecutor == nil, "forwardFirstPass: not with m-sharpness")
+        let logits = timed("forward") { executor.forward(input: batch.input, mode: .train(bnMomentum: Self.firstMomentum, dropoutSeed: dropoutSeed)) }
+        forwardDone = logits
+        return logits
+    }
 
     /// One step on the loader's batch: the method prepares it (`iteration` seeds its draws;
     /// `indices`, the samples' indices in the training images, default 0..<batch), then the

@@ -78,6 +78,9 @@ public struct TrainConfig: Sendable, Codable, Equatable {
             if method.name == "ls", labelSmoothing > 0 {
                 throw EngineError("method ls smooths the labels itself (its epsilon): leave the run's label_smoothing at 0")
             }
+            if method.name == "coteaching", optimizer.sam?.microBatch != nil {
+                throw EngineError("coteaching ranks the whole batch before each step: not with m-sharpness (micro_batch)")
+            }
         }
         if let s = sharpness {
             guard s.batches >= 1, s.rho > 0, s.hessianIterations >= 0, s.finiteDifferenceStep > 0 else {
@@ -144,6 +147,13 @@ public struct EpochMetrics: Sendable, Codable, Equatable {
     public var testAccuracy: Double
     public var seconds: Double
     public var imagesPerSecond: Double     // training images per second
+    /// Co-teaching: the epoch's forget rate tau, the label precision of each network's own
+    /// small-loss selection (the share of clean labels among the samples it kept for the
+    /// other), and the second network's test accuracy (nil for other methods).
+    public var forgetRate: Double? = nil
+    public var selectionPrecision: Double? = nil
+    public var peerSelectionPrecision: Double? = nil
+    public var peerTestAccuracy: Double? = nil
 }
 
 /// How a stage of a run ended (the store's `RunStatus` adds the states of a run not yet ended).
@@ -360,6 +370,8 @@ private final class Stage {
     /// Training samples whose label the noise changed: memorisation is measured on them against
     /// the labels of the run's data (the noise), not a bootstrap stage's relabelling.
     let corrupted: [Int]
+    /// Co-teaching's second network (nil for other methods).
+    let peer: CoTeachingPeer?
     var perEpoch: Int { loader.batchesPerEpoch }
     var config: TrainConfig { trainer.config }
 
@@ -380,6 +392,7 @@ private final class Stage {
         resizer = InputResizer(model: trainer.model, batchSize: c.batchSize)
         let run = trainer.data
         corrupted = run.trainIndices.filter { run.trainLabels[$0] != run.cleanTrainLabels[$0] }
+        peer = c.method?.name == "coteaching" ? try CoTeachingPeer(trainer: trainer, data: data) : nil
     }
 
     /// Weights, optimizer state and progress from a checkpoint of this stage.
@@ -396,6 +409,7 @@ private final class Stage {
         }
         try Checkpoint.load(into: trainer.state, file: r.file, source: checkpoint ?? "checkpoint", allowUnexpected: true)
         try step.restoreOptimizer(from: r.file, source: checkpoint ?? "checkpoint")
+        try peer?.restore(from: r.file, source: checkpoint ?? "checkpoint")
         history = r.progress.history
         iteration = r.progress.iteration
         firstLoss = r.progress.firstLoss
@@ -408,6 +422,7 @@ private final class Stage {
         let progress = Trainer.Progress(config: config, stage: name, completedEpochs: epoch, iteration: iteration, firstLoss: firstLoss,
                                         history: history, finished: finished, relabelled: relabelled)
         var tensors = Checkpoint.tensors(of: trainer.state).merging(step.optimizerTensors()) { a, _ in a }
+        if let peer { tensors.merge(peer.tensors()) { a, _ in a } }
         if name == "bootstrap" { tensors["bootstrap.labels"] = SafetensorsTensor(int64s: data.trainLabels.map { Int64($0) }) }
         let json = String(decoding: try JSONEncoder().encode(progress), as: UTF8.self)
         try SafetensorsFile(tensors: tensors, metadata: [Trainer.progressKey: json, Trainer.checksumKey: Trainer.checksum(tensors: tensors, progress: json),
@@ -427,13 +442,23 @@ private final class Stage {
         var lr = schedule.lr(at: iteration)
         var diverged: StageStatus?
         var done = 0
+        peer?.startEpoch(epoch)
         loader.forEachBatch(epoch: epoch) { images, labels, indices in
             lr = schedule.lr(at: iteration)
-            let r = step.step(input: resizer.prepare(images), labels: labels, indices: indices, lr: lr, dropoutSeed: splitMix64(config.seed &+ UInt64(iteration) &* 2),
-                              iteration: iteration)
+            let dropoutSeed = splitMix64(config.seed &+ UInt64(iteration) &* 2)
+            let r: TrainStep.Result
+            var peerFinite = true
+            if let peer {
+                let (one, two) = peer.step(step, input: resizer.prepare(images), labels: labels, indices: indices, lr: lr, dropoutSeed: dropoutSeed,
+                                           iteration: iteration)
+                r = one
+                peerFinite = two.loss.isFinite && (two.perturbedLoss?.isFinite ?? true)
+            } else {
+                r = step.step(input: resizer.prepare(images), labels: labels, indices: indices, lr: lr, dropoutSeed: dropoutSeed, iteration: iteration)
+            }
             let reference = firstLoss ?? r.loss
             if firstLoss == nil { firstLoss = r.loss }
-            if !r.loss.isFinite || r.loss > config.divergenceFactor * reference || !(r.perturbedLoss?.isFinite ?? true) {
+            if !r.loss.isFinite || r.loss > config.divergenceFactor * reference || !(r.perturbedLoss?.isFinite ?? true) || !peerFinite {
                 diverged = .diverged(step: iteration, epoch: epoch, loss: r.loss.isFinite ? r.loss : nil)
                 return false
             }
@@ -448,7 +473,9 @@ private final class Stage {
         if let diverged { return .diverged(diverged) }
         // A finite loss does not prove finite weights (the epoch's last update may have made
         // them NaN): such a model must end diverged, never be evaluated, saved or called done.
-        if trainer.state.firstNonFinite() != nil { return .diverged(.diverged(step: max(iteration - 1, 0), epoch: epoch, loss: nil)) }
+        if trainer.state.firstNonFinite() != nil || peer?.state.firstNonFinite() != nil {
+            return .diverged(.diverged(step: max(iteration - 1, 0), epoch: epoch, loss: nil))
+        }
         return .trained(loss: lossSum / Double(perEpoch), accuracy: correct / Double(perEpoch * b),
                         perturbedLoss: perturbedCount > 0 ? perturbedSum / Double(perturbedCount) : nil, lr: lr)
     }
@@ -470,6 +497,10 @@ private final class Stage {
             let predicted = evaluator.predict(images: data.trainImages, indices: corrupted)
             m.corruptedNoisyAccuracy = Double(zip(corrupted, predicted).filter { run.trainLabels[$0.0] == $0.1 }.count) / Double(corrupted.count)
             m.corruptedCleanAccuracy = Double(zip(corrupted, predicted).filter { data.cleanTrainLabels[$0.0] == $0.1 }.count) / Double(corrupted.count)
+        }
+        if let peer {
+            (m.forgetRate, m.selectionPrecision, m.peerSelectionPrecision) = (peer.tau, peer.precision.0, peer.precision.1)
+            m.peerTestAccuracy = peer.evaluator.lossAndAccuracy(images: data.testImages, indices: Array(data.testLabels.indices), labels: data.testLabels).accuracy
         }
         return m
     }
@@ -508,4 +539,106 @@ private final class Stage {
     func result(_ status: StageStatus, sharpness: SharpnessMetrics? = nil) -> StageResult {
         StageResult(stage: name, status: status, epochs: history, sharpness: sharpness, relabelled: relabelled)
     }
+}
+
+/// Co-teaching's second network in a stage (Han et al. 2018; `CoTeaching` has the selection and
+/// its conventions): its own initialisation (`Trainer.peerSeed`), optimizer state and BN
+/// statistics, the same batches and augmentation, its own dropout draws. Each step both networks
+/// take their first forward, each ranks the batch by its own per-sample cross-entropy, and each
+/// trains (with the run's optimizer: SAM perturbs each with its own loss) on the samples the other
+/// ranked smallest. Network 1 is the run's model: its numbers are the run's results; network 2's
+/// test accuracy and both selections' label precision are recorded per epoch. Its weights and
+/// optimizer state are checkpointed under `peer.`.
+final class CoTeachingPeer {
+    let state: ModelState
+    let step: TrainStep
+    let evaluator: BatchEvaluator
+    let forgetRate: Double, numGradual: Int, exponent: Double
+    /// The run's true labels, to count the clean samples a selection keeps.
+    let clean: [Int32]
+    private let losses1, losses2, weights1, weights2: FloatBuffer
+    private let order: UnsafeMutablePointer<Int32>
+    private let ranking = SoftCrossEntropy()
+    private(set) var tau = 0.0
+    private var kept = 0, clean1 = 0, clean2 = 0
+
+    init(trainer: Trainer, data: PreparedData) throws {
+        let c = trainer.config, b = c.batchSize
+        let method = c.method!
+        state = ModelState(model: trainer.model, seed: Trainer.peerSeed(c.seed))
+        if let w = c.initialWeights { _ = try w.load(into: state) }
+        step = try TrainStep(state: state, batchSize: b, sgd: c.sgd, optimizer: c.optimizer, labelSmoothing: c.labelSmoothing, method: method,
+                             seed: c.seed, samples: data.cleanTrainLabels.count, frozenBatchNorm: c.freezeBN == true, freeze: c.freeze ?? [])
+        evaluator = BatchEvaluator(executor: step.executor, normalization: data.normalization)
+        // -1: the run's noise rate (its nominal rate; the realised one for label files), as the reference's default.
+        let noise = trainer.data.noise
+        forgetRate = method["forget_rate"] >= 0 ? method["forget_rate"] : noise.map { $0.spec.kind != .human ? $0.spec.rate : $0.realisedRate } ?? 0
+        (numGradual, exponent) = (Int(method["num_gradual"]), method["exponent"])
+        clean = trainer.data.cleanTrainLabels
+        (losses1, losses2, weights1, weights2) = (FloatBuffer(count: b), FloatBuffer(count: b), FloatBuffer(count: b), FloatBuffer(count: b))
+        order = .allocate(capacity: b)
+    }
+
+    deinit { order.deallocate() }
+
+    func startEpoch(_ epoch: Int) {
+        tau = CoTeaching.forgetRate(epoch: epoch, forgetRate: forgetRate, numGradual: numGradual, exponent: exponent)
+        (kept, clean1, clean2) = (0, 0, 0)
+    }
+
+    /// The label precision of network 1's and network 2's small-loss selections over the epoch so far.
+    var precision: (Double?, Double?) { kept > 0 ? (Double(clean1) / Double(kept), Double(clean2) / Double(kept)) : (nil, nil) }
+
+    /// One step of both networks on the loader's batch (`one` is network 1's step).
+    func step(_ one: TrainStep, input: UnsafePointer<Float>, labels: UnsafePointer<Int32>, indices: UnsafePointer<Int32>, lr: Float,
+              dropoutSeed: UInt64, iteration: Int) -> (TrainStep.Result, TrainStep.Result) {
+        let b = one.executor.batchSize, c = one.executor.model.numClasses
+        var batch1 = one.method.prepare(input: input, labels: labels, indices: indices, iteration: iteration)
+        var batch2 = step.method.prepare(input: input, labels: labels, indices: indices, iteration: iteration)
+        let peerDropout = splitMix64(dropoutSeed ^ 0x7065_6572)
+        let z1 = one.forwardFirstPass(batch1, dropoutSeed: dropoutSeed)
+        let z2 = step.forwardFirstPass(batch2, dropoutSeed: peerDropout)
+        _ = ranking.compute(logits: z1, targets: .hard(labels), count: b, classes: c, weights: nil, losses: losses1.pointer, grad: nil)
+        _ = ranking.compute(logits: z2, targets: .hard(labels), count: b, classes: c, weights: nil, losses: losses2.pointer, grad: nil)
+        let k = CoTeaching.kept(b, forgetRate: tau)
+        // Network 1 trains on network 2's small-loss samples, and network 2 on network 1's.
+        CoTeaching.select(losses: losses2.pointer, count: b, kept: k, order: order, weights: weights1.pointer)
+        clean2 += countClean(k, labels, indices)
+        CoTeaching.select(losses: losses1.pointer, count: b, kept: k, order: order, weights: weights2.pointer)
+        clean1 += countClean(k, labels, indices)
+        kept += k
+        batch1.weights = UnsafePointer(weights1.pointer)
+        batch2.weights = UnsafePointer(weights2.pointer)
+        return (one.step(batch1, lr: lr, dropoutSeed: dropoutSeed), step.step(batch2, lr: lr, dropoutSeed: peerDropout))
+    }
+
+    /// Clean labels among the first `k` of `order` (the selection just ranked).
+    private func countClean(_ k: Int, _ labels: UnsafePointer<Int32>, _ indices: UnsafePointer<Int32>) -> Int {
+        var n = 0
+        for i in 0..<k { let j = Int(order[i]); if labels[j] == clean[Int(indices[j])] { n += 1 } }
+        return n
+    }
+
+    static let prefix = "peer."
+
+    func tensors() -> [String: SafetensorsTensor] {
+        var out: [String: SafetensorsTensor] = [:]
+        for (k, v) in Checkpoint.tensors(of: state).merging(step.optimizerTensors(), uniquingKeysWith: { a, _ in a }) { out[Self.prefix + k] = v }
+        return out
+    }
+
+    func restore(from file: SafetensorsFile, source: String) throws {
+        var own: [String: SafetensorsTensor] = [:]
+        for (k, v) in file.tensors where k.hasPrefix(Self.prefix) { own[String(k.dropFirst(Self.prefix.count))] = v }
+        guard !own.isEmpty else { throw EngineError("\(source): no second network (peer.*): not a checkpoint of this Co-teaching run") }
+        let peerFile = SafetensorsFile(tensors: own)
+        try Checkpoint.load(into: state, file: peerFile, source: source + " (peer)", allowUnexpected: true)
+        try step.restoreOptimizer(from: peerFile, source: source + " (peer)")
+    }
+}
+
+extension Trainer {
+    /// The initialisation seed of Co-teaching's second network: a run's seed mixed with a
+    /// constant ("coteach!"), so that it is not another seed's first network.
+    public static func peerSeed(_ seed: UInt64) -> UInt64 { splitMix64(seed ^ 0x636F_7465_6163_6821) }
 }

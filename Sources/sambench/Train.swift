@@ -80,6 +80,9 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: ArgumentHelp(Methods.parameterHelp("log_zero"))) var logZero: Double?
     @Option(help: ArgumentHelp(Methods.parameterHelp("epsilon"))) var epsilon: Double?
     @Option(help: ArgumentHelp(Methods.parameterHelp("lambda"))) var lambda: Double?
+    @Option(parsing: .unconditional, help: ArgumentHelp(Methods.parameterHelp("forget_rate"))) var forgetRate: Double?
+    @Option(help: ArgumentHelp(Methods.parameterHelp("num_gradual"))) var numGradual: Double?
+    @Option(help: ArgumentHelp(Methods.parameterHelp("exponent"))) var exponent: Double?
     @Option(help: "Dropout between the convs of a Wide-ResNet block.") var dropout: Float = 0
     @Option(help: "Seed of initialisation, shuffling and dropout.") var seed: UInt64 = 0
     @OptionGroup var threadsOption: ThreadsOption
@@ -142,10 +145,11 @@ struct Train: ParsableCommand {
     /// The method and the parameters given by their flags (one flag per parameter of `Methods.all`,
     /// named as the suite key); a flag the method does not have is refused.
     func methodConfig() throws -> MethodConfig? {
-        let given: [String: Double?] = ["q": q, "alpha": alpha, "beta": beta, "log_zero": logZero, "epsilon": epsilon, "lambda": lambda]
+        let given: [String: Double?] = ["q": q, "alpha": alpha, "beta": beta, "log_zero": logZero, "epsilon": epsilon, "lambda": lambda,
+                                       "forget_rate": forgetRate, "num_gradual": numGradual, "exponent": exponent]
         precondition(Set(given.keys) == Set(Methods.parameterNames), "a method parameter without its flag")
         do { return try Methods.resolve(method, given.compactMapValues { $0 }) } catch {
-            throw ValidationError("--method \(method): \(error) (a parameter's flag is its name: --q, --alpha, --beta, --log-zero, --epsilon, --lambda)")
+            throw ValidationError("--method \(method): \(error) (a parameter's flag is its name: --q, --alpha, --beta, --log-zero, --epsilon, --lambda, --forget-rate, --num-gradual, --exponent)")
         }
     }
 

@@ -203,6 +203,8 @@ final class IdentityTests: XCTestCase {
                 DROP VIEW settings; DROP INDEX runs_setting; ALTER TABLE runs DROP COLUMN setting_key; ALTER TABLE runs DROP COLUMN key_version; ALTER TABLE metrics DROP COLUMN test_confusion;
                 ALTER TABLE metrics DROP COLUMN detection_samples; ALTER TABLE metrics DROP COLUMN detection_corrupted;
                 ALTER TABLE metrics DROP COLUMN detection_auroc; ALTER TABLE metrics DROP COLUMN detection_precision; DROP TABLE sample_losses;
+                ALTER TABLE epochs DROP COLUMN forget_rate; ALTER TABLE epochs DROP COLUMN selection_precision;
+                ALTER TABLE epochs DROP COLUMN peer_selection_precision; ALTER TABLE epochs DROP COLUMN peer_test_accuracy;
                 DELETE FROM grdb_migrations WHERE identifier NOT LIKE 'v1%'
                 """)
         }

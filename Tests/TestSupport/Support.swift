@@ -43,6 +43,26 @@ public func assertNormClose(_ a: [Float], _ b: [Float], _ tolerance: Double, _ w
     if !(rel <= tolerance) { XCTFail("\(what): relative L2 error \(rel) > \(tolerance)", file: file, line: line) }
 }
 
+/// Runs `scripts/torch-methods.py COMMAND ARGUMENTS... --out FILE` (PyTorch's side of the method
+/// tests) and reads what it wrote; a skip when there is no Python with torch, numpy and
+/// safetensors (SAMBENCH_PYTHON names it).
+public func torchMethods(_ command: String, _ arguments: [String] = []) throws -> SafetensorsFile {
+    let python = ProcessInfo.processInfo.environment["SAMBENCH_PYTHON"] ?? "/usr/bin/python3"
+    guard try runCommand(python, ["-c", "import torch, numpy, safetensors"]).status == 0 else {
+        throw XCTSkip("no Python with torch, numpy and safetensors (set SAMBENCH_PYTHON): \(python)")
+    }
+    let out = FileManager.default.temporaryDirectory.appendingPathComponent("\(command)-\(UUID().uuidString).safetensors").path
+    defer { try? FileManager.default.removeItem(atPath: out) }
+    let r = try runCommand(python, [repoRoot.appendingPathComponent("scripts/torch-methods.py").path, command] + arguments + ["--out", out])
+    guard r.status == 0 else { throw TorchMethodsError(output: r.output) }
+    return try SafetensorsFile.read(out)
+}
+
+public struct TorchMethodsError: Error, CustomStringConvertible {
+    public let output: String
+    public var description: String { "scripts/torch-methods.py failed: \(output)" }
+}
+
 /// Runs a command to completion; returns its exit status and its stdout and stderr together.
 public func runCommand(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
     let p = Process()

@@ -25,15 +25,7 @@ final class ELRTests: XCTestCase {
     }
 
     func testThreeStepsAgainstPyTorch() throws {
-        let python = ProcessInfo.processInfo.environment["SAMBENCH_PYTHON"] ?? "/usr/bin/python3"
-        guard try runCommand(python, ["-c", "import torch, safetensors"]).status == 0 else {
-            throw XCTSkip("no Python with torch and safetensors (set SAMBENCH_PYTHON): \(python)")
-        }
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("elr-\(UUID().uuidString).safetensors").path
-        defer { try? FileManager.default.removeItem(atPath: out) }
-        let r = try runCommand(python, [repoRoot.appendingPathComponent("scripts/torch-methods.py").path, "elr", "--out", out])
-        XCTAssertEqual(r.status, 0, r.output)
-        let f = try SafetensorsFile.read(out)
+        let f = try torchMethods("elr")
         let labels = f["labels"]!.int64s.map { Int($0) }
         let samples = labels.count, n = 8
         let method = ELR(beta: 0.7, lambda: 3, context: MethodContext(batchSize: n, classes: c, imageSize: 1, samples: samples))

@@ -46,15 +46,7 @@ final class LossTests: XCTestCase {
     }
 
     func testAgainstPyTorch() throws {
-        let python = ProcessInfo.processInfo.environment["SAMBENCH_PYTHON"] ?? "/usr/bin/python3"
-        guard try runCommand(python, ["-c", "import torch, safetensors"]).status == 0 else {
-            throw XCTSkip("no Python with torch and safetensors (set SAMBENCH_PYTHON): \(python)")
-        }
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("losses-\(UUID().uuidString).safetensors").path
-        defer { try? FileManager.default.removeItem(atPath: out) }
-        let r = try runCommand(python, [repoRoot.appendingPathComponent("scripts/torch-methods.py").path, "losses", "--out", out])
-        XCTAssertEqual(r.status, 0, r.output)
-        let f = try SafetensorsFile.read(out)
+        let f = try torchMethods("losses")
         let logits = f["logits"]!.doubles, weights = f["weights"]!.doubles, soft = f["soft"]!.doubles
         let labels = f["labels"]!.int64s.map { Int($0) }
         let n = labels.count, c = logits.count / n

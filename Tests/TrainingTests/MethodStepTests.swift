@@ -18,16 +18,7 @@ final class MethodStepTests: XCTestCase {
 
     func prepareReference() throws {
         guard FileManager.default.fileExists(atPath: referenceDir.path) else { throw XCTSkip("PyTorch reference not found at \(referenceDir.path)") }
-        let python = ProcessInfo.processInfo.environment["SAMBENCH_PYTHON"] ?? "/usr/bin/python3"
-        guard try runCommand(python, ["-c", "import torch, safetensors"]).status == 0 else {
-            throw XCTSkip("no Python with torch and safetensors (set SAMBENCH_PYTHON): \(python)")
-        }
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("steps-\(UUID().uuidString).safetensors").path
-        defer { try? FileManager.default.removeItem(atPath: out) }
-        let r = try runCommand(python, [repoRoot.appendingPathComponent("scripts/torch-methods.py").path, "steps",
-                                        "--anchors", sharedDir.appendingPathComponent("anchors").path, "--reference", referenceDir.path, "--out", out])
-        XCTAssertEqual(r.status, 0, r.output)
-        torch = try SafetensorsFile.read(out)
+        torch = try torchMethods("steps", ["--anchors", sharedDir.appendingPathComponent("anchors").path, "--reference", referenceDir.path])
         let batch = try SafetensorsFile.read(referenceDir.appendingPathComponent("batch.safetensors").path)
         input = batch["input"]!.floats
         labels = batch["labels"]!.int64s.map { Int32($0) }

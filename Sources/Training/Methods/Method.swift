@@ -36,14 +36,22 @@ public struct MethodParameter: Sendable {
     public let range: ClosedRange<Double>
     /// The bounds themselves excluded (a q of 0 would divide by zero).
     public let open: Bool
+    /// Whole numbers only (an epoch count).
+    public let integer: Bool
+    /// Values outside the range with a meaning of their own (Co-teaching's forget rate -1: the run's noise rate).
+    public let special: [Double]
     public let help: String
 
-    public init(_ name: String, default value: Double, range: ClosedRange<Double>, open: Bool = false, help: String) {
+    public init(_ name: String, default value: Double, range: ClosedRange<Double>, open: Bool = false, integer: Bool = false,
+                special: [Double] = [], help: String) {
         (self.name, defaultValue, self.range, self.open, self.help) = (name, value, range, open, help)
+        (self.integer, self.special) = (integer, special)
     }
 
     /// nil when `value` is acceptable, else what is wrong.
     public func check(_ value: Double) -> String? {
+        if special.contains(value) { return nil }
+        if integer, value.isFinite, value != value.rounded() { return "must be a whole number, got \(value)" }
         let inside = value.isFinite && (open ? value > range.lowerBound && value < range.upperBound : range.contains(value))
         if inside { return nil }
         let top = range.upperBound == .infinity ? "inf" : MethodConfig.format(range.upperBound)
@@ -78,9 +86,12 @@ public struct PreparedBatch {
     public var labels: UnsafePointer<Int32>
     public var mixed: UnsafePointer<Int32>?
     public var lambda: Double
+    /// Per-sample weights of the loss (Co-teaching's selection: 1 kept, 0 left out); nil: all 1.
+    public var weights: UnsafePointer<Float>?
 
-    public init(input: UnsafePointer<Float>, targets: Targets, labels: UnsafePointer<Int32>, mixed: UnsafePointer<Int32>? = nil, lambda: Double = 1) {
-        (self.input, self.targets, self.labels, self.mixed, self.lambda) = (input, targets, labels, mixed, lambda)
+    public init(input: UnsafePointer<Float>, targets: Targets, labels: UnsafePointer<Int32>, mixed: UnsafePointer<Int32>? = nil, lambda: Double = 1,
+                weights: UnsafePointer<Float>? = nil) {
+        (self.input, self.targets, self.labels, self.mixed, self.lambda, self.weights) = (input, targets, labels, mixed, lambda, weights)
     }
 
     /// Training accuracy credit of `n` rows of logits from sample `offset` on (a whole batch, or a micro-batch).
@@ -181,6 +192,14 @@ public enum Methods {
                          parameters: [MethodParameter("alpha", default: 1, range: 0...1000, open: true, help: "lambda ~ Beta(alpha, alpha)")]) {
             Mixup(alpha: $0["alpha"], context: $1)
         },
+        MethodDescriptor("coteaching", "Co-teaching, Han et al. 2018: two networks, each trained on the samples of smallest loss by the other",
+                         parameters: [MethodParameter("forget_rate", default: -1, range: 0...0.99, special: [-1],
+                                                      help: "the share of each batch left out once the ramp is over; -1: the run's noise rate (the reference's default)"),
+                                      MethodParameter("num_gradual", default: 10, range: 1...100_000, integer: true,
+                                                      help: "epochs over which the share left out rises linearly from 0"),
+                                      MethodParameter("exponent", default: 1, range: 0...100, open: true,
+                                                      help: "the ramp ends at forget_rate ** exponent")],
+                         passesPerStep: 2) { LossMethod(SoftCrossEntropy(smoothing: $1.labelSmoothing)) },
         MethodDescriptor("elr", "early-learning regularization, Liu et al. 2020: CE + lambda log(1 - <t, p>), t a running average of each sample's prediction",
                          parameters: [MethodParameter("beta", default: 0.7, range: 0...1, help: "momentum of the running targets (shengliu66/ELR's CIFAR-10 value)"),
                                       MethodParameter("lambda", default: 3, range: 0...1000, help: "weight of the regulariser")]) {
