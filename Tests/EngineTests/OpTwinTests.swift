@@ -24,9 +24,46 @@ final class OpTwinTests: XCTestCase {
         assertClose(a, b, atol: 1e-5 * max(1, rms), rtol: 1e-4, what, file: file, line: line)
     }
 
+    /// Per tensor of `model`, how far two float32 executions that sum in different orders (oneDNN's
+    /// AVX-512 or AVX2 kernels, the plain-Swift twin) may drift apart, as a relative L2 error of the
+    /// whole tensor: u C sum_ops sqrt(K) over the ops on the deepest path from the input, K an op's
+    /// reduction length (Cin k^2 for a convolution, the features of a linear layer, H W for global
+    /// pooling, 1 for an elementwise op). Why: K float32 products summed in another order differ by
+    /// a random walk of roundings, about u sqrt(K) relative (u = 2^-24); a tensor carries its
+    /// inputs' drift on (convolutions and eval-mode BN are linear, ReLU and adds do not grow it in
+    /// L2), and C = 64 covers cancellation (an eval-mode BN subtracting a mean close to the values)
+    /// and the distribution's tail. A real bug is far above it: the bound after a 3x3 stem is
+    /// 64 u sqrt(27) = 2e-5 and grows by 64 u sqrt(K) per convolution on the path, while one wrong
+    /// channel of a 512-channel tensor is a relative error near 1/sqrt(512) = 4%, and a skipped BN
+    /// epsilon where the variance is 1e-4 one near 4% (testPlantedErrorsAreCaught).
+    static func roundingBounds(_ model: Model) -> [Double] {
+        let u = 1.0 / 16_777_216, safety = 64.0  // u = 2^-24
+        var path = [Double](repeating: 0, count: model.tensors.count)
+        for node in model.nodes {
+            let input = model.tensors[node.inputs[0]]
+            let k: Int
+            switch node.op {
+            case let .conv(_, kernel, _, _): k = input.channels * kernel * kernel
+            case .linear: k = input.perImage
+            case .globalAvgPool: k = input.height * input.width
+            default: k = 1
+            }
+            path[node.output] = node.inputs.map { path[$0] }.max()! + Double(k).squareRoot()
+        }
+        return path.map { u * safety * $0 }
+    }
+
+    /// Relative L2 error of `a` against `b`.
+    static func relativeL2(_ a: [Float], _ b: [Float]) -> Double {
+        var d = 0.0, n = 0.0
+        for i in b.indices { d += Double(a[i] - b[i]) * Double(a[i] - b[i]); n += Double(b[i]) * Double(b[i]) }
+        return d.squareRoot() / max(n.squareRoot(), 1e-30)
+    }
+
     /// Runs both executors on `model` from the same state and compares everything observable.
     func compare(_ model: Model, batch: Int, inputGradient: Bool = true, seed: UInt64 = 7, dropoutSeed: UInt64 = 3,
                  deep: (values: Double, gradients: Double?)? = nil, frozenBatchNorm: Bool = false,
+                 plant: ((ModelState) -> Void)? = nil,
                  _ what: String, file: StaticString = #filePath, line: UInt = #line) throws {
         let s1 = ModelState(model: model, seed: seed)
         // Non-trivial BN affine parameters and running statistics, so mix-ups show.
@@ -41,6 +78,7 @@ final class OpTwinTests: XCTestCase {
         }
         let s2 = ModelState(model: model, seed: seed)
         s2.copy(from: s1)
+        plant?(s2)
         let fast = try DNNLExecutor(state: s1, batchSize: batch, inputGradient: inputGradient, frozenBatchNorm: frozenBatchNorm, keepGradients: true)
         // The production configuration (gradient buffers shared): the same numbers, bit for bit.
         let s3 = ModelState(model: model, seed: seed)
@@ -56,10 +94,17 @@ final class OpTwinTests: XCTestCase {
         // Eval mode first (running statistics), then train mode with backward.
         let le = Array(UnsafeBufferPointer(start: fast.forward(input: input, mode: .eval), count: batch * c))
         let re = Array(UnsafeBufferPointer(start: ref.forward(input: input, mode: .eval), count: batch * c))
-        assertClose(le, re, "\(what): eval logits", file: file, line: line)
+        // Single ops and shallow models element by element; deep ones tensor by tensor, each within its rounding bound.
+        let bounds = Self.roundingBounds(model)
         for t in 1..<model.tensors.count {
-            assertScaledClose(fast.value(of: t), ref.value(of: t), "\(what): eval tensor \(t)", file: file, line: line)
+            let (fv, rv) = (fast.value(of: t), ref.value(of: t))
+            if deep == nil {
+                assertScaledClose(fv, rv, "\(what): eval tensor \(t)", file: file, line: line)
+            } else if !(Self.relativeL2(fv, rv) <= bounds[t]) {
+                XCTFail("\(what): eval tensor \(t): relative L2 error \(Self.relativeL2(fv, rv)) > its rounding bound \(bounds[t])", file: file, line: line)
+            }
         }
+        if deep == nil { assertClose(le, re, "\(what): eval logits", file: file, line: line) }
 
         var grads: [[Float]] = []
         for ex in [fast, ref, shared] as [InspectableExecutor] {
@@ -188,5 +233,58 @@ final class OpTwinTests: XCTestCase {
         // compared here; every op's gradient is compared element by element in the sweeps above.
         try compare(try Architectures.make("tv_resnet18", inputSize: 64), batch: 4, inputGradient: false, deep: (1e-4, 1e-4), "tv_resnet18")
         try compare(try Architectures.make("tv_resnet50_cifar", inputSize: 16), batch: 4, inputGradient: false, deep: (2e-4, nil), "tv_resnet50_cifar")
+    }
+
+    /// The first eval-mode tensor of tv_resnet50_cifar whose fast and twin values differ by more than
+    /// its rounding bound, with the twin's state changed by `plant` (nil: none may).
+    func firstBeyondBound(_ plant: (ModelState) -> Void) throws -> Int? {
+        let model = try Architectures.make("tv_resnet50_cifar", inputSize: 16)
+        let s1 = ModelState(model: model, seed: 7)
+        var rng = Xoshiro256(seed: 99)
+        for i in model.batchNorms.indices {
+            let m = s1.runningMean(i), v = s1.runningVar(i)
+            for j in 0..<m.count { m[j] = Float(rng.nextUniform() - 0.5); v[j] = Float(0.5 + rng.nextUniform()) }
+        }
+        // One BN deep in the net with variances of 1e-4, where BN's epsilon (1e-5) is 10% of them.
+        let deepBN = model.batchNorms.count - 4
+        let v = s1.runningVar(deepBN)
+        for j in 0..<v.count { v[j] = 1e-4 }
+        let s2 = ModelState(model: model, seed: 7)
+        s2.copy(from: s1)
+        plant(s2)
+        let fast = try DNNLExecutor(state: s1, batchSize: 4, keepGradients: true)
+        let ref = ReferenceExecutor(state: s2, batchSize: 4)
+        let input = randomArray(4 * model.tensors[0].perImage, seed: 8)
+        _ = fast.forward(input: input, mode: .eval)
+        _ = ref.forward(input: input, mode: .eval)
+        let bounds = Self.roundingBounds(model)
+        return (1..<model.tensors.count).first { Self.relativeL2(fast.value(of: $0), ref.value(of: $0)) > bounds[$0] }
+    }
+
+    /// The rounding bounds of the whole-model comparison still catch errors of a real bug's size,
+    /// at the first tensor they touch: one channel with a wrong BN weight, and a BN whose epsilon
+    /// is skipped (planted as the twin's variance raised by epsilon, which is the same arithmetic).
+    func testPlantedErrorsAreCaught() throws {
+        let model = try Architectures.make("tv_resnet50_cifar", inputSize: 16)
+        XCTAssertNil(try firstBeyondBound { _ in }, "nothing planted: every tensor within its bound")
+        // The output tensor of a BN node.
+        func output(of bn: Int) -> Int {
+            model.nodes.first { if case let .batchNorm(b, _, _, _) = $0.op { return b == bn } else { return false } }!.output
+        }
+        let late = model.batchNorms.count - 4
+        XCTAssertEqual(try firstBeyondBound { s in
+            let p = model.params.first { $0.name == model.batchNorms[late].prefix + ".weight" }!
+            s.view(p)[5] *= 3
+        }, output(of: late), "one wrong channel")
+        XCTAssertEqual(try firstBeyondBound { s in
+            let v = s.runningVar(late)
+            for j in 0..<v.count { v[j] += 1e-5 }
+        }, output(of: late), "a skipped BN epsilon")
+        // Early in the net, a wrong bias (a weight's error can vanish there: a channel whose values the ReLU after it zeroes).
+        let early = 1
+        XCTAssertEqual(try firstBeyondBound { s in
+            let p = model.params.first { $0.name == model.batchNorms[early].prefix + ".bias" }!
+            s.view(p)[0] += 1
+        }, output(of: early), "one channel's wrong bias early in the net")
     }
 }
