@@ -22,6 +22,11 @@ public enum NoiseKind: String, Sendable, Codable, CaseIterable {
     case human
 }
 
+extension NoiseKind {
+    /// Noise models that take a rate (all but none and human).
+    public var hasRate: Bool { self != .none && self != .human }
+}
+
 /// How the noisy samples are chosen (symmetric, uniform, asymmetric, pairflip).
 public enum NoiseSelection: String, Sendable, Codable, CaseIterable {
     /// Exactly round(rate * N) samples, chosen uniformly without replacement.

@@ -86,11 +86,6 @@ public enum Axes {
     }
 }
 
-extension NoiseKind {
-    /// Noise models that take a rate (all but none and human).
-    public var hasRate: Bool { self != .none && self != .human }
-}
-
 /// The display names of groups (runs that differ only in seed), made from their typed fields
 /// and keys, never parsed back. A setting's label is `dataset model noise`, followed by
 /// `name=value` for every setting that varies among the groups of the same dataset and model

@@ -99,13 +99,12 @@ public enum Benchmark {
         for i in 0..<batch { labels[i] = Int32(rng.nextInt(below: model.numClasses)) }
 
         // Eval runs on an evaluation-only executor (no gradients, activations shared), as `sambench eval` does.
-        let trainStep = mode == "eval" ? nil : try TrainStep(state: state, batchSize: batch, sgd: SGDConfig(momentum: 0.9, weightDecay: 5e-4, nesterov: true),
-                                                             optimizer: optimizer(mode, batch: batch), method: method, seed: 1)
+        let sgd = SGDConfig(momentum: 0.9, weightDecay: 5e-4, nesterov: true)
+        let trainStep = mode == "eval" ? nil : try TrainStep(state: state, batchSize: batch, sgd: sgd, optimizer: optimizer(mode, batch: batch), method: method, seed: 1)
         let executor: Executor = try trainStep?.executor ?? DNNLExecutor(state: state, batchSize: batch, training: false)
         // Co-teaching steps two networks: its second, timed with the first (the selection between them costs next to nothing).
         let peerStep = mode != "eval" && method?.name == "coteaching"
-            ? try TrainStep(state: ModelState(model: model, seed: 1), batchSize: batch, sgd: SGDConfig(momentum: 0.9, weightDecay: 5e-4, nesterov: true),
-                            optimizer: optimizer(mode, batch: batch), method: method, seed: 1) : nil
+            ? try TrainStep(state: ModelState(model: model, seed: 1), batchSize: batch, sgd: sgd, optimizer: optimizer(mode, batch: batch), method: method, seed: 1) : nil
         var finite = true
         let body: () -> Void
         if let trainStep {

@@ -385,9 +385,7 @@ private final class Stage {
         let c = trainer.config
         loader = BatchLoader(data: data, batchSize: c.batchSize, augmentation: c.augmentation, seed: c.seed)
         schedule = try c.lrSchedule(iterationsPerEpoch: loader.batchesPerEpoch)
-        step = try TrainStep(state: trainer.state, batchSize: c.batchSize, sgd: c.sgd, optimizer: c.optimizer, labelSmoothing: c.labelSmoothing,
-                             method: c.method, seed: c.seed, samples: data.cleanTrainLabels.count,
-                             frozenBatchNorm: c.freezeBN == true, freeze: c.freeze ?? [])
+        step = try c.trainStep(state: trainer.state, data: data)
         evaluator = BatchEvaluator(executor: step.executor, normalization: data.normalization)
         resizer = InputResizer(model: trainer.model, batchSize: c.batchSize)
         let run = trainer.data
@@ -567,12 +565,11 @@ final class CoTeachingPeer {
         let method = c.method!
         state = ModelState(model: trainer.model, seed: Trainer.peerSeed(c.seed))
         if let w = c.initialWeights { _ = try w.load(into: state) }
-        step = try TrainStep(state: state, batchSize: b, sgd: c.sgd, optimizer: c.optimizer, labelSmoothing: c.labelSmoothing, method: method,
-                             seed: c.seed, samples: data.cleanTrainLabels.count, frozenBatchNorm: c.freezeBN == true, freeze: c.freeze ?? [])
+        step = try c.trainStep(state: state, data: data)
         evaluator = BatchEvaluator(executor: step.executor, normalization: data.normalization)
         // -1: the run's noise rate (its nominal rate; the realised one for label files), as the reference's default.
         let noise = trainer.data.noise
-        forgetRate = method["forget_rate"] >= 0 ? method["forget_rate"] : noise.map { $0.spec.kind != .human ? $0.spec.rate : $0.realisedRate } ?? 0
+        forgetRate = method["forget_rate"] >= 0 ? method["forget_rate"] : noise.map { $0.spec.kind.hasRate ? $0.spec.rate : $0.realisedRate } ?? 0
         (numGradual, exponent) = (Int(method["num_gradual"]), method["exponent"])
         clean = trainer.data.cleanTrainLabels
         (losses1, losses2, weights1, weights2) = (FloatBuffer(count: b), FloatBuffer(count: b), FloatBuffer(count: b), FloatBuffer(count: b))
@@ -634,6 +631,14 @@ final class CoTeachingPeer {
         let peerFile = SafetensorsFile(tensors: own)
         try Checkpoint.load(into: state, file: peerFile, source: source + " (peer)", allowUnexpected: true)
         try step.restoreOptimizer(from: peerFile, source: source + " (peer)")
+    }
+}
+
+extension TrainConfig {
+    /// The training step of this configuration for a model state (a run's network, or Co-teaching's second).
+    func trainStep(state: ModelState, data: PreparedData) throws -> TrainStep {
+        try TrainStep(state: state, batchSize: batchSize, sgd: sgd, optimizer: optimizer, labelSmoothing: labelSmoothing, method: method, seed: seed,
+                      samples: data.cleanTrainLabels.count, frozenBatchNorm: freezeBN == true, freeze: freeze ?? [])
     }
 }
 

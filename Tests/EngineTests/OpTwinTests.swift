@@ -53,6 +53,14 @@ final class OpTwinTests: XCTestCase {
         return path.map { u * safety * $0 }
     }
 
+    /// Running means in [-0.5, 0.5] and variances in [0.5, 1.5], so that mix-ups show.
+    static func randomRunningStatistics(_ s: ModelState, _ rng: inout Xoshiro256) {
+        for i in s.model.batchNorms.indices {
+            let m = s.runningMean(i), v = s.runningVar(i)
+            for j in 0..<m.count { m[j] = Float(rng.nextUniform() - 0.5); v[j] = Float(0.5 + rng.nextUniform()) }
+        }
+    }
+
     /// Relative L2 error of `a` against `b`.
     static func relativeL2(_ a: [Float], _ b: [Float]) -> Double {
         var d = 0.0, n = 0.0
@@ -72,10 +80,7 @@ final class OpTwinTests: XCTestCase {
             let v = s1.view(p)
             for i in 0..<p.count { v[i] = Float(p.role == .bnWeight ? 0.5 + rng.nextUniform() : rng.nextUniform() - 0.5) }
         }
-        for i in model.batchNorms.indices {
-            let m = s1.runningMean(i), v = s1.runningVar(i)
-            for j in 0..<m.count { m[j] = Float(rng.nextUniform() - 0.5); v[j] = Float(0.5 + rng.nextUniform()) }
-        }
+        Self.randomRunningStatistics(s1, &rng)
         let s2 = ModelState(model: model, seed: seed)
         s2.copy(from: s1)
         plant?(s2)
@@ -241,10 +246,7 @@ final class OpTwinTests: XCTestCase {
         let model = try Architectures.make("tv_resnet50_cifar", inputSize: 16)
         let s1 = ModelState(model: model, seed: 7)
         var rng = Xoshiro256(seed: 99)
-        for i in model.batchNorms.indices {
-            let m = s1.runningMean(i), v = s1.runningVar(i)
-            for j in 0..<m.count { m[j] = Float(rng.nextUniform() - 0.5); v[j] = Float(0.5 + rng.nextUniform()) }
-        }
+        Self.randomRunningStatistics(s1, &rng)
         // One BN deep in the net with variances of 1e-4, where BN's epsilon (1e-5) is 10% of them.
         let deepBN = model.batchNorms.count - 4
         let v = s1.runningVar(deepBN)

@@ -4,7 +4,7 @@ import Foundation
 /// sample, cross-entropy plus lambda log(1 - <t_i, p_i>), where p_i is the softmax clamped to
 /// [1e-4, 1 - 1e-4] and t_i a running average of sample i's own clamped and renormalised
 /// prediction, t_i <- beta t_i + (1 - beta) p_i / sum(p_i) (detached), updated before the loss is
-/// taken, the first time the step sees the sample (`TrackedTargets.pending`): a SAM step's
+/// taken, the first time the step sees the sample (`TrackedRows.pending`): a SAM step's
 /// second pass reads the target its first pass left. The clamp passes no gradient outside
 /// [1e-4, 1 - 1e-4] (PyTorch's `clamp`). Gradient with respect to the logits: p - onehot(y)
 /// plus p_j (g_j - sum_k g_k p_k), g_k = -lambda t_k [p_k inside the clamp] / (1 - <t, p>).
@@ -40,14 +40,13 @@ public struct ELRLoss: Loss {
                 for k in 0..<c { dot += Double(t[k]) * pc[k] }
                 let loss = lse - Double(z[label]) + lambda * Foundation.log(1 - dot)
                 if let g = grad {
-                    // g_k = dreg/dpc_k through the clamp; then through the softmax.
+                    // g_k = dreg/dpc_k through the clamp (into pc, no longer needed), then through the softmax.
                     var gp = 0.0
-                    for k in 0..<c where p[k] >= Self.clampLow && p[k] <= Self.clampHigh { gp += -lambda * Double(t[k]) / (1 - dot) * p[k] }
-                    for j in 0..<c {
-                        let inside = p[j] >= Self.clampLow && p[j] <= Self.clampHigh
-                        let gj = inside ? -lambda * Double(t[j]) / (1 - dot) : 0
-                        g[b * c + j] = Float((p[j] - (j == label ? 1 : 0) + p[j] * (gj - gp)) * scale)
+                    for k in 0..<c {
+                        pc[k] = p[k] >= Self.clampLow && p[k] <= Self.clampHigh ? -lambda * Double(t[k]) / (1 - dot) : 0
+                        gp += pc[k] * p[k]
                     }
+                    for j in 0..<c { g[b * c + j] = Float((p[j] - (j == label ? 1 : 0) + p[j] * (pc[j] - gp)) * scale) }
                 }
                 return loss
             }
