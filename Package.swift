@@ -12,7 +12,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
@@ -22,12 +21,13 @@ let package = Package(
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CCairo", providers: [.apt(["libcairo2-dev"])]),
         .systemLibrary(name: "CPNG", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CLibCrypto", providers: [.apt(["libssl-dev"])]),
         .target(name: "Engine", dependencies: ["CDNNL", "CBLAS"]),
         .target(name: "Optim", dependencies: ["Engine"]),
-        .target(name: "Datasets", dependencies: ["Engine", "CZlib", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "Datasets", dependencies: ["Engine", "CZlib", "CLibCrypto"]),
         .target(name: "Training", dependencies: ["Engine", "Optim", "Datasets"]),
         // Suites (TOML) -> run specs and keys; Store (SQLite) -> results; Runner -> worker processes.
-        .target(name: "Suites", dependencies: ["Training", "Datasets", "TOMLKit", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "Suites", dependencies: ["Training", "Datasets", "TOMLKit"]),
         .target(name: "Store", dependencies: ["Suites", "Training", "Datasets", .product(name: "GRDB", package: "GRDB.swift")]),
         .target(name: "CProcess"),
         .target(name: "Runner", dependencies: ["Store", "Suites", "Training", "Datasets", "CProcess"]),

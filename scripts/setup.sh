@@ -4,7 +4,7 @@
 
 # The Debian/Ubuntu packages: oneDNN, OpenBLAS, zlib, SQLite (and its client, to look into the
 # results), cairo, libpng and the DejaVu fonts for the charts.
-SAMBENCH_PACKAGES="libdnnl-dev libopenblas-dev zlib1g-dev libsqlite3-dev sqlite3 libcairo2-dev libpng-dev fonts-dejavu-core"
+SAMBENCH_PACKAGES="libdnnl-dev libopenblas-dev zlib1g-dev libssl-dev libsqlite3-dev sqlite3 libcairo2-dev libpng-dev fonts-dejavu-core"
 
 # Runs a command as root: directly when root already (containers, CI), else through sudo.
 as_root() {

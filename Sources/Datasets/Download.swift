@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -77,9 +76,9 @@ public enum Download {
     public static func md5Hex(of path: String) throws -> String {
         guard let h = FileHandle(forReadingAtPath: path) else { throw DataError("\(path): cannot read") }
         defer { try? h.close() }
-        var md5 = Insecure.MD5()
-        while let chunk = try h.read(upToCount: 1 << 22), !chunk.isEmpty { md5.update(data: chunk) }
-        return md5.finalize().map { String(format: "%02x", $0) }.joined()
+        let md5 = ByteDigest(.md5)
+        while let chunk = try h.read(upToCount: 1 << 22), !chunk.isEmpty { md5.update(chunk) }
+        return ByteDigest.hex(md5.finalize())
     }
 
     static func copyWithProgress(_ src: String, to dst: String, progress: (Int64, Int64?) -> Void) throws {

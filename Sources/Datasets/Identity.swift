@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 
 /// What identifies the data a run trains on beyond its `DataSpec`: the checksums of the dataset
@@ -39,15 +38,15 @@ public final class DataIdentity {
     private func digest(_ paths: [String]) throws -> String {
         let cacheKey = paths.joined(separator: "\n")
         if let d = cache[cacheKey] { return d }
-        var h = SHA256()
+        let h = ByteDigest(.sha256)
         for p in paths {
             guard let handle = FileHandle(forReadingAtPath: p) else {
                 throw DataError("\(p): missing (run `sambench data download` or pass --data-dir)")
             }
             defer { try? handle.close() }
-            while let chunk = try handle.read(upToCount: 1 << 22), !chunk.isEmpty { h.update(data: chunk) }
+            while let chunk = try handle.read(upToCount: 1 << 22), !chunk.isEmpty { h.update(chunk) }
         }
-        let d = h.finalize().map { String(format: "%02x", $0) }.joined()
+        let d = ByteDigest.hex(h.finalize())
         cache[cacheKey] = d
         return d
     }

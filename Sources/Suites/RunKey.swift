@@ -1,4 +1,3 @@
-import Crypto
 import Datasets
 import Foundation
 import Training
@@ -76,6 +75,6 @@ public enum RunKey {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let json = try! encoder.encode(c)
-        return SHA256.hash(data: json).prefix(10).map { String(format: "%02x", $0) }.joined()
+        return String(SHA256Hex.digest([UInt8](json)).prefix(20))
     }
 }
