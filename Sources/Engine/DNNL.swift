@@ -164,15 +164,6 @@ final class DNNLResources {
             made.append(m!)
             return m!
         }
-        /// The same dims in plain row-major order.
-        func plain(_ md: dnnl_memory_desc_t) throws -> dnnl_memory_desc_t {
-            var out = dnnl_memory_desc_t()
-            var md = md
-            let dims = withUnsafeBytes(of: &md.dims) { Array($0.bindMemory(to: Int64.self).prefix(Int(md.ndims))) }
-            let tags = [dnnl_a, dnnl_ab, dnnl_abc, dnnl_abcd, dnnl_abcde]
-            try dnnlCheck(dnnl_memory_desc_init_by_tag(&out, md.ndims, dims, dnnl_f32, tags[Int(md.ndims) - 1]), "plain memory desc")
-            return out
-        }
         func reorder(_ from: dnnl_memory_t, _ fromMD: dnnl_memory_desc_t, _ to: dnnl_memory_t, _ toMD: dnnl_memory_desc_t) throws {
             var pd: dnnl_primitive_desc_t?, p: dnnl_primitive_t?
             var s = fromMD, d = toMD
@@ -185,7 +176,7 @@ final class DNNLResources {
             dnnl_stream_wait(stream)
         }
         var args: [dnnl_exec_arg_t] = []
-        var rng = Xoshiro256(seed: 20_261_203)
+        let inputs = try trialInputs(pd, arguments: arguments)
         for (k, (arg, q)) in arguments.enumerated() {
             let md = query(pd, q)
             let mem = try scratchMemory(md)
@@ -193,8 +184,7 @@ final class DNNLResources {
             guard k < arguments.count - 1 else { break }
             let pmd = try plain(md)
             let values = ByteBuffer(byteCount: byteSize(pmd))
-            let f = values.pointer.assumingMemoryBound(to: Float.self)
-            for i in 0..<(byteSize(pmd) / 4) { f[i] = rng.nextUniformFloat() * 2 - 1 }
+            inputs[k].withUnsafeBufferPointer { values.pointer.copyMemory(from: $0.baseAddress!, byteCount: byteSize(pmd)) }
             try reorder(try scratchMemory(pmd, values), pmd, mem, md)
         }
         let smd = query(pd, dnnl_query_scratchpad_md)
@@ -213,6 +203,43 @@ final class DNNLResources {
         let result = ByteBuffer(byteCount: byteSize(outPlain))
         try reorder(args[arguments.count - 1].memory, outMD, try scratchMemory(outPlain, result), outPlain)
         return (best, Array(UnsafeBufferPointer(start: result.pointer.assumingMemoryBound(to: Float.self), count: byteSize(outPlain) / 4)))
+    }
+
+    /// The values a trial of a pass feeds each input (`arguments` but the last), in plain order:
+    /// a seeded draw, the same for every candidate of the pass (sambench's own kernels too).
+    func trialInputs(_ pd: dnnl_primitive_desc_t, arguments: [(Int32, dnnl_query_t)]) throws -> [[Float]] {
+        var rng = Xoshiro256(seed: 20_261_203)
+        return try arguments.dropLast().map { (_, q) in
+            (0..<(byteSize(try plain(query(pd, q))) / 4)).map { _ in rng.nextUniformFloat() * 2 - 1 }
+        }
+    }
+
+    /// The same dims in plain row-major order.
+    func plain(_ md: dnnl_memory_desc_t) throws -> dnnl_memory_desc_t {
+        var out = dnnl_memory_desc_t()
+        var md = md
+        let dims = withUnsafeBytes(of: &md.dims) { Array($0.bindMemory(to: Int64.self).prefix(Int(md.ndims))) }
+        let tags = [dnnl_a, dnnl_ab, dnnl_abc, dnnl_abcd, dnnl_abcde]
+        try dnnlCheck(dnnl_memory_desc_init_by_tag(&out, md.ndims, dims, dnnl_f32, tags[Int(md.ndims) - 1]), "plain memory desc")
+        return out
+    }
+
+    /// The buffer a memory object points at.
+    func dataHandle(_ m: dnnl_memory_t) -> UnsafeMutableRawPointer {
+        var handle: UnsafeMutableRawPointer?
+        dnnl_memory_get_data_handle(m, &handle)
+        return handle!
+    }
+
+    /// The channel block (8 or 16) of a 4-d memory in nChw8c or nChw16c, else nil.
+    func channelBlock(_ md: dnnl_memory_desc_t) -> Int? {
+        var md = md
+        guard md.ndims == 4 else { return nil }
+        let dims = withUnsafeBytes(of: &md.dims) { Array($0.bindMemory(to: Int64.self).prefix(4)).map(Int.init) }
+        for (block, tag) in [(8, dnnl_nChw8c), (16, dnnl_nChw16c)] {
+            if let blocked = try? memoryDesc(dims, tag), sameLayout(blocked, md) { return block }
+        }
+        return nil
     }
 
     func reorderDesc(from src: dnnl_memory_desc_t, to dst: dnnl_memory_desc_t) throws -> dnnl_primitive_desc_t {

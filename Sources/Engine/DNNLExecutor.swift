@@ -16,7 +16,8 @@ import Foundation
 /// evaluation-only executor (`training: false`) builds no backward and shares its activations.
 ///
 /// Each convolution pass runs oneDNN's first choice of kernel, or with `ConvolutionTuning` on the
-/// fastest eligible one for this machine (1x1, direct or Winograd; Tuning.swift). With `profiling`
+/// fastest eligible one for this machine (oneDNN's 1x1, direct or Winograd, or sambench's own
+/// Winograd F(2x2, 3x3) and F(4x4, 3x3) on OpenBLAS products; Tuning.swift, Winograd.swift). With `profiling`
 /// every step is timed (`sambench bench --profile`).
 ///
 /// `build` walks the graph once; each op family's lowering (its oneDNN primitives for
@@ -92,6 +93,9 @@ public final class DNNLExecutor: InspectableExecutor {
     private let gradScratch: ByteBuffer
     /// oneDNN's scratchpad, shared by every primitive (they run one at a time).
     private var scratchpad: ByteBuffer?
+    /// The scratch of sambench's own kernels, shared by every pass that runs one (made by
+    /// `finalize` at the largest size a pass asked for in `ownScratch.floats`).
+    let ownScratch = OwnScratch()
     /// Buffers shared by liveness, and per tensor the one holding its value or gradient (nil: a
     /// buffer of its own). Values are shared only without `training`, gradients unless `keepGradients`.
     private var shared: [ByteBuffer] = []
@@ -215,8 +219,8 @@ public final class DNNLExecutor: InspectableExecutor {
     }
 
     /// Host code run between primitives (the stream is waited for first).
-    func host(_ what: String, _ f: @escaping () -> Void) -> PendingStep {
-        .host(f, label: label(what, implementation: "host"))
+    func host(_ what: String, implementation: String = "host", _ f: @escaping () -> Void) -> PendingStep {
+        .host(f, label: label(what, implementation: implementation))
     }
 
     private func label(_ what: String, implementation: String) -> Int {
@@ -283,31 +287,47 @@ public final class DNNLExecutor: InspectableExecutor {
         guard t.count == model.tensors.count else { throw EngineError("DNNLExecutor: graph defines \(t.count) of \(model.tensors.count) tensors") }
     }
 
+    /// A kernel of sambench's own offered to a pass beside oneDNN's (Winograd.swift): its name and
+    /// its trial on the inputs oneDNN's candidates get (`DNNLResources.trialInputs`).
+    struct OwnKernel {
+        let name: String
+        let trial: ([[Float]]) -> (seconds: Double, output: [Float])
+    }
+
+    /// What runs a pass: one of oneDNN's implementations, or one of the own kernels offered (its index).
+    enum PassKernel {
+        case dnnl(dnnl_primitive_desc_t)
+        case own(Int)
+    }
+
     /// One convolution pass's implementation: oneDNN's first choice, or with `ConvolutionTuning`
-    /// on, the recorded choice or else the fastest of those whose result on a seeded trial input
-    /// is within the op-twin tolerance of the first choice's (a Winograd kernel rounds otherwise
-    /// than a direct one). `arguments`: the pass's memories, its output last.
+    /// on, the recorded choice or else the fastest of those (oneDNN's and `own`'s) whose result on a
+    /// seeded trial input is within the op-twin tolerance of the first choice's (a Winograd kernel
+    /// rounds otherwise than a direct one). `arguments`: the pass's memories, its output last.
     func chooseImplementation(_ candidates: [dnnl_primitive_desc_t], _ what: String,
-                              arguments: [(Int32, dnnl_query_t)]) throws -> dnnl_primitive_desc_t {
+                              arguments: [(Int32, dnnl_query_t)], own: [OwnKernel] = []) throws -> PassKernel {
         let tuning = ConvolutionTuning.shared
-        guard candidates.count > 1, tuning.enabled else { return candidates[0] }
-        let names = candidates.map { r.implementation($0) }
+        guard candidates.count + own.count > 1, tuning.enabled else { return .dnnl(candidates[0]) }
+        let names = candidates.map { r.implementation($0) } + own.map(\.name)
+        func kernel(_ k: Int) -> PassKernel { k < candidates.count ? .dnnl(candidates[k]) : .own(k - candidates.count) }
         let key = "\(what) | \(currentShape) | \(EngineThreads.current) threads | \(names.joined(separator: ", "))"
-        if let chosen = tuning.choice(for: key), let k = names.firstIndex(of: chosen) { return candidates[k] }
+        if let chosen = tuning.choice(for: key), let k = names.firstIndex(of: chosen) { return kernel(k) }
         var seconds: [Double] = [], errors: [Double] = [], reference: [Float] = []
-        for (k, pd) in candidates.enumerated() {
-            let (time, output) = try r.trial(pd, arguments: arguments)
+        for k in names.indices {
+            let (time, output) = k < candidates.count
+                ? try r.trial(candidates[k], arguments: arguments)
+                : own[k - candidates.count].trial(try r.trialInputs(candidates[0], arguments: arguments))
             if k == 0 { reference = output }
             seconds.append(time)
             errors.append(TwinTolerance.worstRatio(output, reference))
         }
-        var eligible = candidates.indices.filter { errors[$0] <= 1 }
+        var eligible = names.indices.filter { errors[$0] <= 1 }
         if let preferred = tuning.preferred, eligible.contains(where: { preferred(names[$0]) }) { eligible = eligible.filter { preferred(names[$0]) } }
         let fastest = eligible.min { seconds[$0] < seconds[$1] } ?? 0
         let recorded = names.firstIndex(of: tuning.record(names[fastest], for: key)) ?? fastest
         tuned.append(TunedPass(layer: currentLayer, operation: what, shape: currentShape, macs: currentMACs,
                                implementations: names, seconds: seconds, toleranceUsed: errors, chosen: names[recorded]))
-        return candidates[recorded]
+        return kernel(recorded)
     }
 
     /// A layer's name in profiles: its parameters' module ("layer1.0.conv1"), or for ops without
@@ -347,6 +367,7 @@ public final class DNNLExecutor: InspectableExecutor {
         for case let .exec(pd, _, _, _) in all { maxScratch = max(maxScratch, byteSize(r.query(pd, dnnl_query_scratchpad_md))) }
         let scratch = ByteBuffer(byteCount: maxScratch)
         scratchpad = scratch
+        ownScratch.make()
         var cache: [UnsafeMutableRawPointer: Step] = [:]
         func convert(_ list: [PendingStep]) throws -> [Step] {
             try list.map { p in
@@ -377,6 +398,7 @@ public final class DNNLExecutor: InspectableExecutor {
     /// Bytes of every buffer this executor owns (activations, gradients, workspaces, scratch).
     public var bufferBytes: Int {
         (r.buffers + shared).reduce(0) { $0 + $1.byteCount } + gradScratch.byteCount + (scratchpad?.byteCount ?? 0)
+            + ownScratch.floats * 4
     }
 
     // MARK: running
@@ -506,4 +528,15 @@ public final class DNNLExecutor: InspectableExecutor {
         guard let m = t[tensor].diffMem, keepGradients || tensor == 0 else { return [] }
         return toPlain(m, t[tensor].md, tensor: tensor)
     }
+}
+
+/// Scratch for the passes that run sambench's own kernels: each asks for what it needs while the
+/// executor is built (`need`), one buffer of the largest is made once the graph is built, and the
+/// passes' host steps read `pointer` when they run (they run one at a time).
+final class OwnScratch: @unchecked Sendable {
+    private(set) var floats = 0
+    private var buffer: FloatBuffer?
+    func need(_ count: Int) { floats = max(floats, count) }
+    func make() { if floats > 0 { buffer = FloatBuffer(count: floats) } }
+    var pointer: UnsafeMutablePointer<Float> { buffer!.pointer }
 }

@@ -1,8 +1,9 @@
 import Foundation
 
-/// Which oneDNN implementation runs each convolution pass. Off (the default), an executor takes
-/// oneDNN's first choice, as the library orders them. On, the first executor that meets a pass
-/// (its shape, the layouts it is given, the thread count and the implementations on offer) times
+/// Which implementation runs each convolution pass. Off (the default), an executor takes oneDNN's
+/// first choice, as the library orders them. On, the first executor that meets a pass (its shape,
+/// the layouts it is given, the thread count and the implementations on offer: oneDNN's, and for
+/// 3x3 stride-1 passes on blocked layouts sambench's own Winograd kernels, Winograd.swift) times
 /// every implementation on scratch buffers, keeps the fastest, and records it in a file shared by
 /// every process of the machine; later executors (a resumed run, the next run, another worker)
 /// read the choice instead of timing again, so a run's kernels, and so its arithmetic, are the

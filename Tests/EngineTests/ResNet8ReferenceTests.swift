@@ -29,27 +29,33 @@ final class ResNet8ReferenceTests: XCTestCase {
         return state
     }
 
-    /// The executors compared with the reference: Winograd only where oneDNN has it (AVX-512).
-    var kinds: [String] { ["oneDNN", "reference"] + (EngineCPU.avx512 ? ["oneDNN Winograd"] : []) }
+    /// The executors compared with the reference: sambench's own Winograd kernels everywhere,
+    /// oneDNN's only where it has one (AVX-512).
+    var kinds: [String] {
+        ["oneDNN", "reference", "sambench Winograd 2x3", "sambench Winograd 4x3"] + (EngineCPU.avx512 ? ["oneDNN Winograd"] : [])
+    }
 
     func executor(_ kind: String, _ state: ModelState) throws -> Executor {
         switch kind {
         case "oneDNN": return try DNNLExecutor(state: state, batchSize: 8)
         case "reference": return ReferenceExecutor(state: state, batchSize: 8)
-        default: return try winogradExecutor(state)
+        case "sambench Winograd 2x3", "sambench Winograd 4x3":
+            let name = WinogradConvolution.name(tile: kind.hasSuffix("2x3") ? 2 : 4)
+            return try winogradExecutor(state) { $0 == name }
+        default: return try winogradExecutor(state) { $0.contains("wino") && !$0.hasPrefix("sambench") }
         }
     }
 
-    /// The fast path as a tuned build may choose it: every 3x3 stride-1 pass on oneDNN's
-    /// Winograd kernel wherever that passes the trial against the direct one.
-    func winogradExecutor(_ state: ModelState) throws -> Executor {
+    /// The fast path as a tuned build may choose it: every 3x3 stride-1 pass on the Winograd
+    /// kernel `preferred` names wherever that passes the trial against the direct one.
+    func winogradExecutor(_ state: ModelState, preferred: @escaping @Sendable (String) -> Bool) throws -> Executor {
         let tuning = ConvolutionTuning.shared
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("winograd-\(UUID().uuidString).json")
         tuning.enable(file: file)
-        tuning.preferred = { $0.contains("wino") }
+        tuning.preferred = preferred
         defer { tuning.preferred = nil; tuning.disable(); try? FileManager.default.removeItem(at: file) }
         let ex = try DNNLExecutor(state: state, batchSize: 8)
-        XCTAssertTrue(ex.tuned.contains { $0.chosen.contains("wino") }, "no pass took the Winograd kernel: \(ex.tuned.map(\.chosen))")
+        XCTAssertTrue(ex.tuned.contains { preferred($0.chosen) }, "no pass took the Winograd kernel: \(ex.tuned.map(\.chosen))")
         return ex
     }
 

@@ -82,33 +82,48 @@ final class TuningTests: XCTestCase {
         }
     }
 
-    /// Winograd, where the trial lets a pass take it, against the twin at the op sweep's
+    /// oneDNN's Winograd, where the trial lets a pass take it, against the twin at the op sweep's
     /// tolerance: logits and every parameter gradient of conv -> conv graphs.
     func testWinogradPassesAgreeWithTheTwin() throws {
         guard EngineCPU.avx512 else { throw XCTSkip("no AVX-512 here: oneDNN 2.6 has no f32 Winograd kernel on this CPU") }
+        try assertPassesAgreeWithTheTwin(preferring: { $0.contains("wino") && !$0.hasPrefix("sambench") })
+    }
+
+    /// sambench's own Winograd kernels (Winograd.swift), on every machine: each forced wherever
+    /// its trial lets a pass take it, against the twin as above.
+    func testOwnWinogradPassesAgreeWithTheTwin() throws {
+        for m in [2, 4] {
+            let name = WinogradConvolution.name(tile: m)
+            try assertPassesAgreeWithTheTwin(preferring: { $0 == name })
+        }
+    }
+
+    func assertPassesAgreeWithTheTwin(preferring preferred: @escaping @Sendable (String) -> Bool,
+                                      file: StaticString = #filePath, line: UInt = #line) throws {
         let tuning = ConvolutionTuning.shared
-        tuning.enable(file: file)
-        tuning.preferred = { $0.contains("wino") }
-        defer { tuning.preferred = nil }
+        tuning.enable(file: self.file)
+        tuning.preferred = preferred
+        defer { tuning.preferred = nil; tuning.disable(); try? FileManager.default.removeItem(at: self.file) }
         var took = 0
         // (batch, in channels, out channels, spatial)
-        for (n, cin, cout, size) in [(4, 16, 16, 8), (8, 16, 16, 32), (16, 64, 64, 4), (2, 32, 64, 12), (3, 5, 24, 7)] {
+        for (n, cin, cout, size) in [(4, 16, 16, 8), (8, 16, 16, 32), (16, 64, 64, 4), (2, 32, 64, 12), (3, 5, 24, 7), (2, 16, 32, 6)] {
             var b = ModelBuilder(input: TensorShape(channels: cin, height: size, width: size))
             var y = b.conv(0, "conv", out: cout, kernel: 3, stride: 1)
             y = b.conv(y, "conv2", out: cout, kernel: 3, stride: 1)
             _ = b.linear(b.globalAvgPool(y), "fc", out: 3)
             let model = b.build(name: "winograd", numClasses: 3)
             let fast = try DNNLExecutor(state: ModelState(model: model, seed: 2), batchSize: n)
-            took += fast.tuned.filter { $0.chosen.contains("wino") }.count
+            took += fast.tuned.filter { preferred($0.chosen) }.count
             let ref = ReferenceExecutor(state: ModelState(model: model, seed: 2), batchSize: n)
             let (fl, fg) = logitsAndGradients(fast, seed: 6), (rl, rg) = logitsAndGradients(ref, seed: 6)
             let what = "N\(n) \(cin)->\(cout) S\(size) (\(fast.tuned.map(\.chosen)))"
-            assertClose(fl, rl, "\(what): logits")
+            assertClose(fl, rl, "\(what): logits", file: file, line: line)
             for p in model.params {
-                assertClose(Array(fg[p.offset..<(p.offset + p.count)]), Array(rg[p.offset..<(p.offset + p.count)]), "\(what): gradient \(p.name)")
+                assertClose(Array(fg[p.offset..<(p.offset + p.count)]), Array(rg[p.offset..<(p.offset + p.count)]), "\(what): gradient \(p.name)",
+                            file: file, line: line)
             }
         }
-        XCTAssertGreaterThan(took, 0, "no pass took the Winograd kernel")
+        XCTAssertGreaterThan(took, 0, "no pass took the preferred kernel", file: file, line: line)
     }
 
     func testFirstRecordedChoiceWins() throws {

@@ -1,0 +1,470 @@
+import CBLAS
+import CDNNL
+import Dispatch
+
+/// sambench's own Winograd convolutions F(2x2, 3x3) and F(4x4, 3x3) (Lavin and Gray, 2016) for
+/// 3x3 kernels with stride 1 and padding 1, on the channel-blocked layouts oneDNN chooses (nChw8c
+/// with AVX2, nChw16c with AVX-512): candidates of the per-pass kernel choice where oneDNN 2.6
+/// has no Winograd kernel (AVX2). The transforms are written here; the products are OpenBLAS
+/// SGEMM calls.
+///
+/// An m x m output tile (m = `tile`) is
+///     Y = A^T [ (G g G^T) (.) (B^T d B) ] A
+/// for the (m+2) x (m+2) input tile d (read from -1 around the output tile, zero outside the
+/// image) and the 3x3 kernel g of one (output, input) channel pair; (.) is the element-wise
+/// product, summed over input channels as (m+2)^2 matrix products [tiles x C] [C x K], one per
+/// element of the transformed tile. Backward data is the same convolution of the output gradient
+/// by the kernel rotated by 180 degrees with its channel axes swapped; backward weights
+/// differentiates the formula:
+///     dU = sum over tiles (B^T d B) (.) (A dY A^T),   dg = G^T dU G.
+/// The matrices are the Toom-Cook ones for the interpolation points 0, 1, -1 (m = 2) and 0, 1,
+/// -1, 2, -1/2 (m = 4), with infinity. For m = 4 these points round about 2.5 times less than
+/// the usual 0, +-1, +-2 (Barabasz et al., "Error analysis and improving the accuracy of
+/// Winograd convolution for deep neural networks", 2020; measured here the same way): F(4x4, 3x3)
+/// in float32 is still off a direct convolution by about 2e-5 of the output's rms with 256 input
+/// channels, more than the op-twin tolerance allows on some elements, while F(2x2, 3x3) is within
+/// a fifth of it. The kernel choice takes either only where its trial output is within that
+/// tolerance of oneDNN's (`DNNLExecutor.chooseImplementation`).
+///
+/// Tiles are taken a block at a time (`tileBlock`), so that a block's transformed inputs and
+/// products stay near the core between the transform, the products and the inverse transform;
+/// blocks are shared among `threads` threads of oneDNN's OpenMP runtime, each with its own scratch
+/// and single-threaded SGEMM calls (a WinogradConvolution sets OpenBLAS to one thread, for the
+/// process: the engine's only other SGEMM calls, the classifier's, are below OpenBLAS's own
+/// threshold for threads anyway).
+public final class WinogradConvolution: @unchecked Sendable {
+    public let batch: Int, inChannels: Int, outChannels: Int, height: Int, width: Int
+    /// The output tile's side m: 2 or 4.
+    public let tile: Int
+    /// Channels per block of the blocked layout, input and output alike (8 or 16).
+    public let block: Int
+    /// Whether `forward` takes OIHW weights [inChannels, outChannels, 3, 3] (the forward
+    /// convolution's [K, C]) rotated by 180 degrees: the backward-data pass of a convolution from
+    /// outChannels to inChannels channels.
+    public let backwardData: Bool
+    public let threads: Int
+    public let tileBlock: Int
+    /// The transformed tile's side (m + 2) and element count.
+    let side: Int, products: Int
+    let tilesH: Int, tilesW: Int, tiles: Int
+
+    /// The kernel choice's name of the F(m x m, 3x3) kernels.
+    public static func name(tile: Int) -> String { "sambench:winograd_\(tile)x3" }
+    public var name: String { Self.name(tile: tile) }
+
+    /// Whether a pass with these channels on this layout can run here: whole blocks of 8 or 16.
+    public static func supports(inChannels: Int, outChannels: Int, block: Int) -> Bool {
+        (block == 8 || block == 16) && inChannels % block == 0 && outChannels % block == 0
+    }
+
+    public init(tile: Int, batch: Int, inChannels: Int, outChannels: Int, height: Int, width: Int, block: Int,
+                backwardData: Bool = false, threads: Int, tileBlock: Int? = nil) {
+        precondition(tile == 2 || tile == 4, "Winograd: output tiles of 2 or 4, not \(tile)")
+        precondition(Self.supports(inChannels: inChannels, outChannels: outChannels, block: block), "Winograd: channels must be whole blocks")
+        self.tile = tile; self.batch = batch; self.inChannels = inChannels; self.outChannels = outChannels
+        self.height = height; self.width = width; self.block = block; self.backwardData = backwardData
+        side = tile + 2; products = side * side
+        tilesH = (height + tile - 1) / tile; tilesW = (width + tile - 1) / tile; tiles = batch * tilesH * tilesW
+        // Similar numbers of outputs per block for either tile (measured on an AVX2 EPYC: 32 to 256
+        // tiles of 4x4 are within 10% of each other on WRN-16-4's widest layers).
+        let tb = tileBlock ?? (tile == 4 ? 64 : 192)
+        self.tileBlock = tb
+        self.threads = max(1, min(threads, (tiles + tb - 1) / tb))
+        if self.threads > 1 { openblas_set_num_threads(1) }
+    }
+
+    /// Floats of scratch `forward` needs: the transformed kernel [P][C][K], then per thread the
+    /// transformed inputs [P][tileBlock][C] and the products [P][tileBlock][K] (P = (m+2)^2).
+    public var forwardScratch: Int { products * uPlane + threads * perThread }
+    /// Floats of scratch `backwardWeights` needs: per thread its tiles' transforms and its
+    /// transformed kernel gradient [P][C][K].
+    public var backwardWeightsScratch: Int { threads * (perThread + products * uPlane) }
+    private var perThread: Int { products * (vPlane + mPlane) }
+    /// Floats from one element of the transformed tile to the next in U [P][C][K], V [P][tileBlock][C]
+    /// and M [P][tileBlock][K]: each a cache line more than the matrix, so that the P matrices a
+    /// transform reads or writes at once do not fall into the same cache sets (their sizes are
+    /// often multiples of 4 KiB).
+    private var uPlane: Int { inChannels * outChannels + 16 }
+    private var vPlane: Int { tileBlock * inChannels + 16 }
+    private var mPlane: Int { tileBlock * outChannels + 16 }
+
+    /// The transformed kernel U [P][C][K] = G g G^T of OIHW weights [K, C, 3, 3]; with
+    /// `backwardData`, of weights [C, K, 3, 3] rotated by 180 degrees. Eight output channels at a
+    /// time, one per SIMD lane.
+    public func transformWeights(_ w: UnsafePointer<Float>, into u: UnsafeMutablePointer<Float>) {
+        let c = inChannels, k = outChannels, plane = uPlane, n = side
+        parallel { part in
+            withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 54) { t in
+                for i in (c * part / threads)..<(c * (part + 1) / threads) {
+                    for o in Swift.stride(from: 0, to: k, by: 8) {
+                        // g[r][s] of the kernels taking input channel i to output channels o..<o+8.
+                        func g(_ r: Int, _ s: Int) -> SIMD8<Float> {
+                            var x = SIMD8<Float>()
+                            for lane in 0..<8 {
+                                x[lane] = backwardData ? w[(i * k + o + lane) * 9 + (2 - r) * 3 + 2 - s] : w[((o + lane) * c + i) * 9 + r * 3 + s]
+                            }
+                            return x
+                        }
+                        // G g into t[r][s] (n x 3), then t G^T into t[n * 3 + ...] row by row.
+                        for s in 0..<3 { kernelTransform(g(0, s), g(1, s), g(2, s), into: t, s, 3) }
+                        for r in 0..<n {
+                            kernelTransform(t[r * 3], t[r * 3 + 1], t[r * 3 + 2], into: t, 3 * n, 1)
+                            for s in 0..<n {
+                                UnsafeMutableRawPointer(u + (r * n + s) * plane + i * k + o).storeBytes(of: t[3 * n + s], as: SIMD8<Float>.self)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// G x for the 3-vector x0, x1, x2: the m+2 results into y[base + r * step].
+    @inline(__always)
+    func kernelTransform(_ x0: SIMD8<Float>, _ x1: SIMD8<Float>, _ x2: SIMD8<Float>, into y: UnsafeMutableBufferPointer<SIMD8<Float>>, _ base: Int, _ step: Int) {
+        if tile == 2 {
+            let half: Float = 0.5
+            y[base] = -x0
+            y[base + step] = half * (x0 + x1 + x2)
+            y[base + 2 * step] = half * (x0 - x1 + x2)
+            y[base + 3 * step] = x2
+            return
+        }
+        let third: Float = 1.0 / 3, fifteenth: Float = 1.0 / 15, two: Float = 2, four: Float = 4, eight: Float = 8, sixteen: Float = 16
+        y[base] = x0
+        y[base + step] = -third * (x0 + x1 + x2)
+        y[base + 2 * step] = third * (x0 - x1 + x2)
+        y[base + 3 * step] = fifteenth * (x0 + two * x1 + four * x2)
+        y[base + 4 * step] = fifteenth * (eight * x1 - sixteen * x0 - four * x2)
+        y[base + 5 * step] = x2
+    }
+
+    /// G^T x for the (m+2)-vector x[base + r * step]: its 3 results.
+    @inline(__always)
+    func kernelTransformTransposed(_ x: UnsafeMutableBufferPointer<SIMD8<Float>>, _ base: Int, _ step: Int) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
+        let x0 = x[base], x1 = x[base + step], x2 = x[base + 2 * step], x3 = x[base + 3 * step]
+        let half: Float = 0.5
+        if tile == 2 {
+            return (half * (x1 + x2) - x0, half * (x1 - x2), half * (x1 + x2) + x3)
+        }
+        let x4 = x[base + 4 * step], x5 = x[base + 5 * step]
+        let third: Float = 1.0 / 3, fifteenth: Float = 1.0 / 15, two: Float = 2, four: Float = 4, eight: Float = 8, sixteen: Float = 16
+        return (x0 + third * (x2 - x1) + fifteenth * (x3 - sixteen * x4),
+                fifteenth * (two * x3 + eight * x4) - third * (x1 + x2),
+                third * (x2 - x1) + fifteenth * (four * x3 - four * x4) + x5)
+    }
+
+    /// Byte offset of the 8 channels from `channel` (a multiple of 8) at pixel (0, 0) of image n
+    /// of a blocked tensor with `channels` channels; pixel (h, w) is `(h * width + w) * block * 4`
+    /// bytes further.
+    @inline(__always) func planeOffset(_ n: Int, _ channel: Int, channels: Int) -> Int {
+        (n * (channels / block) + channel / block) * height * width * block * 4 + (channel % block) * 4
+    }
+
+    /// The tiles of thread `part`: whole blocks, shared out evenly.
+    private func blocks(of part: Int) -> Range<Int> {
+        let count = (tiles + tileBlock - 1) / tileBlock
+        return (count * part / threads)..<(count * (part + 1) / threads)
+    }
+
+    /// body(0) ... body(threads - 1), at once, on oneDNN's OpenMP threads (`sambench_omp_parallel`:
+    /// the threads its primitives just ran on; other threads would compete with them while they
+    /// spin-wait), or with Dispatch where that runtime is not found. The parts write disjoint
+    /// tiles and scratch.
+    private func parallel(_ body: (Int) -> Void) {
+        if threads == 1 { return body(0) }
+        withoutActuallyEscaping(body) { body in
+            let parts = Parts(body, count: threads)
+            let ran = sambench_omp_parallel({ context in
+                let parts = Unmanaged<Parts>.fromOpaque(context!).takeUnretainedValue()
+                // A team smaller than asked for (nested parallelism) shares the parts out.
+                let team = Int(sambench_omp_num_threads())
+                for part in Swift.stride(from: Int(sambench_omp_thread_num()), to: parts.count, by: max(team, 1)) { parts.body(part) }
+            }, Unmanaged.passUnretained(parts).toOpaque(), UInt32(threads))
+            if ran == 0 {
+                let sendable = UncheckedSendable(body)
+                DispatchQueue.concurrentPerform(iterations: threads) { sendable.value($0) }
+            }
+        }
+    }
+
+    /// dst [N, K, H, W] = the convolution of src [N, C, H, W] by the OIHW weights [K, C, 3, 3]
+    /// (with `backwardData`, [C, K, 3, 3] rotated), both blocked; `scratch`: `forwardScratch` floats.
+    public func forward(src: UnsafeRawPointer, weights: UnsafePointer<Float>, dst: UnsafeMutableRawPointer, scratch: UnsafeMutablePointer<Float>) {
+        let c = inChannels, k = outChannels, tb = tileBlock, pcount = products
+        let u = scratch
+        transformWeights(weights, into: u)
+        parallel { part in
+            let v = scratch + pcount * uPlane + part * perThread, m = v + pcount * vPlane
+            for b in blocks(of: part) {
+                let first = b * tb, count = min(tb, tiles - first)
+                inputTransform(src, channels: c, first: first, count: count, into: v)
+                for p in 0..<pcount {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(count), Int32(k), Int32(c), 1,
+                                v + p * vPlane, Int32(c), u + p * uPlane, Int32(k), 0, m + p * mPlane, Int32(k))
+                }
+                outputTransform(m, first: first, count: count, into: dst)
+            }
+        }
+    }
+
+    /// The kernel gradient [K, C, 3, 3] (OIHW, overwritten) of the convolution of src [N, C, H, W]
+    /// whose output gradient is diffDst [N, K, H, W]; `scratch`: `backwardWeightsScratch` floats.
+    public func backwardWeights(src: UnsafeRawPointer, diffDst: UnsafeRawPointer, diffWeights: UnsafeMutablePointer<Float>,
+                                scratch: UnsafeMutablePointer<Float>) {
+        precondition(!backwardData, "Winograd: backward weights of a backward-data convolution")
+        let c = inChannels, k = outChannels, tb = tileBlock, plane = uPlane, pcount = products, n = side
+        let gradients = (0..<threads).map { scratch + threads * perThread + $0 * pcount * uPlane }
+        parallel { part in
+            let v = scratch + part * perThread, dm = v + pcount * vPlane, du = gradients[part]
+            du.initialize(repeating: 0, count: pcount * uPlane)
+            for b in blocks(of: part) {
+                let first = b * tb, count = min(tb, tiles - first)
+                inputTransform(src, channels: c, first: first, count: count, into: v)
+                gradientTransform(diffDst, first: first, count: count, into: dm)
+                for p in 0..<pcount {
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(c), Int32(k), Int32(count), 1,
+                                v + p * vPlane, Int32(c), dm + p * mPlane, Int32(k), 1, du + p * uPlane, Int32(k))
+                }
+            }
+        }
+        // dg = G^T dU G per channel pair, eight output channels at a time: G^T down each of the
+        // m+2 columns, then along the 3 rows.
+        parallel { part in
+            withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 54) { x in
+                for i in (c * part / threads)..<(c * (part + 1) / threads) {
+                    for o in Swift.stride(from: 0, to: k, by: 8) {
+                        // dU, the sum of the threads' parts.
+                        for p in 0..<pcount {
+                            x[p] = .zero
+                            for du in gradients { x[p] += UnsafeRawPointer(du + p * plane + i * k + o).loadUnaligned(as: SIMD8<Float>.self) }
+                        }
+                        // Columns: x[36 + r * n + s] for r < 3.
+                        for s in 0..<n {
+                            let (a, b, e) = kernelTransformTransposed(x, s, n)
+                            x[36 + s] = a; x[36 + n + s] = b; x[36 + 2 * n + s] = e
+                        }
+                        for r in 0..<3 {
+                            let row = kernelTransformTransposed(x, 36 + r * n, 1)
+                            for lane in 0..<8 {
+                                let at = ((o + lane) * c + i) * 9 + r * 3
+                                diffWeights[at] = row.0[lane]; diffWeights[at + 1] = row.1[lane]; diffWeights[at + 2] = row.2[lane]
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// V [P][tileBlock][channels] = B^T d B of `count` tiles from `first`.
+    @inline(__always)
+    private func inputTransform(_ src: UnsafeRawPointer, channels: Int, first: Int, count: Int, into v: UnsafeMutablePointer<Float>) {
+        let stride = vPlane, perImage = tilesH * tilesW, n = side, m = tile
+        withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 36) { d in
+            for t in 0..<count {
+                let index = first + t, image = index / perImage, ty = index % perImage / tilesW, tx = index % tilesW
+                let h0 = ty * m - 1, w0 = tx * m - 1
+                for q in Swift.stride(from: 0, to: channels, by: 8) {
+                    gather(src + planeOffset(image, q, channels: channels), h0, w0, size: n, into: d)
+                    // B^T d (down the columns), then (B^T d) B (along the rows).
+                    for j in 0..<n { inputRows(d, j, n) }
+                    for i in 0..<n { inputRows(d, i * n, 1) }
+                    scatter(d, to: v + t * channels + q, stride: stride)
+                }
+            }
+        }
+    }
+
+    /// x[i * (m+2) + j] = the 8 channels of `plane` at pixel (h0 + i, w0 + j), for i, j < size:
+    /// zero outside the image.
+    @inline(__always)
+    private func gather(_ plane: UnsafeRawPointer, _ h0: Int, _ w0: Int, size: Int, into x: UnsafeMutableBufferPointer<SIMD8<Float>>) {
+        let inside = h0 >= 0 && w0 >= 0 && h0 + size <= height && w0 + size <= width, pixel = block * 4
+        for i in 0..<size {
+            let h = h0 + i
+            for j in 0..<size {
+                let w = w0 + j
+                x[i * side + j] = inside || (h >= 0 && h < height && w >= 0 && w < width)
+                    ? plane.loadUnaligned(fromByteOffset: (h * width + w) * pixel, as: SIMD8<Float>.self) : .zero
+            }
+        }
+    }
+
+    /// Element p of the transformed tile x to matrix p of a transform buffer, `stride` floats apart.
+    @inline(__always)
+    private func scatter(_ x: UnsafeMutableBufferPointer<SIMD8<Float>>, to out: UnsafeMutablePointer<Float>, stride: Int) {
+        let out = UnsafeMutableRawPointer(out)
+        for p in 0..<products { out.storeBytes(of: x[p], toByteOffset: p * stride * 4, as: SIMD8<Float>.self) }
+    }
+
+    /// B^T x in place for the m+2 vectors x[base + r * step].
+    @inline(__always)
+    private func inputRows(_ x: UnsafeMutableBufferPointer<SIMD8<Float>>, _ base: Int, _ step: Int) {
+        let x0 = x[base], x1 = x[base + step], x2 = x[base + 2 * step], x3 = x[base + 3 * step]
+        if tile == 2 {
+            x[base] = x2 - x0
+            x[base + step] = x1 + x2
+            x[base + 2 * step] = x2 - x1
+            x[base + 3 * step] = x3 - x1
+            return
+        }
+        let x4 = x[base + 4 * step], x5 = x[base + 5 * step]
+        let half: Float = 0.5, oneAndHalf: Float = 1.5, two: Float = 2, twoAndHalf: Float = 2.5
+        x[base] = x0 + oneAndHalf * (x1 - x3) - two * x2 + x4
+        x[base + step] = x4 - x1 - twoAndHalf * x2 - half * x3
+        x[base + 2 * step] = x4 + x1 + half * x2 - twoAndHalf * x3
+        x[base + 3 * step] = x4 - x2 + half * (x3 - x1)
+        x[base + 4 * step] = x4 - x2 + two * (x1 - x3)
+        x[base + 5 * step] = x5 + x1 + oneAndHalf * (x2 - x4) - two * x3
+    }
+
+    /// dst tiles = A^T m A of the products m [P][tileBlock][K].
+    @inline(__always)
+    private func outputTransform(_ products: UnsafeMutablePointer<Float>, first: Int, count: Int, into dst: UnsafeMutableRawPointer) {
+        let k = outChannels, stride = mPlane, perImage = tilesH * tilesW, n = side, m = tile, pixel = block * 4
+        withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 36) { x in
+            for t in 0..<count {
+                let index = first + t, image = index / perImage, ty = index % perImage / tilesW, tx = index % tilesW
+                for q in Swift.stride(from: 0, to: k, by: 8) {
+                    let from = UnsafeRawPointer(products + t * k + q)
+                    for p in 0..<self.products { x[p] = from.loadUnaligned(fromByteOffset: p * stride * 4, as: SIMD8<Float>.self) }
+                    // A^T x down the columns (into their first m rows), then along those rows.
+                    for j in 0..<n { outputRows(x, j, n) }
+                    for i in 0..<m { outputRows(x, i * n, 1) }
+                    let plane = dst + planeOffset(image, q, channels: k)
+                    for i in 0..<m where ty * m + i < height {
+                        for j in 0..<m where tx * m + j < width {
+                            plane.storeBytes(of: x[i * n + j], toByteOffset: ((ty * m + i) * width + tx * m + j) * pixel, as: SIMD8<Float>.self)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A^T x in place (into the first m of the m+2 vectors x[base + r * step]).
+    @inline(__always)
+    private func outputRows(_ x: UnsafeMutableBufferPointer<SIMD8<Float>>, _ base: Int, _ step: Int) {
+        let x0 = x[base], x1 = x[base + step], x2 = x[base + 2 * step], x3 = x[base + 3 * step]
+        if tile == 2 {
+            x[base] = x0 + x1 + x2
+            x[base + step] = x1 - x2 + x3
+            return
+        }
+        let x4 = x[base + 4 * step], x5 = x[base + 5 * step]
+        let a = x1 + x2, b = x1 - x2
+        let half: Float = 0.5, quarter: Float = 0.25, eighth: Float = 0.125, two: Float = 2, four: Float = 4, eight: Float = 8
+        x[base] = x0 + a + x3 + x4
+        x[base + step] = b + two * x3 - half * x4
+        x[base + 2 * step] = a + four * x3 + quarter * x4
+        x[base + 3 * step] = b + eight * x3 - eighth * x4 + x5
+    }
+
+    /// dM [P][tileBlock][K] = A dY A^T of the output gradient's tiles (zero outside the image).
+    @inline(__always)
+    private func gradientTransform(_ dy: UnsafeRawPointer, first: Int, count: Int, into dm: UnsafeMutablePointer<Float>) {
+        let k = outChannels, stride = mPlane, perImage = tilesH * tilesW, n = side, m = tile
+        withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 36) { x in
+            for t in 0..<count {
+                let index = first + t, image = index / perImage, ty = index % perImage / tilesW, tx = index % tilesW
+                for q in Swift.stride(from: 0, to: k, by: 8) {
+                    gather(dy + planeOffset(image, q, channels: k), ty * m, tx * m, size: m, into: x)
+                    // A y (m+2 from m) down the m columns, then along the m+2 rows.
+                    for j in 0..<m { gradientRows(x, j, n) }
+                    for i in 0..<n { gradientRows(x, i * n, 1) }
+                    scatter(x, to: dm + t * k + q, stride: stride)
+                }
+            }
+        }
+    }
+
+    /// A y in place: the m vectors x[base + r * step], r < m, become m+2.
+    @inline(__always)
+    private func gradientRows(_ x: UnsafeMutableBufferPointer<SIMD8<Float>>, _ base: Int, _ step: Int) {
+        let y0 = x[base], y1 = x[base + step]
+        if tile == 2 {
+            x[base + 2 * step] = y0 - y1
+            x[base + 3 * step] = y1
+            x[base + step] = y0 + y1
+            return
+        }
+        let y2 = x[base + 2 * step], y3 = x[base + 3 * step]
+        let half: Float = 0.5, quarter: Float = 0.25, eighth: Float = 0.125, two: Float = 2, four: Float = 4, eight: Float = 8
+        x[base + step] = y0 + y1 + y2 + y3
+        x[base + 2 * step] = y0 - y1 + y2 - y3
+        x[base + 3 * step] = y0 + two * y1 + four * y2 + eight * y3
+        x[base + 4 * step] = y0 - half * y1 + quarter * y2 - eighth * y3
+        x[base + 5 * step] = y3
+    }
+}
+
+extension WinogradConvolution {
+    /// A tensor [N, C, H, W] in plain order, in the blocked layout of this convolution's `block`.
+    public func blocked(_ plain: [Float], channels: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: plain.count)
+        let hw = height * width
+        for n in 0..<batch {
+            for c in 0..<channels {
+                for p in 0..<hw { out[((n * (channels / block) + c / block) * hw + p) * block + c % block] = plain[(n * channels + c) * hw + p] }
+            }
+        }
+        return out
+    }
+
+    /// A blocked tensor [N, C, H, W] back in plain order.
+    public func plain(_ blocked: [Float], channels: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: blocked.count)
+        let hw = height * width
+        for n in 0..<batch {
+            for c in 0..<channels {
+                for p in 0..<hw { out[(n * channels + c) * hw + p] = blocked[((n * (channels / block) + c / block) * hw + p) * block + c % block] }
+            }
+        }
+        return out
+    }
+
+    /// The pass this convolution runs, on plain-order inputs as a kernel choice's trial gives them
+    /// (forward and backward data: the input or output gradient [N, C, H, W] and the OIHW weights;
+    /// backward weights: the input and the output gradient), timed as oneDNN's candidates are (the
+    /// best of `repeats` after one untimed run); the output in plain order.
+    public func trial(_ inputs: [[Float]], weightsPass: Bool, repeats: Int = 3) -> (seconds: Double, output: [Float]) {
+        let c = inChannels, k = outChannels
+        let a = blocked(inputs[0], channels: c)
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: weightsPass ? backwardWeightsScratch : forwardScratch)
+        defer { scratch.deallocate() }
+        var best = Double.infinity
+        var out = [Float](repeating: 0, count: weightsPass ? k * c * 9 : batch * k * height * width)
+        let b = weightsPass ? blocked(inputs[1], channels: k) : inputs[1]
+        for attempt in 0...repeats {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            a.withUnsafeBytes { a in
+                b.withUnsafeBufferPointer { b in
+                    out.withUnsafeMutableBufferPointer { o in
+                        if weightsPass {
+                            backwardWeights(src: a.baseAddress!, diffDst: UnsafeRawPointer(b.baseAddress!), diffWeights: o.baseAddress!, scratch: scratch)
+                        } else {
+                            forward(src: a.baseAddress!, weights: b.baseAddress!, dst: UnsafeMutableRawPointer(o.baseAddress!), scratch: scratch)
+                        }
+                    }
+                }
+            }
+            if attempt > 0 { best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9) }
+        }
+        return (best, weightsPass ? out : plain(out, channels: k))
+    }
+}
+
+/// A value handed to the threads of `DispatchQueue.concurrentPerform` whose parts touch
+/// disjoint memory (the compiler cannot see that through raw pointers).
+private struct UncheckedSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
+
+/// The parts of a `parallel` call, handed to the OpenMP runtime's threads through a C pointer.
+private final class Parts {
+    let body: (Int) -> Void
+    let count: Int
+    init(_ body: @escaping (Int) -> Void, count: Int) { self.body = body; self.count = count }
+}
