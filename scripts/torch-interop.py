@@ -8,6 +8,7 @@ initialisation, so its state_dict is interchangeable with torchvision's.
 
 Commands (each prints one `RESULT {json}` line last):
   cifar-resnet20 --data DIR --out FILE   train a CIFAR ResNet-20 (sambench's names) for one epoch
+                                         (or its first --steps N batches)
                                          on the CIFAR-10 binary layout in DIR, save the state dict,
                                          and count the correct test images in eval mode
   torchvision --arch resnet18 --stem imagenet|cifar --weights FILE --aux FILE
@@ -191,6 +192,10 @@ def cifar_resnet20(args):
     model = CifarResNet(20)
     batch = 128
     steps = len(train_y) // batch
+    if args.steps:
+        # A shorter epoch (the interoperability test's): trained weights and BN statistics are
+        # what it needs, not accuracy.
+        steps = min(steps, args.steps)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps * args.epochs)
     model.train()
@@ -253,6 +258,7 @@ def main():
     c.add_argument("--data", required=True)
     c.add_argument("--out", required=True)
     c.add_argument("--epochs", type=int, default=1)
+    c.add_argument("--steps", type=int, default=0, help="steps per epoch (default: the whole training set)")
     c.add_argument("--seed", type=int, default=0)
     for name in ("torchvision", "load"):
         t = sub.add_parser(name)

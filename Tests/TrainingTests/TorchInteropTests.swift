@@ -113,14 +113,15 @@ final class TorchInteropTests: XCTestCase {
         assertRelative(logits, torchLogits, "sambench-trained tv_resnet18 in PyTorch")
     }
 
-    /// The acceptance check of docs/FINETUNE.md: a ResNet-20 trained by PyTorch for one epoch
-    /// on the real CIFAR-10, evaluated by both on the 10,000 test images.
+    /// The acceptance check of docs/FINETUNE.md: a ResNet-20 trained by PyTorch on the real
+    /// CIFAR-10 (100 steps of 128 images: trained weights and BN statistics are what the check
+    /// needs, and the whole epoch was the slowest test), evaluated by both on the 10,000 test images.
     func testPyTorchTrainedResNet20EvaluatesTheSame() throws {
         guard let data = ProcessInfo.processInfo.environment["SAMBENCH_TEST_CIFAR10"] else {
             throw XCTSkip("SAMBENCH_TEST_CIFAR10 not set (.ci/run builds it from ../shared/datasets)")
         }
         let weights = path("resnet20-torch.safetensors")
-        let torch = try interop(["cifar-resnet20", "--data", data, "--out", weights])
+        let torch = try interop(["cifar-resnet20", "--data", data, "--out", weights, "--steps", "100"])
         let torchCorrect = try XCTUnwrap(torch["correct"] as? Int)
         let r = try runSeparated(try sambenchExecutable(), ["eval", "--checkpoint", weights, "--model", "resnet20", "--dataset", "cifar10",
                                                             "--data-dir", data, "--threads", "2", "--format", "json"])
@@ -128,8 +129,8 @@ final class TorchInteropTests: XCTestCase {
         let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
         let correct = try XCTUnwrap(json["correct"] as? Int)
         XCTAssertEqual(json["total"] as? Int, 10_000)
-        XCTAssertGreaterThan(torchCorrect, 2_000, "one epoch of PyTorch training should beat chance (1,000)")
+        XCTAssertGreaterThan(torchCorrect, 2_000, "100 steps of PyTorch training should beat chance (1,000)")
         XCTAssertLessThanOrEqual(abs(correct - torchCorrect), 2, "sambench eval \(correct) vs PyTorch \(torchCorrect) correct of 10,000")
-        print("resnet20 after one PyTorch epoch: PyTorch \(torchCorrect), sambench eval \(correct) correct of 10,000")
+        print("resnet20 after 100 PyTorch steps: PyTorch \(torchCorrect), sambench eval \(correct) correct of 10,000")
     }
 }
