@@ -34,8 +34,6 @@ extension DNNLExecutor {
             }
             return found
         }
-        // sambench's own Winograd F(4x4, 3x3) (Winograd.swift), for 3x3 stride-1 padding-1 passes
-        // between blocked layouts of whole channel blocks (offered only when tuning).
         var forward = try candidates("conv fwd") {
             dnnl_convolution_forward_desc_init(&$0, dnnl_forward_training, $1, &srcMD, &anyW, nil, &anyY, strides, pads, pads)
         }
@@ -43,6 +41,8 @@ extension DNNLExecutor {
         let firstDst = r.query(forward[0], dnnl_query_dst_md)
         forward = forward.filter { sameLayout(r.query($0, dnnl_query_dst_md), firstDst) }
         let (cin, cout, height, width) = (pe.shape[1], pe.shape[0], context.xs.height, context.xs.width)
+        // sambench's own Winograd kernels (Winograd.swift), for 3x3 stride-1 padding-1 passes
+        // between blocked layouts of whole channel blocks (offered only when tuning).
         var ownBlock: Int?
         if winograd, p == 1, let b = r.channelBlock(srcMD), r.channelBlock(firstDst) == b,
            WinogradConvolution.supports(inChannels: cin, outChannels: cout, block: b) { ownBlock = b }
