@@ -176,7 +176,7 @@ final class DNNLResources {
             dnnl_stream_wait(stream)
         }
         var args: [dnnl_exec_arg_t] = []
-        let inputs = try trialInputs(pd, arguments: arguments)
+        var rng = Xoshiro256(seed: Self.trialSeed)
         for (k, (arg, q)) in arguments.enumerated() {
             let md = query(pd, q)
             let mem = try scratchMemory(md)
@@ -184,7 +184,7 @@ final class DNNLResources {
             guard k < arguments.count - 1 else { break }
             let pmd = try plain(md)
             let values = ByteBuffer(byteCount: byteSize(pmd))
-            inputs[k].withUnsafeBufferPointer { values.pointer.copyMemory(from: $0.baseAddress!, byteCount: byteSize(pmd)) }
+            Self.drawTrialValues(values.pointer.assumingMemoryBound(to: Float.self), count: byteSize(pmd) / 4, &rng)
             try reorder(try scratchMemory(pmd, values), pmd, mem, md)
         }
         let smd = query(pd, dnnl_query_scratchpad_md)
@@ -205,12 +205,22 @@ final class DNNLResources {
         return (best, Array(UnsafeBufferPointer(start: result.pointer.assumingMemoryBound(to: Float.self), count: byteSize(outPlain) / 4)))
     }
 
-    /// The values a trial of a pass feeds each input (`arguments` but the last), in plain order:
-    /// a seeded draw, the same for every candidate of the pass (sambench's own kernels too).
+    /// A trial's inputs, in plain order, input after input (`arguments` but the last): a seeded
+    /// draw, the same for every candidate of a pass (sambench's own kernels get them as arrays,
+    /// `trialInputs`; oneDNN's are drawn straight into their scratch buffers).
+    static let trialSeed: UInt64 = 20_261_203
+    static func drawTrialValues(_ f: UnsafeMutablePointer<Float>, count: Int, _ rng: inout Xoshiro256) {
+        for i in 0..<count { f[i] = rng.nextUniformFloat() * 2 - 1 }
+    }
+
     func trialInputs(_ pd: dnnl_primitive_desc_t, arguments: [(Int32, dnnl_query_t)]) throws -> [[Float]] {
-        var rng = Xoshiro256(seed: 20_261_203)
+        var rng = Xoshiro256(seed: Self.trialSeed)
         return try arguments.dropLast().map { (_, q) in
-            (0..<(byteSize(try plain(query(pd, q))) / 4)).map { _ in rng.nextUniformFloat() * 2 - 1 }
+            let count = byteSize(try plain(query(pd, q))) / 4
+            return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                Self.drawTrialValues(buffer.baseAddress!, count: count, &rng)
+                initialized = count
+            }
         }
     }
 

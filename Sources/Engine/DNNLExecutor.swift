@@ -313,10 +313,14 @@ public final class DNNLExecutor: InspectableExecutor {
         let key = "\(what) | \(currentShape) | \(EngineThreads.current) threads | \(names.joined(separator: ", "))"
         if let chosen = tuning.choice(for: key), let k = names.firstIndex(of: chosen) { return kernel(k) }
         var seconds: [Double] = [], errors: [Double] = [], reference: [Float] = []
+        // The own kernels' inputs, drawn once for all of them after oneDNN's trials (one pass's
+        // trial buffers at a time: the first process on a machine builds with them beside its model).
+        var ownInputs: [[Float]]?
         for k in names.indices {
+            if k == candidates.count { ownInputs = try r.trialInputs(candidates[0], arguments: arguments) }
             let (time, output) = k < candidates.count
                 ? try r.trial(candidates[k], arguments: arguments)
-                : own[k - candidates.count].trial(try r.trialInputs(candidates[0], arguments: arguments))
+                : own[k - candidates.count].trial(ownInputs!)
             if k == 0 { reference = output }
             seconds.append(time)
             errors.append(TwinTolerance.worstRatio(output, reference))

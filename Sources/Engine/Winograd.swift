@@ -47,6 +47,9 @@ public final class WinogradConvolution: @unchecked Sendable {
     /// The transformed tile's side (m + 2) and element count.
     let side: Int, products: Int
     let tilesH: Int, tilesW: Int, tiles: Int
+    /// Per thread, the SIMD vectors a transform works in (54: a 6x6 tile and a 6x3 intermediate),
+    /// made with the convolution (larger than Swift's stack allocations, and a step allocates nothing).
+    private let registerFile: UnsafeMutablePointer<SIMD8<Float>>
 
     /// The kernel choice's name of the F(m x m, 3x3) kernels.
     public static func name(tile: Int) -> String { "sambench:winograd_\(tile)x3" }
@@ -70,7 +73,16 @@ public final class WinogradConvolution: @unchecked Sendable {
         let tb = tileBlock ?? (tile == 4 ? 64 : 192)
         self.tileBlock = tb
         self.threads = max(1, min(threads, (tiles + tb - 1) / tb))
+        registerFile = .allocate(capacity: 54 * self.threads)
+        registerFile.initialize(repeating: .zero, count: 54 * self.threads)
         if self.threads > 1 { openblas_set_num_threads(1) }
+    }
+
+    deinit { registerFile.deallocate() }
+
+    /// Thread `part`'s SIMD vectors.
+    @inline(__always) private func registers(_ part: Int) -> UnsafeMutableBufferPointer<SIMD8<Float>> {
+        UnsafeMutableBufferPointer(start: registerFile + 54 * part, count: 54)
     }
 
     /// Floats of scratch `forward` needs: the transformed kernel [P][C][K], then per thread the
@@ -92,9 +104,14 @@ public final class WinogradConvolution: @unchecked Sendable {
     /// `backwardData`, of weights [C, K, 3, 3] rotated by 180 degrees. Eight output channels at a
     /// time, one per SIMD lane.
     public func transformWeights(_ w: UnsafePointer<Float>, into u: UnsafeMutablePointer<Float>) {
+        parallel(Job(kind: .transformWeights, a: UnsafeRawPointer(w), out: UnsafeMutableRawPointer(u)))
+    }
+
+    private func transformWeights(_ w: UnsafePointer<Float>, into u: UnsafeMutablePointer<Float>, part: Int) {
         let c = inChannels, k = outChannels, plane = uPlane, n = side
-        parallel { part in
-            withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 54) { t in
+        do {
+            let t = registers(part)
+            do {
                 for i in (c * part / threads)..<(c * (part + 1) / threads) {
                     for o in Swift.stride(from: 0, to: k, by: 8) {
                         // g[r][s] of the kernels taking input channel i to output channels o..<o+8.
@@ -167,43 +184,67 @@ public final class WinogradConvolution: @unchecked Sendable {
         return (count * part / threads)..<(count * (part + 1) / threads)
     }
 
-    /// body(0) ... body(threads - 1), at once, on oneDNN's OpenMP threads (`sambench_omp_parallel`:
+    /// One piece of work shared among the threads: which, and its pointers (no closures, so that
+    /// handing it to the OpenMP runtime allocates nothing).
+    private struct Job {
+        enum Kind { case transformWeights, forward, weightGradients, weightGradientsFinish }
+        var kind: Kind
+        var a: UnsafeRawPointer? = nil, b: UnsafeRawPointer? = nil
+        var out: UnsafeMutableRawPointer? = nil, scratch: UnsafeMutablePointer<Float>? = nil
+    }
+
+    private func run(_ job: Job, part: Int) {
+        switch job.kind {
+        case .transformWeights:
+            transformWeights(job.a!.assumingMemoryBound(to: Float.self), into: job.out!.assumingMemoryBound(to: Float.self), part: part)
+        case .forward: forward(src: job.a!, dst: job.out!, scratch: job.scratch!, part: part)
+        case .weightGradients: weightGradients(src: job.a!, diffDst: job.b!, scratch: job.scratch!, part: part)
+        case .weightGradientsFinish:
+            weightGradientsFinish(diffWeights: job.out!.assumingMemoryBound(to: Float.self), scratch: job.scratch!, part: part)
+        }
+    }
+
+    /// Parts 0 ..< threads of a job at once, on oneDNN's OpenMP threads (`sambench_omp_parallel`:
     /// the threads its primitives just ran on; other threads would compete with them while they
     /// spin-wait), or with Dispatch where that runtime is not found. The parts write disjoint
     /// tiles and scratch.
-    private func parallel(_ body: (Int) -> Void) {
-        if threads == 1 { return body(0) }
-        withoutActuallyEscaping(body) { body in
-            let parts = Parts(body, count: threads)
-            let ran = sambench_omp_parallel({ context in
-                let parts = Unmanaged<Parts>.fromOpaque(context!).takeUnretainedValue()
+    private func parallel(_ job: Job) {
+        if threads == 1 { return run(job, part: 0) }
+        var call = (Unmanaged.passUnretained(self), job)
+        let ran = withUnsafeMutablePointer(to: &call) { call in
+            sambench_omp_parallel({ context in
+                let (convolution, job) = context!.assumingMemoryBound(to: (Unmanaged<WinogradConvolution>, Job).self).pointee
+                let me = convolution.takeUnretainedValue()
                 // A team smaller than asked for (nested parallelism) shares the parts out.
                 let team = Int(sambench_omp_num_threads())
-                for part in Swift.stride(from: Int(sambench_omp_thread_num()), to: parts.count, by: max(team, 1)) { parts.body(part) }
-            }, Unmanaged.passUnretained(parts).toOpaque(), UInt32(threads))
-            if ran == 0 {
-                let sendable = UncheckedSendable(body)
-                DispatchQueue.concurrentPerform(iterations: threads) { sendable.value($0) }
-            }
+                for part in Swift.stride(from: Int(sambench_omp_thread_num()), to: me.threads, by: max(team, 1)) { me.run(job, part: part) }
+            }, call, UInt32(threads))
+        }
+        if ran == 0 {
+            let sendable = UncheckedSendable((self, job))
+            DispatchQueue.concurrentPerform(iterations: threads) { sendable.value.0.run(sendable.value.1, part: $0) }
         }
     }
 
     /// dst [N, K, H, W] = the convolution of src [N, C, H, W] by the OIHW weights [K, C, 3, 3]
     /// (with `backwardData`, [C, K, 3, 3] rotated), both blocked; `scratch`: `forwardScratch` floats.
     public func forward(src: UnsafeRawPointer, weights: UnsafePointer<Float>, dst: UnsafeMutableRawPointer, scratch: UnsafeMutablePointer<Float>) {
-        let c = inChannels, k = outChannels, tb = tileBlock, pcount = products
-        let u = scratch
-        transformWeights(weights, into: u)
-        parallel { part in
+        transformWeights(weights, into: scratch)
+        parallel(Job(kind: .forward, a: src, out: dst, scratch: scratch))
+    }
+
+    private func forward(src: UnsafeRawPointer, dst: UnsafeMutableRawPointer, scratch: UnsafeMutablePointer<Float>, part: Int) {
+        let c = inChannels, k = outChannels, tb = tileBlock, pcount = products, u = scratch
+        do {
             let v = scratch + pcount * uPlane + part * perThread, m = v + pcount * vPlane
             for b in blocks(of: part) {
                 let first = b * tb, count = min(tb, tiles - first)
-                inputTransform(src, channels: c, first: first, count: count, into: v)
+                inputTransform(src, channels: c, first: first, count: count, into: v, part: part)
                 for p in 0..<pcount {
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(count), Int32(k), Int32(c), 1,
                                 v + p * vPlane, Int32(c), u + p * uPlane, Int32(k), 0, m + p * mPlane, Int32(k))
                 }
-                outputTransform(m, first: first, count: count, into: dst)
+                outputTransform(m, first: first, count: count, into: dst, part: part)
             }
         }
     }
@@ -213,31 +254,47 @@ public final class WinogradConvolution: @unchecked Sendable {
     public func backwardWeights(src: UnsafeRawPointer, diffDst: UnsafeRawPointer, diffWeights: UnsafeMutablePointer<Float>,
                                 scratch: UnsafeMutablePointer<Float>) {
         precondition(!backwardData, "Winograd: backward weights of a backward-data convolution")
-        let c = inChannels, k = outChannels, tb = tileBlock, plane = uPlane, pcount = products, n = side
-        let gradients = (0..<threads).map { scratch + threads * perThread + $0 * pcount * uPlane }
-        parallel { part in
-            let v = scratch + part * perThread, dm = v + pcount * vPlane, du = gradients[part]
+        parallel(Job(kind: .weightGradients, a: src, b: diffDst, scratch: scratch))
+        parallel(Job(kind: .weightGradientsFinish, out: UnsafeMutableRawPointer(diffWeights), scratch: scratch))
+    }
+
+    /// Thread `part`'s share of dU in backward weights.
+    private func gradients(_ scratch: UnsafeMutablePointer<Float>, _ part: Int) -> UnsafeMutablePointer<Float> {
+        scratch + threads * perThread + part * products * uPlane
+    }
+
+    private func weightGradients(src: UnsafeRawPointer, diffDst: UnsafeRawPointer, scratch: UnsafeMutablePointer<Float>, part: Int) {
+        let c = inChannels, k = outChannels, tb = tileBlock, pcount = products
+        do {
+            let v = scratch + part * perThread, dm = v + pcount * vPlane, du = gradients(scratch, part)
             du.initialize(repeating: 0, count: pcount * uPlane)
             for b in blocks(of: part) {
                 let first = b * tb, count = min(tb, tiles - first)
-                inputTransform(src, channels: c, first: first, count: count, into: v)
-                gradientTransform(diffDst, first: first, count: count, into: dm)
+                inputTransform(src, channels: c, first: first, count: count, into: v, part: part)
+                gradientTransform(diffDst, first: first, count: count, into: dm, part: part)
                 for p in 0..<pcount {
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(c), Int32(k), Int32(count), 1,
                                 v + p * vPlane, Int32(c), dm + p * mPlane, Int32(k), 1, du + p * uPlane, Int32(k))
                 }
             }
         }
-        // dg = G^T dU G per channel pair, eight output channels at a time: G^T down each of the
-        // m+2 columns, then along the 3 rows.
-        parallel { part in
-            withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 54) { x in
+    }
+
+    /// dg = G^T dU G per channel pair, eight output channels at a time: G^T down each of the
+    /// m+2 columns, then along the 3 rows.
+    private func weightGradientsFinish(diffWeights: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, part: Int) {
+        let c = inChannels, k = outChannels, plane = uPlane, pcount = products, n = side
+        do {
+            let x = registers(part)
+            do {
                 for i in (c * part / threads)..<(c * (part + 1) / threads) {
                     for o in Swift.stride(from: 0, to: k, by: 8) {
                         // dU, the sum of the threads' parts.
                         for p in 0..<pcount {
                             x[p] = .zero
-                            for du in gradients { x[p] += UnsafeRawPointer(du + p * plane + i * k + o).loadUnaligned(as: SIMD8<Float>.self) }
+                            for part in 0..<threads {
+                                x[p] += UnsafeRawPointer(gradients(scratch, part) + p * plane + i * k + o).loadUnaligned(as: SIMD8<Float>.self)
+                            }
                         }
                         // Columns: x[36 + r * n + s] for r < 3.
                         for s in 0..<n {
@@ -259,9 +316,10 @@ public final class WinogradConvolution: @unchecked Sendable {
 
     /// V [P][tileBlock][channels] = B^T d B of `count` tiles from `first`.
     @inline(__always)
-    private func inputTransform(_ src: UnsafeRawPointer, channels: Int, first: Int, count: Int, into v: UnsafeMutablePointer<Float>) {
+    private func inputTransform(_ src: UnsafeRawPointer, channels: Int, first: Int, count: Int, into v: UnsafeMutablePointer<Float>, part: Int) {
         let stride = vPlane, perImage = tilesH * tilesW, n = side, m = tile
-        withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 36) { d in
+        let d = registers(part)
+        do {
             for t in 0..<count {
                 let index = first + t, image = index / perImage, ty = index % perImage / tilesW, tx = index % tilesW
                 let h0 = ty * m - 1, w0 = tx * m - 1
@@ -321,9 +379,10 @@ public final class WinogradConvolution: @unchecked Sendable {
 
     /// dst tiles = A^T m A of the products m [P][tileBlock][K].
     @inline(__always)
-    private func outputTransform(_ products: UnsafeMutablePointer<Float>, first: Int, count: Int, into dst: UnsafeMutableRawPointer) {
+    private func outputTransform(_ products: UnsafeMutablePointer<Float>, first: Int, count: Int, into dst: UnsafeMutableRawPointer, part: Int) {
         let k = outChannels, stride = mPlane, perImage = tilesH * tilesW, n = side, m = tile, pixel = block * 4
-        withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 36) { x in
+        let x = registers(part)
+        do {
             for t in 0..<count {
                 let index = first + t, image = index / perImage, ty = index % perImage / tilesW, tx = index % tilesW
                 for q in Swift.stride(from: 0, to: k, by: 8) {
@@ -363,9 +422,10 @@ public final class WinogradConvolution: @unchecked Sendable {
 
     /// dM [P][tileBlock][K] = A dY A^T of the output gradient's tiles (zero outside the image).
     @inline(__always)
-    private func gradientTransform(_ dy: UnsafeRawPointer, first: Int, count: Int, into dm: UnsafeMutablePointer<Float>) {
+    private func gradientTransform(_ dy: UnsafeRawPointer, first: Int, count: Int, into dm: UnsafeMutablePointer<Float>, part: Int) {
         let k = outChannels, stride = mPlane, perImage = tilesH * tilesW, n = side, m = tile
-        withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 36) { x in
+        let x = registers(part)
+        do {
             for t in 0..<count {
                 let index = first + t, image = index / perImage, ty = index % perImage / tilesW, tx = index % tilesW
                 for q in Swift.stride(from: 0, to: k, by: 8) {
@@ -460,11 +520,4 @@ extension WinogradConvolution {
 private struct UncheckedSendable<Value>: @unchecked Sendable {
     let value: Value
     init(_ value: Value) { self.value = value }
-}
-
-/// The parts of a `parallel` call, handed to the OpenMP runtime's threads through a C pointer.
-private final class Parts {
-    let body: (Int) -> Void
-    let count: Int
-    init(_ body: @escaping (Int) -> Void, count: Int) { self.body = body; self.count = count }
 }

@@ -1,4 +1,5 @@
 import AllocCounter
+import Foundation
 import Engine
 import Optim
 import TestSupport
@@ -14,11 +15,31 @@ import XCTest
 /// buffers), freed before the call returns, and the same number every step.
 final class AllocationTests: XCTestCase {
     func testTrainingStepAllocatesNothing() throws {
+        try assertStepsAllocateNothing()
+    }
+
+    /// The same with every 3x3 pass that its trial lets take one on sambench's own Winograd
+    /// kernels (Winograd.swift: host steps on oneDNN's OpenMP threads and OpenBLAS products).
+    func testOwnWinogradKernelsAllocateNothing() throws {
+        let tuning = ConvolutionTuning.shared
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("allocation-\(UUID().uuidString).json")
+        tuning.enable(file: file)
+        tuning.preferred = { $0.hasPrefix("sambench:winograd") }
+        defer { tuning.preferred = nil; tuning.disable(); try? FileManager.default.removeItem(at: file) }
+        try assertStepsAllocateNothing { ex in
+            XCTAssertTrue(ex.implementations.contains { $0.contains("sambench:winograd") }, "no pass took an own kernel: \(ex.implementations)")
+            XCTAssertTrue(ex.tuned.contains { $0.operation == "conv bwd weights" && $0.chosen.hasPrefix("sambench:winograd") },
+                          "no backward pass took an own kernel: \(ex.tuned.map(\.chosen))")
+        }
+    }
+
+    func assertStepsAllocateNothing(_ check: (DNNLExecutor) -> Void = { _ in }) throws {
         let model = try Architectures.make("resnet8")
         let state = ModelState(model: model, seed: 1)
         let batch = 16
         let ex = try DNNLExecutor(state: state, batchSize: batch)
         let evaluator = try DNNLExecutor(state: state, batchSize: batch, training: false)
+        check(ex)
         let sgd = try SGD(parameterCount: model.parameterCount, config: SGDConfig(momentum: 0.9, weightDecay: 5e-4, nesterov: true))
         let input = FloatBuffer(randomArray(batch * 3 * 32 * 32, seed: 3))
         let labels = UnsafeMutablePointer<Int32>.allocate(capacity: batch)
