@@ -224,14 +224,16 @@ final class DNNLResources {
         }
     }
 
+    /// A memory's dims.
+    func dims(_ md: dnnl_memory_desc_t) -> [Int] {
+        var md = md
+        return withUnsafeBytes(of: &md.dims) { Array($0.bindMemory(to: Int64.self).prefix(Int(md.ndims))).map(Int.init) }
+    }
+
     /// The same dims in plain row-major order.
     func plain(_ md: dnnl_memory_desc_t) throws -> dnnl_memory_desc_t {
-        var out = dnnl_memory_desc_t()
-        var md = md
-        let dims = withUnsafeBytes(of: &md.dims) { Array($0.bindMemory(to: Int64.self).prefix(Int(md.ndims))) }
         let tags = [dnnl_a, dnnl_ab, dnnl_abc, dnnl_abcd, dnnl_abcde]
-        try dnnlCheck(dnnl_memory_desc_init_by_tag(&out, md.ndims, dims, dnnl_f32, tags[Int(md.ndims) - 1]), "plain memory desc")
-        return out
+        return try memoryDesc(dims(md), tags[Int(md.ndims) - 1])
     }
 
     /// The buffer a memory object points at.
@@ -243,11 +245,9 @@ final class DNNLResources {
 
     /// The channel block (8 or 16) of a 4-d memory in nChw8c or nChw16c, else nil.
     func channelBlock(_ md: dnnl_memory_desc_t) -> Int? {
-        var md = md
         guard md.ndims == 4 else { return nil }
-        let dims = withUnsafeBytes(of: &md.dims) { Array($0.bindMemory(to: Int64.self).prefix(4)).map(Int.init) }
         for (block, tag) in [(8, dnnl_nChw8c), (16, dnnl_nChw16c)] {
-            if let blocked = try? memoryDesc(dims, tag), sameLayout(blocked, md) { return block }
+            if let blocked = try? memoryDesc(dims(md), tag), sameLayout(blocked, md) { return block }
         }
         return nil
     }

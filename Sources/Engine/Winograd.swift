@@ -109,27 +109,23 @@ public final class WinogradConvolution: @unchecked Sendable {
 
     private func transformWeights(_ w: UnsafePointer<Float>, into u: UnsafeMutablePointer<Float>, part: Int) {
         let c = inChannels, k = outChannels, plane = uPlane, n = side
-        do {
-            let t = registers(part)
-            do {
-                for i in (c * part / threads)..<(c * (part + 1) / threads) {
-                    for o in Swift.stride(from: 0, to: k, by: 8) {
-                        // g[r][s] of the kernels taking input channel i to output channels o..<o+8.
-                        func g(_ r: Int, _ s: Int) -> SIMD8<Float> {
-                            var x = SIMD8<Float>()
-                            for lane in 0..<8 {
-                                x[lane] = backwardData ? w[(i * k + o + lane) * 9 + (2 - r) * 3 + 2 - s] : w[((o + lane) * c + i) * 9 + r * 3 + s]
-                            }
-                            return x
-                        }
-                        // G g into t[r][s] (n x 3), then t G^T into t[n * 3 + ...] row by row.
-                        for s in 0..<3 { kernelTransform(g(0, s), g(1, s), g(2, s), into: t, s, 3) }
-                        for r in 0..<n {
-                            kernelTransform(t[r * 3], t[r * 3 + 1], t[r * 3 + 2], into: t, 3 * n, 1)
-                            for s in 0..<n {
-                                UnsafeMutableRawPointer(u + (r * n + s) * plane + i * k + o).storeBytes(of: t[3 * n + s], as: SIMD8<Float>.self)
-                            }
-                        }
+        let t = registers(part)
+        for i in (c * part / threads)..<(c * (part + 1) / threads) {
+            for o in Swift.stride(from: 0, to: k, by: 8) {
+                // g[r][s] of the kernels taking input channel i to output channels o..<o+8.
+                func g(_ r: Int, _ s: Int) -> SIMD8<Float> {
+                    var x = SIMD8<Float>()
+                    for lane in 0..<8 {
+                        x[lane] = backwardData ? w[(i * k + o + lane) * 9 + (2 - r) * 3 + 2 - s] : w[((o + lane) * c + i) * 9 + r * 3 + s]
+                    }
+                    return x
+                }
+                // G g into t[r][s] (n x 3), then t G^T into t[n * 3 + ...] row by row.
+                for s in 0..<3 { kernelTransform(g(0, s), g(1, s), g(2, s), into: t, s, 3) }
+                for r in 0..<n {
+                    kernelTransform(t[r * 3], t[r * 3 + 1], t[r * 3 + 2], into: t, 3 * n, 1)
+                    for s in 0..<n {
+                        UnsafeMutableRawPointer(u + (r * n + s) * plane + i * k + o).storeBytes(of: t[3 * n + s], as: SIMD8<Float>.self)
                     }
                 }
             }
@@ -235,17 +231,15 @@ public final class WinogradConvolution: @unchecked Sendable {
 
     private func forward(src: UnsafeRawPointer, dst: UnsafeMutableRawPointer, scratch: UnsafeMutablePointer<Float>, part: Int) {
         let c = inChannels, k = outChannels, tb = tileBlock, pcount = products, u = scratch
-        do {
-            let v = scratch + pcount * uPlane + part * perThread, m = v + pcount * vPlane
-            for b in blocks(of: part) {
-                let first = b * tb, count = min(tb, tiles - first)
-                inputTransform(src, channels: c, first: first, count: count, into: v, part: part)
-                for p in 0..<pcount {
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(count), Int32(k), Int32(c), 1,
-                                v + p * vPlane, Int32(c), u + p * uPlane, Int32(k), 0, m + p * mPlane, Int32(k))
-                }
-                outputTransform(m, first: first, count: count, into: dst, part: part)
+        let v = scratch + pcount * uPlane + part * perThread, m = v + pcount * vPlane
+        for b in blocks(of: part) {
+            let first = b * tb, count = min(tb, tiles - first)
+            inputTransform(src, channels: c, first: first, count: count, into: v, part: part)
+            for p in 0..<pcount {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(count), Int32(k), Int32(c), 1,
+                            v + p * vPlane, Int32(c), u + p * uPlane, Int32(k), 0, m + p * mPlane, Int32(k))
             }
+            outputTransform(m, first: first, count: count, into: dst, part: part)
         }
     }
 
@@ -265,17 +259,15 @@ public final class WinogradConvolution: @unchecked Sendable {
 
     private func weightGradients(src: UnsafeRawPointer, diffDst: UnsafeRawPointer, scratch: UnsafeMutablePointer<Float>, part: Int) {
         let c = inChannels, k = outChannels, tb = tileBlock, pcount = products
-        do {
-            let v = scratch + part * perThread, dm = v + pcount * vPlane, du = gradients(scratch, part)
-            du.initialize(repeating: 0, count: pcount * uPlane)
-            for b in blocks(of: part) {
-                let first = b * tb, count = min(tb, tiles - first)
-                inputTransform(src, channels: c, first: first, count: count, into: v, part: part)
-                gradientTransform(diffDst, first: first, count: count, into: dm, part: part)
-                for p in 0..<pcount {
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(c), Int32(k), Int32(count), 1,
-                                v + p * vPlane, Int32(c), dm + p * mPlane, Int32(k), 1, du + p * uPlane, Int32(k))
-                }
+        let v = scratch + part * perThread, dm = v + pcount * vPlane, du = gradients(scratch, part)
+        du.initialize(repeating: 0, count: pcount * uPlane)
+        for b in blocks(of: part) {
+            let first = b * tb, count = min(tb, tiles - first)
+            inputTransform(src, channels: c, first: first, count: count, into: v, part: part)
+            gradientTransform(diffDst, first: first, count: count, into: dm, part: part)
+            for p in 0..<pcount {
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(c), Int32(k), Int32(count), 1,
+                            v + p * vPlane, Int32(c), dm + p * mPlane, Int32(k), 1, du + p * uPlane, Int32(k))
             }
         }
     }
@@ -284,30 +276,26 @@ public final class WinogradConvolution: @unchecked Sendable {
     /// m+2 columns, then along the 3 rows.
     private func weightGradientsFinish(diffWeights: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, part: Int) {
         let c = inChannels, k = outChannels, plane = uPlane, pcount = products, n = side
-        do {
-            let x = registers(part)
-            do {
-                for i in (c * part / threads)..<(c * (part + 1) / threads) {
-                    for o in Swift.stride(from: 0, to: k, by: 8) {
-                        // dU, the sum of the threads' parts.
-                        for p in 0..<pcount {
-                            x[p] = .zero
-                            for part in 0..<threads {
-                                x[p] += UnsafeRawPointer(gradients(scratch, part) + p * plane + i * k + o).loadUnaligned(as: SIMD8<Float>.self)
-                            }
-                        }
-                        // Columns: x[36 + r * n + s] for r < 3.
-                        for s in 0..<n {
-                            let (a, b, e) = kernelTransformTransposed(x, s, n)
-                            x[36 + s] = a; x[36 + n + s] = b; x[36 + 2 * n + s] = e
-                        }
-                        for r in 0..<3 {
-                            let row = kernelTransformTransposed(x, 36 + r * n, 1)
-                            for lane in 0..<8 {
-                                let at = ((o + lane) * c + i) * 9 + r * 3
-                                diffWeights[at] = row.0[lane]; diffWeights[at + 1] = row.1[lane]; diffWeights[at + 2] = row.2[lane]
-                            }
-                        }
+        let x = registers(part)
+        for i in (c * part / threads)..<(c * (part + 1) / threads) {
+            for o in Swift.stride(from: 0, to: k, by: 8) {
+                // dU, the sum of the threads' parts.
+                for p in 0..<pcount {
+                    x[p] = .zero
+                    for part in 0..<threads {
+                        x[p] += UnsafeRawPointer(gradients(scratch, part) + p * plane + i * k + o).loadUnaligned(as: SIMD8<Float>.self)
+                    }
+                }
+                // Columns: x[36 + r * n + s] for r < 3.
+                for s in 0..<n {
+                    let (a, b, e) = kernelTransformTransposed(x, s, n)
+                    x[36 + s] = a; x[36 + n + s] = b; x[36 + 2 * n + s] = e
+                }
+                for r in 0..<3 {
+                    let row = kernelTransformTransposed(x, 36 + r * n, 1)
+                    for lane in 0..<8 {
+                        let at = ((o + lane) * c + i) * 9 + r * 3
+                        diffWeights[at] = row.0[lane]; diffWeights[at + 1] = row.1[lane]; diffWeights[at + 2] = row.2[lane]
                     }
                 }
             }
@@ -319,17 +307,15 @@ public final class WinogradConvolution: @unchecked Sendable {
     private func inputTransform(_ src: UnsafeRawPointer, channels: Int, first: Int, count: Int, into v: UnsafeMutablePointer<Float>, part: Int) {
         let stride = vPlane, perImage = tilesH * tilesW, n = side, m = tile
         let d = registers(part)
-        do {
-            for t in 0..<count {
-                let index = first + t, image = index / perImage, ty = index % perImage / tilesW, tx = index % tilesW
-                let h0 = ty * m - 1, w0 = tx * m - 1
-                for q in Swift.stride(from: 0, to: channels, by: 8) {
-                    gather(src + planeOffset(image, q, channels: channels), h0, w0, size: n, into: d)
-                    // B^T d (down the columns), then (B^T d) B (along the rows).
-                    for j in 0..<n { inputRows(d, j, n) }
-                    for i in 0..<n { inputRows(d, i * n, 1) }
-                    scatter(d, to: v + t * channels + q, stride: stride)
-                }
+        for t in 0..<count {
+            let index = first + t, image = index / perImage, ty = index % perImage / tilesW, tx = index % tilesW
+            let h0 = ty * m - 1, w0 = tx * m - 1
+            for q in Swift.stride(from: 0, to: channels, by: 8) {
+                gather(src + planeOffset(image, q, channels: channels), h0, w0, size: n, into: d)
+                // B^T d (down the columns), then (B^T d) B (along the rows).
+                for j in 0..<n { inputRows(d, j, n) }
+                for i in 0..<n { inputRows(d, i * n, 1) }
+                scatter(d, to: v + t * channels + q, stride: stride)
             }
         }
     }
@@ -382,20 +368,18 @@ public final class WinogradConvolution: @unchecked Sendable {
     private func outputTransform(_ products: UnsafeMutablePointer<Float>, first: Int, count: Int, into dst: UnsafeMutableRawPointer, part: Int) {
         let k = outChannels, stride = mPlane, perImage = tilesH * tilesW, n = side, m = tile, pixel = block * 4
         let x = registers(part)
-        do {
-            for t in 0..<count {
-                let index = first + t, image = index / perImage, ty = index % perImage / tilesW, tx = index % tilesW
-                for q in Swift.stride(from: 0, to: k, by: 8) {
-                    let from = UnsafeRawPointer(products + t * k + q)
-                    for p in 0..<self.products { x[p] = from.loadUnaligned(fromByteOffset: p * stride * 4, as: SIMD8<Float>.self) }
-                    // A^T x down the columns (into their first m rows), then along those rows.
-                    for j in 0..<n { outputRows(x, j, n) }
-                    for i in 0..<m { outputRows(x, i * n, 1) }
-                    let plane = dst + planeOffset(image, q, channels: k)
-                    for i in 0..<m where ty * m + i < height {
-                        for j in 0..<m where tx * m + j < width {
-                            plane.storeBytes(of: x[i * n + j], toByteOffset: ((ty * m + i) * width + tx * m + j) * pixel, as: SIMD8<Float>.self)
-                        }
+        for t in 0..<count {
+            let index = first + t, image = index / perImage, ty = index % perImage / tilesW, tx = index % tilesW
+            for q in Swift.stride(from: 0, to: k, by: 8) {
+                let from = UnsafeRawPointer(products + t * k + q)
+                for p in 0..<self.products { x[p] = from.loadUnaligned(fromByteOffset: p * stride * 4, as: SIMD8<Float>.self) }
+                // A^T x down the columns (into their first m rows), then along those rows.
+                for j in 0..<n { outputRows(x, j, n) }
+                for i in 0..<m { outputRows(x, i * n, 1) }
+                let plane = dst + planeOffset(image, q, channels: k)
+                for i in 0..<m where ty * m + i < height {
+                    for j in 0..<m where tx * m + j < width {
+                        plane.storeBytes(of: x[i * n + j], toByteOffset: ((ty * m + i) * width + tx * m + j) * pixel, as: SIMD8<Float>.self)
                     }
                 }
             }
@@ -425,16 +409,14 @@ public final class WinogradConvolution: @unchecked Sendable {
     private func gradientTransform(_ dy: UnsafeRawPointer, first: Int, count: Int, into dm: UnsafeMutablePointer<Float>, part: Int) {
         let k = outChannels, stride = mPlane, perImage = tilesH * tilesW, n = side, m = tile
         let x = registers(part)
-        do {
-            for t in 0..<count {
-                let index = first + t, image = index / perImage, ty = index % perImage / tilesW, tx = index % tilesW
-                for q in Swift.stride(from: 0, to: k, by: 8) {
-                    gather(dy + planeOffset(image, q, channels: k), ty * m, tx * m, size: m, into: x)
-                    // A y (m+2 from m) down the m columns, then along the m+2 rows.
-                    for j in 0..<m { gradientRows(x, j, n) }
-                    for i in 0..<n { gradientRows(x, i * n, 1) }
-                    scatter(x, to: dm + t * k + q, stride: stride)
-                }
+        for t in 0..<count {
+            let index = first + t, image = index / perImage, ty = index % perImage / tilesW, tx = index % tilesW
+            for q in Swift.stride(from: 0, to: k, by: 8) {
+                gather(dy + planeOffset(image, q, channels: k), ty * m, tx * m, size: m, into: x)
+                // A y (m+2 from m) down the m columns, then along the m+2 rows.
+                for j in 0..<m { gradientRows(x, j, n) }
+                for i in 0..<n { gradientRows(x, i * n, 1) }
+                scatter(x, to: dm + t * k + q, stride: stride)
             }
         }
     }
@@ -460,25 +442,17 @@ public final class WinogradConvolution: @unchecked Sendable {
 }
 
 extension WinogradConvolution {
-    /// A tensor [N, C, H, W] in plain order, in the blocked layout of this convolution's `block`.
-    public func blocked(_ plain: [Float], channels: Int) -> [Float] {
-        var out = [Float](repeating: 0, count: plain.count)
+    /// A tensor [N, C, H, W] from plain order into the blocked layout of this convolution's
+    /// `block`, or with `toBlocked` false back.
+    func relayout(_ x: [Float], channels: Int, toBlocked: Bool) -> [Float] {
+        var out = [Float](repeating: 0, count: x.count)
         let hw = height * width
         for n in 0..<batch {
             for c in 0..<channels {
-                for p in 0..<hw { out[((n * (channels / block) + c / block) * hw + p) * block + c % block] = plain[(n * channels + c) * hw + p] }
-            }
-        }
-        return out
-    }
-
-    /// A blocked tensor [N, C, H, W] back in plain order.
-    public func plain(_ blocked: [Float], channels: Int) -> [Float] {
-        var out = [Float](repeating: 0, count: blocked.count)
-        let hw = height * width
-        for n in 0..<batch {
-            for c in 0..<channels {
-                for p in 0..<hw { out[(n * channels + c) * hw + p] = blocked[((n * (channels / block) + c / block) * hw + p) * block + c % block] }
+                for p in 0..<hw {
+                    let plain = (n * channels + c) * hw + p, blocked = ((n * (channels / block) + c / block) * hw + p) * block + c % block
+                    if toBlocked { out[blocked] = x[plain] } else { out[plain] = x[blocked] }
+                }
             }
         }
         return out
@@ -490,12 +464,12 @@ extension WinogradConvolution {
     /// best of `repeats` after one untimed run); the output in plain order.
     public func trial(_ inputs: [[Float]], weightsPass: Bool, repeats: Int = 3) -> (seconds: Double, output: [Float]) {
         let c = inChannels, k = outChannels
-        let a = blocked(inputs[0], channels: c)
+        let a = relayout(inputs[0], channels: c, toBlocked: true)
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: weightsPass ? backwardWeightsScratch : forwardScratch)
         defer { scratch.deallocate() }
         var best = Double.infinity
         var out = [Float](repeating: 0, count: weightsPass ? k * c * 9 : batch * k * height * width)
-        let b = weightsPass ? blocked(inputs[1], channels: k) : inputs[1]
+        let b = weightsPass ? relayout(inputs[1], channels: k, toBlocked: true) : inputs[1]
         for attempt in 0...repeats {
             let t0 = DispatchTime.now().uptimeNanoseconds
             a.withUnsafeBytes { a in
@@ -511,7 +485,7 @@ extension WinogradConvolution {
             }
             if attempt > 0 { best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9) }
         }
-        return (best, weightsPass ? out : plain(out, channels: k))
+        return (best, weightsPass ? out : relayout(out, channels: k, toBlocked: false))
     }
 }
 
