@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Runner
 import Store
 import Suites
 
@@ -55,7 +56,8 @@ struct MergeCommand: ParsableCommand {
         emit("\(into): \(statuses.count) runs (\(tally(statuses.values.reduce(into: [:]) { $0[$1, default: 0] += 1 })))")
         withExtendedLifetime(lock) {}
         if let suite {
-            let (s, runs, _) = try usageFailure { try RunCommand.resolve(suite: suite, dataDir: dataDirectory.dataDir, filter: nil, shard: nil) }
+            let plan = try usageFailure { try SuitePlan(suite: suite, dataDir: dataDirectory.dataDir) }
+            let (s, runs) = (plan.suite, plan.runs)
             let open = runs.filter { statuses[$0.key]?.finished != true }
             emit("suite \(s.name): \(runs.count - open.count) of \(runs.count) runs finished in \(into)")
             guard !open.isEmpty else { return }

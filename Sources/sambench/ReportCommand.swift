@@ -2,6 +2,7 @@ import ArgumentParser
 import Charts
 import Foundation
 import Report
+import Runner
 import Store
 import Suites
 import Training
@@ -88,7 +89,7 @@ struct ReportCommand: ParsableCommand {
         let text: String
         if format == .html {
             text = try HTMLPage.render(report, runs: runs, charts: files,
-                                       meta: HTMLPage.Meta(database: database.db, gitRevision: RunCommand.gitRevision()))
+                                       meta: HTMLPage.Meta(database: database.db, gitRevision: ThisExecutable.gitRevision()))
         } else {
             text = try ReportFormat(rawValue: format.rawValue)!.render(report)
         }

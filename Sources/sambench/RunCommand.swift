@@ -16,7 +16,9 @@ struct RunCommand: ParsableCommand {
         database are skipped, so the same command can be run again at any time: after Ctrl-C, a \
         crash or a kill, unfinished runs resume from their last finished epoch (checkpoints under \
         results/checkpoints/<key>/, removed when a run is done). A failed or diverged run never \
-        stops the suite; failed runs are tried again by the next `sambench run`. A worker that         reports no progress for --stall-timeout seconds (a batch, an epoch; 30 minutes by default)         is ended and its run marked failed, so a stopped or hung process never stalls the suite.
+        stops the suite; failed runs are tried again by the next `sambench run`. A worker that \
+        reports no progress for --stall-timeout seconds (a batch, an epoch; 30 minutes by default) \
+        is ended and its run marked failed, so a stopped or hung process never stalls the suite.
 
         Each run trains in a worker process; --jobs N trains N at once (with --threads each, by \
         default the cores divided by N) and this process is the only one writing the database. \
@@ -56,8 +58,9 @@ struct RunCommand: ParsableCommand {
     }
 
     func run() throws {
-        let (suite, runs, folded) = try usageFailure { try Self.resolve(suite: self.suite, dataDir: dataDir, filter: filter, shard: shard) }
-        if dryRun { return try printPlan(suite, runs, folded: folded) }
+        let plan = try usageFailure { try SuitePlan(suite: self.suite, dataDir: dataDir, filter: filter, shard: shard) }
+        let (suite, runs, folded) = (plan.suite, plan.runs, plan.folded)
+        if dryRun { return try printPlan(plan) }
 
         let lock = try usageFailure { try WriterLock(database: database.db, purpose: "sambench run \(self.suite)") }
         let checkpointLock = try usageFailure { try WriterLock(checkpoints: checkpoints, purpose: "sambench run \(self.suite) --db \(database.db)") }
@@ -69,9 +72,9 @@ struct RunCommand: ParsableCommand {
             emit("suite \(suite.name): \(runs.count) runs\(folded > 0 ? " (\(folded) duplicates folded)" : ""), " +
                  "database \(database.db), \(jobs) at a time, \(threads) threads each")
         }
-        var options = RunnerOptions(executable: Self.executable(),
+        var options = RunnerOptions(executable: ThisExecutable.path,
                                     provenance: Provenance(host: ProcessInfo.processInfo.hostName, version: SambenchVersion.string,
-                                                           gitRevision: Self.gitRevision(), threads: threads))
+                                                           gitRevision: ThisExecutable.gitRevision(), threads: threads))
         options.jobs = jobs
         options.threads = threads
         options.dataDir = dataDir
@@ -86,47 +89,13 @@ struct RunCommand: ParsableCommand {
         if summary.failed > 0 { throw ExitCode(1) }
     }
 
-    /// The suite's runs with their keys, duplicates folded, filtered and sharded.
-    static func resolve(suite path: String, dataDir: String?, filter: String?, shard: String?) throws -> (Suite, [KeyedRun], Int) {
-        let suite = try Suite.load(path)
-        let identity = DataIdentity(dataDir: dataDir)
-        var seen = Set<String>()
-        var runs: [KeyedRun] = []
-        for var spec in suite.runs {
-            if let p = spec.pretrain { spec.pretrain!.identity = try identity.of(p.data) }
-            let id = try identity.of(spec.data)
-            let run = KeyedRun(spec: spec, identity: id)
-            if seen.insert(run.key).inserted { runs.append(run) }
-        }
-        let folded = suite.runs.count - runs.count
-        let all = runs
-        if let filter {
-            let f = try RunFilter(filter)
-            runs = runs.filter(f.matches)
-            if runs.isEmpty { throw RunnerError("--filter '\(filter)' matches none of the suite's \(suite.runs.count) runs") }
-        }
-        if let shard { runs = try Shard(shard).select(runs) }
-        return (suite, withPretrains(runs, from: all), folded)
-    }
-
-    /// A finetune run needs its pretrain: `runs` with the pretrains they need (from `all`) ahead of them.
-    static func withPretrains(_ runs: [KeyedRun], from all: [KeyedRun]) -> [KeyedRun] {
-        let needed = Set(runs.compactMap(\.pretrainKey)).subtracting(runs.map(\.key))
-        return all.filter { needed.contains($0.key) } + runs
-    }
-
-    func printPlan(_ suite: Suite, _ runs: [KeyedRun], folded: Int) throws {
+    func printPlan(_ plan: SuitePlan) throws {
+        let (suite, runs) = (plan.suite, plan.runs)
         let statuses = FileManager.default.fileExists(atPath: database.db) ? try usageFailure { try Store(path: database.db, readOnly: true).statuses() } : [:]
-        emit("suite \(suite.name): \(runs.count) runs\(folded > 0 ? " (\(folded) duplicates folded)" : "")")
+        emit("suite \(suite.name): \(runs.count) runs\(plan.folded > 0 ? " (\(plan.folded) duplicates folded)" : "")")
         if !suite.description.isEmpty { emit(suite.description.trimmingCharacters(in: .whitespacesAndNewlines)) }
-        var units = 0.0
-        for r in runs {
-            emit("\(r.key)  \(pad(statuses[r.key]?.rawValue ?? "new", 11)) \(r.spec.label)")
-            if statuses[r.key]?.finished != true {
-                units += Double(r.spec.config.epochs * (r.spec.data.trainSubset ?? r.spec.data.dataset.trainImages ?? r.spec.data.syntheticTrain))
-                    * Runner.cost(r)
-            }
-        }
+        for r in runs { emit("\(r.key)  \(pad(statuses[r.key]?.rawValue ?? "new", 11)) \(r.spec.label)") }
+        let units = plan.workLeft(statuses: statuses)
         let finished = runs.filter { statuses[$0.key]?.finished == true }.count
         let left = runs.filter { statuses[$0.key]?.finished != true }
         guard !left.isEmpty else { return emit("\(finished) finished, nothing to run") }
@@ -141,36 +110,4 @@ struct RunCommand: ParsableCommand {
     }
 
     static func seconds(_ s: Double) -> String { s < 1 ? String(format: "%.0f ms", 1000 * s) : String(format: "%.2f s", s) }
-
-    /// This executable, for the workers.
-    static func executable() -> String {
-        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-    }
-
-    /// The git revision of the checkout this executable was built in ("+dirty" with local
-    /// changes), or nil outside one.
-    static func gitRevision() -> String? {
-        var dir = (executable() as NSString).deletingLastPathComponent
-        while dir != "/" && !dir.isEmpty {
-            if FileManager.default.fileExists(atPath: (dir as NSString).appendingPathComponent(".git")) { break }
-            dir = (dir as NSString).deletingLastPathComponent
-        }
-        guard dir != "/", !dir.isEmpty else { return nil }
-        func git(_ args: [String]) -> String? {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            p.arguments = ["git", "-C", dir] + args
-            let out = Pipe()
-            p.standardOutput = out
-            p.standardError = FileHandle.nullDevice
-            guard (try? p.run()) != nil else { return nil }
-            let data = out.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            return p.terminationStatus == 0 ? String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : nil
-        }
-        guard let head = git(["rev-parse", "--short=12", "HEAD"]) else { return nil }
-        let dirty = !(git(["status", "--porcelain", "--untracked-files=no"]) ?? "").isEmpty
-        return head + (dirty ? "+dirty" : "")
-    }
 }
-

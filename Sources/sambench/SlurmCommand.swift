@@ -40,7 +40,8 @@ struct SlurmCommand: ParsableCommand {
     @Flag(help: "Submit with sbatch and print the job ids (without it, only write the scripts).") var submit = false
 
     func run() throws {
-        let (suite, runs, _) = try usageFailure { try RunCommand.resolve(suite: self.suite, dataDir: dataDirectory.dataDir, filter: nil, shard: nil) }
+        let plan = try usageFailure { try SuitePlan(suite: self.suite, dataDir: dataDirectory.dataDir) }
+        let (suite, runs) = (plan.suite, plan.runs)
         if shards > runs.count {
             _ = try usageFailure { throw RunnerError("--shards \(shards): the suite has \(runs.count) runs, so some shards would be empty; use at most \(runs.count)") }
         }
@@ -49,7 +50,7 @@ struct SlurmCommand: ParsableCommand {
             guard let d = FileManager.default.contents(atPath: self.suite) else { throw RunnerError("\(self.suite): cannot read the suite") }
             return Array(d)
         }
-        let job = SlurmJob(executable: RunCommand.executable(), suite: Self.absolute(self.suite), suiteSHA256: SHA256Hex.digest(bytes),
+        let job = SlurmJob(executable: ThisExecutable.path, suite: Self.absolute(self.suite), suiteSHA256: SHA256Hex.digest(bytes),
                            suiteName: suite.name, shards: shards, out: Self.absolute(folder), target: Self.absolute(database.db),
                            dataDir: dataDirectory.dataDir.map(Self.absolute), partition: partition, time: time, cpusPerTask: cpusPerTask,
                            mem: mem, arrayParallelism: arrayParallelism, extra: extra)
@@ -69,7 +70,7 @@ struct SlurmCommand: ParsableCommand {
                     """)
             }
         }
-        let keys = try (1...shards).map { k in RunCommand.withPretrains(try Shard("\(k)/\(shards)").select(runs), from: runs).map(\.key) }
+        let keys = try (1...shards).map { try plan.shard($0, of: shards).map(\.key) }
         let todo = try usageFailure { try job.unfinishedShards { keys[$0 - 1] } }
         let ids = try usageFailure { try job.submit(todo) }
         if let array = ids.array {
