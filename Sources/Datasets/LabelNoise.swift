@@ -60,10 +60,10 @@ public struct NoiseSpec: Sendable, Codable, Equatable {
     }
 
     public func validate() throws {
-        guard rate.isFinite, (0...1).contains(rate) else { throw DataError("noise rate must be in [0, 1], got \(rate)") }
-        if kind == .human, labelsFile == nil { throw DataError("human noise needs a label file (--labels FILE.npy or FILE.pt:KEY)") }
-        if kind != .human, labelsFile != nil { throw DataError("a label file is only used by human noise, not \(kind.rawValue)") }
-        guard instanceStd > 0 else { throw DataError("instance noise: std must be > 0, got \(instanceStd)") }
+        guard rate.isFinite, (0...1).contains(rate) else { throw ConfigurationError("rate", "noise rate must be in [0, 1], got \(rate)") }
+        if kind == .human, labelsFile == nil { throw ConfigurationError("labels", "human noise needs a label file (--labels FILE.npy or FILE.pt:KEY)") }
+        if kind != .human, labelsFile != nil { throw ConfigurationError("labels", "a label file is only used by human noise, not \(kind.rawValue)") }
+        guard instanceStd > 0 else { throw ConfigurationError("std", "instance noise: std must be > 0, got \(instanceStd)") }
     }
 }
 

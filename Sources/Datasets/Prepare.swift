@@ -53,21 +53,21 @@ public struct DataSpec: Sendable, Codable, Equatable {
     public var runClasses: Int { classes?.count ?? datasetClasses }
 
     public func validate() throws {
-        guard (0..<1).contains(validationFraction) else { throw DataError("validation fraction must be in [0, 1), got \(validationFraction)") }
-        if let n = trainSubset, n < 1 { throw DataError("training subset must be >= 1, got \(n)") }
-        if let n = testSubset, n < 1 { throw DataError("test subset must be >= 1, got \(n)") }
+        guard (0..<1).contains(validationFraction) else { throw ConfigurationError("validation", "validation fraction must be in [0, 1), got \(validationFraction)") }
+        if let n = trainSubset, n < 1 { throw ConfigurationError("subset", "training subset must be >= 1, got \(n)") }
+        if let n = testSubset, n < 1 { throw ConfigurationError("test_subset", "test subset must be >= 1, got \(n)") }
         if dataset == .synthetic {
-            guard syntheticClasses >= 2, syntheticTrain >= 1, syntheticTest >= 1 else { throw DataError("synthetic data: classes >= 2 and sizes >= 1") }
+            guard syntheticClasses >= 2, syntheticTrain >= 1, syntheticTest >= 1 else { throw ConfigurationError("synthetic_classes", "synthetic data: classes >= 2 and sizes >= 1") }
         }
         if let c = classes {
-            guard c.count >= 2 else { throw DataError("classes: at least 2 classes, got \(c)") }
-            guard Set(c).count == c.count else { throw DataError("classes: each class once, got \(c)") }
+            guard c.count >= 2 else { throw ConfigurationError("classes", "classes: at least 2 classes, got \(c)") }
+            guard Set(c).count == c.count else { throw ConfigurationError("classes", "classes: each class once, got \(c)") }
             guard c.allSatisfy({ (0..<datasetClasses).contains($0) }) else {
-                throw DataError("classes: \(dataset) has classes 0...\(datasetClasses - 1), got \(c)")
+                throw ConfigurationError("classes", "classes: \(dataset) has classes 0...\(datasetClasses - 1), got \(c)")
             }
             // These noise models are defined on the dataset's own classes (maps, superclasses, files by index).
             guard ![.asymmetric, .asymmetricBlocks, .human].contains(noise.kind) else {
-                throw DataError("classes: \(noise.kind.rawValue) noise is defined on all of \(dataset)'s classes; use symmetric, uniform, pairflip or instance noise with a class selection")
+                throw ConfigurationError("classes", "classes: \(noise.kind.rawValue) noise is defined on all of \(dataset)'s classes; use symmetric, uniform, pairflip or instance noise with a class selection")
             }
         }
         try noise.validate()

@@ -1,10 +1,5 @@
 import Foundation
 
-public struct EngineError: Error, CustomStringConvertible, Sendable {
-    public let description: String
-    public init(_ description: String) { self.description = description }
-}
-
 /// The model zoo: CIFAR ResNet-(6n+2), Wide-ResNet-d-k, and a small fast net for smoke runs.
 public enum Architectures {
     public static let names = "resnet8|resnet20|resnet32|resnet44|resnet56|resnet110 (any 6n+2), " +

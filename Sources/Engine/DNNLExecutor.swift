@@ -59,7 +59,7 @@ public final class DNNLExecutor: InspectableExecutor {
     /// Indexed like `model.tensors`.
     var t: [TensorMemory] = []
 
-    private enum Step {
+    enum Step {
         case exec(dnnl_primitive_t, UnsafeMutablePointer<dnnl_exec_arg_t>, Int32, label: Int)
         case host(() -> Void, label: Int)
     }
@@ -72,17 +72,20 @@ public final class DNNLExecutor: InspectableExecutor {
     /// What each step is, for `--profile`: the layer, the operation and oneDNN's implementation.
     private(set) var stepLabels: [StepLabel] = []
     /// The layer the lowering is working on (labels its steps).
-    private var currentLayer = ""
+    var currentLayer = ""
     /// Multiply-accumulates of the current node when it is a convolution (its rate in profiles).
     var currentMACs = 0
     /// The current convolution's shape, "N x C x H x W -> O, kK sS" (labels, tuning keys).
     var currentShape = ""
     /// Seconds and calls per label, per plan (train forward, eval forward, backward), while `profiling`.
-    private var profileSeconds: [[Double]] = [], profileCalls: [[Int]] = []
+    var profileSeconds: [[Double]] = [], profileCalls: [[Int]] = []
+    /// Time every step of the forwards and backwards that follow (for `sambench bench --profile`;
+    /// each step is waited for, which costs next to nothing on the CPU stream).
+    public var profiling = false
     /// What the lowering appends to: the training forward, the evaluation forward, and the
     /// current node's backward steps (run in reverse node order).
     var pendingTrain: [PendingStep] = [], pendingEval: [PendingStep] = [], pendingBackward: [PendingStep] = []
-    private var trainSteps: [Step] = [], evalSteps: [Step] = [], backwardSteps: [Step] = []
+    var trainSteps: [Step] = [], evalSteps: [Step] = [], backwardSteps: [Step] = []
     private var argStorage: [UnsafeMutablePointer<dnnl_exec_arg_t>] = []
 
     /// BN momentum and dropout seed of the current training forward (read by host steps).
@@ -90,7 +93,7 @@ public final class DNNLExecutor: InspectableExecutor {
     var dropoutSeed: UInt64 = 0
     private var trainedForward = false
     /// [N, C padded to 16, H, W] of the largest tensor: gradient contributions to be accumulated.
-    private let gradScratch: ByteBuffer
+    let gradScratch: ByteBuffer
     /// oneDNN's scratchpad, shared by every primitive (they run one at a time).
     private var scratchpad: ByteBuffer?
     /// The scratch of sambench's own kernels, shared by every pass that runs one (made by
@@ -99,7 +102,7 @@ public final class DNNLExecutor: InspectableExecutor {
     /// Buffers shared by liveness, and per tensor the one holding its value or gradient (nil: a
     /// buffer of its own). Values are shared only without `training`, gradients unless `keepGradients`.
     private var shared: [ByteBuffer] = []
-    private var dataSlot: [Int?] = [], diffSlot: [Int?] = []
+    var dataSlot: [Int?] = [], diffSlot: [Int?] = []
     /// Per tensor, the residual group whose gradients are one storage (`BufferSharing`), and the
     /// layout of each group's first defined member (a member in another layout leaves the group).
     private(set) var gradientGroup: [Int?] = []
@@ -230,25 +233,6 @@ public final class DNNLExecutor: InspectableExecutor {
         return stepLabels.count - 1
     }
 
-    /// Where node `i`'s gradient for its input `x` goes: straight into x's gradient if node i
-    /// is x's last reader, else into the scratch buffer followed by `x.diff += scratch`.
-    func gradientTarget(_ x: Int, node i: Int, lastReader: [Int]) throws -> (dnnl_memory_t, [PendingStep]) {
-        if lastReader[x] == i { return (t[x].diffMem!, []) }
-        let md = t[x].md
-        guard byteSize(md) <= gradScratch.byteCount else { throw EngineError("DNNLExecutor: gradient scratch too small") }
-        let scratch = try r.memory(md, gradScratch.pointer)
-        return (scratch, [try accumulate(into: x, from: scratch, md)])
-    }
-
-    /// x.diff += src (src may be in another layout).
-    func accumulate(into x: Int, from src: dnnl_memory_t, _ srcMD: dnnl_memory_desc_t) throws -> PendingStep {
-        var md = t[x].md, smd = srcMD
-        var desc = dnnl_binary_desc_t()
-        try dnnlCheck(dnnl_binary_desc_init(&desc, dnnl_binary_add, &md, &smd, &md), "binary add desc")
-        let pd = try r.primitiveDesc(&desc, "gradient accumulate")
-        return try exec(pd, [(DNNLArg.src, t[x].diffMem!), (DNNLArg.src1, src), (DNNLArg.dst, t[x].diffMem!)], "accumulate")
-    }
-
     private func build() throws {
         let n = batchSize
         let lastReader = model.readers.map { $0.last ?? -1 }
@@ -287,53 +271,6 @@ public final class DNNLExecutor: InspectableExecutor {
         guard t.count == model.tensors.count else { throw EngineError("DNNLExecutor: graph defines \(t.count) of \(model.tensors.count) tensors") }
     }
 
-    /// A kernel of sambench's own offered to a pass beside oneDNN's (Winograd.swift): its name and
-    /// its trial on the inputs oneDNN's candidates get (`DNNLResources.trialInputs`).
-    struct OwnKernel {
-        let name: String
-        let trial: ([[Float]]) -> (seconds: Double, output: [Float])
-    }
-
-    /// What runs a pass: one of oneDNN's implementations, or one of the own kernels offered (its index).
-    enum PassKernel {
-        case dnnl(dnnl_primitive_desc_t)
-        case own(Int)
-    }
-
-    /// One convolution pass's implementation: oneDNN's first choice, or with `ConvolutionTuning`
-    /// on, the recorded choice or else the fastest of those (oneDNN's and `own`'s) whose result on a
-    /// seeded trial input is within the op-twin tolerance of the first choice's (a Winograd kernel
-    /// rounds otherwise than a direct one). `arguments`: the pass's memories, its output last.
-    func chooseImplementation(_ candidates: [dnnl_primitive_desc_t], _ what: String,
-                              arguments: [(Int32, dnnl_query_t)], own: [OwnKernel] = []) throws -> PassKernel {
-        let tuning = ConvolutionTuning.shared
-        guard candidates.count + own.count > 1, tuning.enabled else { return .dnnl(candidates[0]) }
-        let names = candidates.map { r.implementation($0) } + own.map(\.name)
-        func kernel(_ k: Int) -> PassKernel { k < candidates.count ? .dnnl(candidates[k]) : .own(k - candidates.count) }
-        let key = "\(what) | \(currentShape) | \(EngineThreads.current) threads | \(names.joined(separator: ", "))"
-        if let chosen = tuning.choice(for: key), let k = names.firstIndex(of: chosen) { return kernel(k) }
-        var seconds: [Double] = [], errors: [Double] = [], reference: [Float] = []
-        // The own kernels' inputs, drawn once for all of them after oneDNN's trials (one pass's
-        // trial buffers at a time: the first process on a machine builds with them beside its model).
-        var ownInputs: [[Float]]?
-        for k in names.indices {
-            if k == candidates.count { ownInputs = try r.trialInputs(candidates[0], arguments: arguments) }
-            let (time, output) = k < candidates.count
-                ? try r.trial(candidates[k], arguments: arguments)
-                : own[k - candidates.count].trial(ownInputs!)
-            if k == 0 { reference = output }
-            seconds.append(time)
-            errors.append(TwinTolerance.worstRatio(output, reference))
-        }
-        var eligible = names.indices.filter { errors[$0] <= 1 }
-        if let preferred = tuning.preferred, eligible.contains(where: { preferred(names[$0]) }) { eligible = eligible.filter { preferred(names[$0]) } }
-        let fastest = eligible.min { seconds[$0] < seconds[$1] } ?? 0
-        let recorded = names.firstIndex(of: tuning.record(names[fastest], for: key)) ?? fastest
-        tuned.append(TunedPass(layer: currentLayer, operation: what, shape: currentShape, macs: currentMACs,
-                               implementations: names, seconds: seconds, toleranceUsed: errors, chosen: names[recorded]))
-        return kernel(recorded)
-    }
-
     /// A layer's name in profiles: its parameters' module ("layer1.0.conv1"), or for ops without
     /// parameters the op within the block of the layer that wrote its input ("layer1.0.add").
     private func layerName(_ node: Node, producers: [Int: String]) -> String {
@@ -353,14 +290,6 @@ public final class DNNLExecutor: InspectableExecutor {
         case .maxPool: return "maxpool"
         case .dropout: return inBlock("dropout")
         }
-    }
-
-    func reluBackward(output: Int, fwd: dnnl_primitive_desc_t, into target: dnnl_memory_t) throws -> PendingStep {
-        var md = t[output].md
-        var bdesc = dnnl_eltwise_desc_t()
-        try dnnlCheck(dnnl_eltwise_backward_desc_init(&bdesc, dnnl_eltwise_relu_use_dst_for_bwd, &md, &md, 0, 0), "relu bwd desc")
-        let bpd = try r.primitiveDesc(&bdesc, hint: fwd, "relu bwd")
-        return try exec(bpd, [(DNNLArg.dst, t[output].dataMem), (DNNLArg.diffDst, t[output].diffMem!), (DNNLArg.diffSrc, target)], "relu bwd")
     }
 
     /// Gives every primitive the one shared scratchpad (primitives run one at a time) and turns
@@ -464,83 +393,4 @@ public final class DNNLExecutor: InspectableExecutor {
         memcpy(t[model.outputTensor].diff!.pointer, logitsGrad, batchSize * model.numClasses * 4)
         run(backwardSteps, plan: 2)
     }
-
-    // MARK: profiling
-
-    /// Time every step of the forwards and backwards that follow (for `sambench bench --profile`;
-    /// each step is waited for, which costs next to nothing on the CPU stream).
-    public var profiling = false
-
-    /// Forgets what profiling has measured so far.
-    public func resetProfile() {
-        profileSeconds = Array(repeating: Array(repeating: 0, count: stepLabels.count), count: 3)
-        profileCalls = Array(repeating: Array(repeating: 0, count: stepLabels.count), count: 3)
-    }
-
-    /// What profiling measured since the last reset: one entry per step that ran, in plan order
-    /// (training forward, evaluation forward, backward).
-    public func profile() -> [StepProfile] {
-        let passes = ["forward", "eval", "backward"]
-        let plans = [trainSteps, evalSteps, backwardSteps]
-        var out: [StepProfile] = []
-        for (p, steps) in plans.enumerated() {
-            var seen = Set<Int>()
-            for step in steps {
-                let label: Int
-                switch step { case let .exec(_, _, _, l): label = l; case let .host(_, l): label = l }
-                guard profileCalls[p][label] > 0, seen.insert(label).inserted else { continue }
-                out.append(StepProfile(label: stepLabels[label], pass: passes[p], calls: profileCalls[p][label], seconds: profileSeconds[p][label]))
-            }
-        }
-        return out
-    }
-
-    // MARK: inspection
-
-    private func toPlain(_ mem: dnnl_memory_t, _ md: dnnl_memory_desc_t, tensor: Int) -> [Float] {
-        let s = model.tensors[tensor]
-        let plain = try! memoryDesc([batchSize, s.channels, s.height, s.width], dnnl_nchw)
-        var out = [Float](repeating: 0, count: batchSize * s.perImage)
-        out.withUnsafeMutableBytes { raw in
-            var pd: dnnl_primitive_desc_t?
-            var src = md, dst = plain
-            var status = dnnl_reorder_primitive_desc_create(&pd, &src, r.engine, &dst, r.engine, nil)
-            precondition(status == dnnl_success, "inspection reorder desc")
-            var prim: dnnl_primitive_t?
-            status = dnnl_primitive_create(&prim, pd)
-            precondition(status == dnnl_success, "inspection reorder")
-            var m: dnnl_memory_t?
-            status = dnnl_memory_create(&m, &dst, r.engine, raw.baseAddress!)
-            precondition(status == dnnl_success, "inspection memory")
-            var args = [dnnl_exec_arg_t(arg: DNNLArg.from, memory: mem), dnnl_exec_arg_t(arg: DNNLArg.to, memory: m)]
-            status = dnnl_primitive_execute(prim, r.stream, 2, &args)
-            precondition(status == dnnl_success, "inspection execute")
-            dnnl_stream_wait(r.stream)
-            dnnl_memory_destroy(m); dnnl_primitive_destroy(prim); dnnl_primitive_desc_destroy(pd)
-        }
-        return out
-    }
-
-    /// Empty for a tensor whose buffer is shared (in an evaluation-only executor, most of them).
-    public func value(of tensor: Int) -> [Float] {
-        guard dataSlot[tensor] == nil else { return [] }
-        return toPlain(t[tensor].dataMem, t[tensor].md, tensor: tensor)
-    }
-
-    /// Empty unless the gradient is kept: every tensor's with `keepGradients`, else the input's.
-    public func gradient(of tensor: Int) -> [Float] {
-        guard let m = t[tensor].diffMem, keepGradients || tensor == 0 else { return [] }
-        return toPlain(m, t[tensor].md, tensor: tensor)
-    }
-}
-
-/// Scratch for the passes that run sambench's own kernels: each asks for what it needs while the
-/// executor is built (`need`), one buffer of the largest is made once the graph is built, and the
-/// passes' host steps read `pointer` when they run (they run one at a time).
-final class OwnScratch: @unchecked Sendable {
-    private(set) var floats = 0
-    private var buffer: FloatBuffer?
-    func need(_ count: Int) { floats = max(floats, count) }
-    func make() { if floats > 0 { buffer = FloatBuffer(count: floats) } }
-    var pointer: UnsafeMutablePointer<Float> { buffer!.pointer }
 }

@@ -188,8 +188,10 @@ public struct SafetensorsFile: Sendable {
 
     /// Writes atomically and durably: a temporary file beside `path`, flushed to disk, then
     /// renamed over it (and the folder flushed), so a kill or a power cut at any moment leaves
-    /// either the old file or the new one under `path`, never half of one.
-    public func write(to path: String) throws {
+    /// either the old file or the new one under `path`, never half of one. `halfWritten` is
+    /// for fault injection in the reliability tests: called once half of the bytes are in the
+    /// temporary file.
+    public func write(to path: String, halfWritten: (() -> Void)? = nil) throws {
         func fail(_ what: String, _ code: Int32 = errno) -> SafetensorsError {
             SafetensorsError(description: "\(path): cannot write: \(what) (\(String(cString: strerror(code))))")
         }
@@ -201,7 +203,7 @@ public struct SafetensorsFile: Sendable {
         defer { if !ok { close(fd); unlink(temporary) } }
         var offset = 0, reachedHalf = false
         while offset < bytes.count {
-            if !reachedHalf && offset >= bytes.count / 2 { SafetensorsFile.halfWritten?(path); reachedHalf = true }
+            if !reachedHalf && offset >= bytes.count / 2 { halfWritten?(); reachedHalf = true }
             let end = reachedHalf ? bytes.count : bytes.count / 2
             let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, min(end - offset, 1 << 24)) }
             if n < 0 && errno == EINTR { continue }
@@ -216,10 +218,6 @@ public struct SafetensorsFile: Sendable {
         let dir = open(folder.isEmpty ? "." : folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dir >= 0 { _ = fsync(dir); close(dir) }
     }
-
-    /// Fault injection for the reliability tests only (a worker sets it from SAMBENCH_FAULT):
-    /// called with the final path once half of a file's bytes are in its temporary file.
-    nonisolated(unsafe) public static var halfWritten: ((String) -> Void)?
 }
 
 private func jsonString(_ s: String) -> String {

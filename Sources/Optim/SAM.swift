@@ -57,18 +57,18 @@ public struct SAMConfig: Sendable, Codable, Equatable {
     public var normEpsilon: Double { variant == .asam ? 1e-16 : 1e-12 }
 
     public func validate(batchSize: Int) throws {
-        guard rho > 0, rho.isFinite else { throw EngineError("SAM: rho must be > 0, got \(rho)") }
-        guard eta >= 0 else { throw EngineError("ASAM: eta must be >= 0, got \(eta)") }
+        guard rho > 0, rho.isFinite else { throw ConfigurationError("rho", "SAM: rho must be > 0, got \(rho)") }
+        guard eta >= 0 else { throw ConfigurationError("eta", "ASAM: eta must be >= 0, got \(eta)") }
         if let m = microBatch {
             guard m >= 1, m <= batchSize, batchSize % m == 0 else {
-                throw EngineError("m-sharpness: micro-batch \(m) must divide the batch size \(batchSize)")
+                throw ConfigurationError("micro_batch", "m-sharpness: micro-batch \(m) must divide the batch size \(batchSize)")
             }
         }
-        guard lookInterval >= 1 else { throw EngineError("LookSAM: interval k must be >= 1, got \(lookInterval)") }
+        guard lookInterval >= 1 else { throw ConfigurationError("look_interval", "LookSAM: interval k must be >= 1, got \(lookInterval)") }
         guard lookInterval == 1 || microBatch == nil || microBatch == batchSize else {
-            throw EngineError("LookSAM (k > 1) and m-sharpness cannot be combined")
+            throw ConfigurationError("look_interval", "LookSAM (k > 1) and m-sharpness cannot be combined")
         }
-        guard lookAlpha >= 0 else { throw EngineError("LookSAM: alpha must be >= 0, got \(lookAlpha)") }
+        guard lookAlpha >= 0 else { throw ConfigurationError("look_alpha", "LookSAM: alpha must be >= 0, got \(lookAlpha)") }
     }
 }
 

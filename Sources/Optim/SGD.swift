@@ -21,11 +21,11 @@ public struct SGDConfig: Sendable, Equatable, Codable {
     }
 
     public func validate() throws {
-        guard momentum >= 0 else { throw EngineError("SGD: momentum must be >= 0, got \(momentum)") }
-        guard weightDecay >= 0 else { throw EngineError("SGD: weight decay must be >= 0, got \(weightDecay)") }
-        guard (0...1).contains(dampening) else { throw EngineError("SGD: dampening must be in [0, 1], got \(dampening)") }
+        guard momentum >= 0 else { throw ConfigurationError("momentum", "SGD: momentum must be >= 0, got \(momentum)") }
+        guard weightDecay >= 0 else { throw ConfigurationError("weight_decay", "SGD: weight decay must be >= 0, got \(weightDecay)") }
+        guard (0...1).contains(dampening) else { throw ConfigurationError("momentum", "SGD: dampening must be in [0, 1], got \(dampening)") }
         guard !nesterov || (momentum > 0 && dampening == 0) else {
-            throw EngineError("SGD: nesterov needs momentum > 0 and dampening 0 (as in PyTorch)")
+            throw ConfigurationError("nesterov", "SGD: nesterov needs momentum > 0 and dampening 0 (as in PyTorch)")
         }
     }
 }

@@ -25,12 +25,12 @@ public struct LRSchedule: Sendable, Equatable, Codable {
     }
 
     public func validate() throws {
-        guard base > 0, base.isFinite else { throw EngineError("learning rate must be > 0, got \(base)") }
-        guard warmupIterations >= 0, totalIterations >= 1 else { throw EngineError("schedule: warmup must be >= 0 and the run at least 1 iteration") }
+        guard base > 0, base.isFinite else { throw ConfigurationError("lr", "learning rate must be > 0, got \(base)") }
+        guard warmupIterations >= 0, totalIterations >= 1 else { throw ConfigurationError("warmup_epochs", "schedule: warmup must be >= 0 and the run at least 1 iteration") }
         if case let .multiStep(m, gamma) = kind {
-            guard gamma > 0, m.allSatisfy({ $0 >= 0 }) else { throw EngineError("multi-step schedule: milestones >= 0 and gamma > 0 needed") }
+            guard gamma > 0, m.allSatisfy({ $0 >= 0 }) else { throw ConfigurationError("milestones", "multi-step schedule: milestones >= 0 and gamma > 0 needed") }
         }
-        if case let .cosine(floor) = kind { guard floor >= 0, floor <= base else { throw EngineError("cosine floor must be in [0, lr], got \(floor)") } }
+        if case let .cosine(floor) = kind { guard floor >= 0, floor <= base else { throw ConfigurationError("lr", "cosine floor must be in [0, lr], got \(floor)") } }
     }
 
     /// The learning rate used for iteration `i` (0-based).

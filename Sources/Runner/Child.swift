@@ -1,3 +1,4 @@
+// A worker child process read through non-blocking pipes, and the runner's error type.
 import CProcess
 import Foundation
 #if canImport(Glibc)

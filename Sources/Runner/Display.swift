@@ -1,3 +1,4 @@
+// The runner's live view and log lines on a terminal or a pipe.
 import Foundation
 import Store
 import Training
@@ -9,7 +10,7 @@ import Glibc
 public protocol RunnerDisplay: AnyObject {
     func begin(total: Int, toRun: Int)
     func started(_ label: String, resumedAfter: Int)
-    func epoch(_ label: String, stage: String, _ m: EpochMetrics, of epochs: Int)
+    func epoch(_ label: String, stage: Stage, _ m: EpochMetrics, of epochs: Int)
     func ended(_ label: String, status: RunStatus, detail: String)
     func warning(_ label: String, _ message: String)
     func stopping()
@@ -59,9 +60,9 @@ public final class ConsoleDisplay: RunnerDisplay {
         log("start   \(label)" + (resumedAfter > 0 ? " (resuming after epoch \(resumedAfter))" : ""))
     }
 
-    public func epoch(_ label: String, stage: String, _ m: EpochMetrics, of epochs: Int) {
+    public func epoch(_ label: String, stage: Stage, _ m: EpochMetrics, of epochs: Int) {
         guard !live || verbosity == .verbose else { return }
-        var s = "epoch   \(label)" + (stage == "train" ? "" : " [\(stage)]") + " \(m.epoch)/\(epochs):"
+        var s = "epoch   \(label)" + (stage == .train ? "" : " [\(stage)]") + " \(m.epoch)/\(epochs):"
         s += String(format: " loss %.4f, train %.2f%%", m.trainLoss, 100 * m.trainAccuracy)
         if let c = m.corruptedNoisyAccuracy { s += String(format: ", memorised %.2f%%", 100 * c) }
         if let v = m.validationAccuracy { s += String(format: ", val %.2f%%", 100 * v) }

@@ -1,3 +1,4 @@
+// The dry run's wall-time estimate from a few timed steps of each model.
 import Datasets
 import Foundation
 import Store
@@ -25,7 +26,7 @@ public struct WallTimeEstimate: Sendable {
     /// Measures each distinct model and batch size with `measure` (by default `Benchmark.run`,
     /// 2 warm-up and 3 timed steps), then sums.
     public static func make(_ runs: [KeyedRun], jobs: Int, threads: Int,
-                            measure: (_ model: String, _ mode: String, _ batch: Int, _ threads: Int) throws -> Double = { model, mode, batch, threads in
+                            measure: (_ model: String, _ mode: Benchmark.Mode, _ batch: Int, _ threads: Int) throws -> Double = { model, mode, batch, threads in
                                 try Benchmark.run(model: model, mode: mode, batch: batch, threads: threads, warmup: 2, steps: 3).step_time_s.median
                             }, progress: (String) -> Void = { _ in }) throws -> WallTimeEstimate {
         var rates: [String: Rates] = [:]
@@ -33,8 +34,8 @@ public struct WallTimeEstimate: Sendable {
             let c = r.spec.config, id = "\(c.model) \(c.batchSize)"
             guard rates[id] == nil else { continue }
             progress("measuring \(c.model) at batch \(c.batchSize) (\(threads) thread\(threads == 1 ? "" : "s")): SGD, SAM and eval steps")
-            let sgd = try measure(c.model, "sgd", c.batchSize, threads), sam = try measure(c.model, "sam", c.batchSize, threads)
-            rates[id] = Rates(sgdStep: sgd, samStep: sam, evalImage: try measure(c.model, "eval", c.batchSize, threads) / Double(c.batchSize))
+            let sgd = try measure(c.model, .sgd, c.batchSize, threads), sam = try measure(c.model, .sam, c.batchSize, threads)
+            rates[id] = Rates(sgdStep: sgd, samStep: sam, evalImage: try measure(c.model, .eval, c.batchSize, threads) / Double(c.batchSize))
         }
         let perRun = runs.map { seconds($0, rates["\($0.spec.config.model) \($0.spec.config.batchSize)"]!) }
         // Runs taken in order by the first free lane, as the runner does.

@@ -1,3 +1,4 @@
+// Selecting runs: --filter conditions and --shard parts.
 import Foundation
 import Store
 import Suites

@@ -1,3 +1,4 @@
+// A suite as a Slurm job array of shards and a merge job: the sbatch scripts and their submission.
 import Datasets
 import Foundation
 import Store

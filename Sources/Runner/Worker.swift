@@ -1,3 +1,4 @@
+// The worker process: one run trained, its progress reported to the runner as JSON lines.
 import Datasets
 import Engine
 import CProcess
@@ -29,15 +30,15 @@ public enum WorkerMessage: Codable, Sendable {
     /// Data prepared; the noise realisation (nil without noise) and the epochs a checkpoint
     /// already holds (re-sent so that none is lost if the runner died before storing it).
     case started(noise: NoiseRealisation?, clean: [Int32]?, resumed: [ResumedEpoch])
-    case epoch(stage: String, metrics: EpochMetrics)
-    case batch(stage: String, epoch: Int, done: Int, total: Int)
+    case epoch(stage: Stage, metrics: EpochMetrics)
+    case batch(stage: Stage, epoch: Int, done: Int, total: Int)
     case finished(RunResult)
     case failed(String)
     /// Something the user must hear that does not end the run (a corrupt checkpoint set aside).
     case warning(String)
 
     public struct ResumedEpoch: Codable, Sendable {
-        public var stage: String
+        public var stage: Stage
         public var metrics: EpochMetrics
     }
 }
@@ -64,8 +65,9 @@ public enum Worker {
                         """)
                 }
             }
-            plantFault(&data)
+            let halfWritten = plantFault(&data)
             let trainer = try Trainer(config: job.spec.config, data: data)
+            trainer.checkpointHalfWritten = halfWritten
             var resumed: [WorkerMessage.ResumedEpoch] = []
             var warning: String?
             if FileManager.default.fileExists(atPath: job.checkpoint) {
@@ -114,18 +116,21 @@ public enum Worker {
     /// unchanged, as they would be for a real bug.
     ///
     /// For the reliability tests (docs/RELIABILITY.md), SAMBENCH_FAULT=kill-in-checkpoint-write:N
-    /// kills the worker (SIGKILL) half way through writing its N-th checkpoint.
-    static func plantFault(_ data: inout PreparedData) {
+    /// kills the worker (SIGKILL) half way through writing its N-th checkpoint: the hook returned
+    /// is the trainer's `checkpointHalfWritten`.
+    static func plantFault(_ data: inout PreparedData) -> (() -> Void)? {
         let fault = ProcessInfo.processInfo.environment["SAMBENCH_FAULT"] ?? ""
         if fault.hasPrefix("kill-in-checkpoint-write:"), let n = Int(fault.dropFirst("kill-in-checkpoint-write:".count)) {
             var writes = 0
-            SafetensorsFile.halfWritten = { _ in
+            return {
                 writes += 1
                 if writes == n { kill(getpid(), SIGKILL) }
             }
         }
-        guard fault == "noise-to-one-class" else { return }
-        for i in data.trainLabels.indices where data.trainLabels[i] != data.cleanTrainLabels[i] { data.trainLabels[i] = 0 }
+        if fault == "noise-to-one-class" {
+            for i in data.trainLabels.indices where data.trainLabels[i] != data.cleanTrainLabels[i] { data.trainLabels[i] = 0 }
+        }
+        return nil
     }
 
     static func send(_ message: WorkerMessage) throws {

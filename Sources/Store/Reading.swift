@@ -144,14 +144,14 @@ public extension Store {
             return try rows.map { r in
                 let key: String = r["key"]
                 let spec = try Store.spec(of: r, in: path)
-                let epochRows = try Row.fetchAll(db, sql: """
+                let epochRows = try CurvePointRecord.fetchAll(db, sql: """
                     SELECT epoch, test_accuracy, corrupted_noisy_accuracy, validation_accuracy, images_per_second FROM epochs
                     WHERE run_key = ? AND stage = (SELECT stage FROM epochs WHERE run_key = ?1 ORDER BY stage = 'train' LIMIT 1)
                     ORDER BY epoch
                     """, arguments: [key])
                 let curve = epochRows.map {
-                    StoredRun.EpochPoint(epoch: $0["epoch"], testAccuracy: $0["test_accuracy"], memorised: $0["corrupted_noisy_accuracy"],
-                                         validationAccuracy: $0["validation_accuracy"])
+                    StoredRun.EpochPoint(epoch: $0.epoch, testAccuracy: $0.testAccuracy, memorised: $0.corruptedNoisyAccuracy,
+                                         validationAccuracy: $0.validationAccuracy)
                 }
                 var metrics: StoredRun.Metrics?
                 if let last = r["last_test_accuracy"] as Double? {
@@ -172,7 +172,7 @@ public extension Store {
                 var d = StoredRun.Details()
                 (d.host, d.sambenchVersion, d.gitRevision, d.threads) = (r["host"], r["sambench_version"], r["git_revision"], r["threads"])
                 (d.attempts, d.startedAt, d.finishedAt, d.trainSeconds) = (r["attempts"], r["started_at"], r["finished_at"], r["train_seconds"])
-                let rates = epochRows.compactMap { $0["images_per_second"] as Double? }.sorted()
+                let rates = epochRows.map(\.imagesPerSecond).sorted()
                 d.imagesPerSecond = rates.isEmpty ? nil : rates[rates.count / 2]
                 (d.noiseSelection, d.noiseSeed, d.corrupted) = (r["noise_selection"], r["noise_seed"], r["corrupted"])
                 (d.mSharpness, d.hessianTop) = (r["m_sharpness"], r["hessian_top"])
@@ -210,8 +210,8 @@ public extension Store {
                 throw StoreError("\(path): \(keys.count) runs have keys starting with \(key): \(keys.prefix(4).joined(separator: ", "))...; give more of it")
             }
             guard try db.tableExists("sample_losses") else { return (full, []) }
-            let rows = try Row.fetchAll(db, sql: "SELECT sample, given, truth, loss FROM sample_losses WHERE run_key = ? ORDER BY sample", arguments: [full])
-            return (full, rows.map { SampleLoss(sample: $0["sample"], given: $0["given"], truth: $0["truth"], loss: $0["loss"]) })
+            let rows = try SampleLossRecord.filter(Column("run_key") == full).order(Column("sample")).fetchAll(db)
+            return (full, rows.map { SampleLoss(sample: $0.sample, given: $0.given, truth: $0.truth, loss: $0.loss) })
         }
     }
 }

@@ -84,22 +84,20 @@ public extension Store {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return try write { db in
-            try db.execute(sql: "INSERT OR IGNORE INTO suites (name, description, path, text, sha256, added_at) VALUES (?, ?, ?, ?, ?, ?)",
-                           arguments: [suite.name, suite.description, suite.file, suite.text, sha, Store.now()])
+            try SuiteRecord(name: suite.name, description: suite.description, path: suite.file, text: suite.text, sha256: sha, addedAt: Store.now())
+                .insert(db, onConflict: .ignore)
             let id = try Int64.fetchOne(db, sql: "SELECT id FROM suites WHERE sha256 = ?", arguments: [sha])!
             let now = Store.now()
             for (position, r) in runs.enumerated() {
                 let s = r.spec
                 let config = String(decoding: try encoder.encode(s), as: UTF8.self)
-                try db.execute(sql: """
-                    INSERT OR IGNORE INTO runs (key, group_key, setting_key, label, task, dataset, model, optimizer, rho, noise_kind, noise_rate,
-                        noise_labels, seed, epochs, batch_size, lr, weight_decay, train_subset, validation, config, data_identity, created_at, key_version)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [r.key, r.group, r.setting, s.label, s.task.rawValue, s.data.dataset.rawValue, s.config.model, s.optimizer.rawValue,
-                                     s.config.optimizer.sam.map { decimal($0.rho) }, s.data.noise.kind.rawValue, s.data.noise.rate,
-                                     s.data.noise.labelsFile?.description, Int64(s.config.seed), s.config.epochs, s.config.batchSize,
-                                     decimal(s.config.lr), decimal(s.config.sgd.weightDecay),
-                                     s.data.trainSubset, s.data.validationFraction, config, r.identity, now, RunKey.version])
+                try RunRecord(key: r.key, groupKey: r.group, settingKey: r.setting, label: s.label, task: s.task.rawValue, dataset: s.data.dataset.rawValue,
+                              model: s.config.model, optimizer: s.optimizer.rawValue, rho: s.config.optimizer.sam.map { decimal($0.rho) },
+                              noiseKind: s.data.noise.kind.rawValue, noiseRate: s.data.noise.rate, noiseLabels: s.data.noise.labelsFile?.description,
+                              seed: Int64(s.config.seed), epochs: s.config.epochs, batchSize: s.config.batchSize, lr: decimal(s.config.lr),
+                              weightDecay: decimal(s.config.sgd.weightDecay), trainSubset: s.data.trainSubset, validation: s.data.validationFraction,
+                              config: config, dataIdentity: r.identity, createdAt: now, keyVersion: RunKey.version)
+                    .insert(db, onConflict: .ignore)
                 try db.execute(sql: "INSERT OR IGNORE INTO suite_runs (suite_id, run_key, position) VALUES (?, ?, ?)",
                                arguments: [id, r.key, position])
             }
@@ -139,16 +137,15 @@ public extension Store {
         let corrupted = zip(n.labels, clean).filter { $0 != $1 }.count
         let blob = Data(n.labels.map { UInt8(truncatingIfNeeded: $0) })
         try write { db in
-            try db.execute(sql: """
-                INSERT OR REPLACE INTO noise (run_key, kind, selection, seed, target_rate, realised_rate, corrupted, classes, transition,
-                    labels_sha256, labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [key, n.spec.kind.rawValue, n.spec.selection.rawValue, Int64(n.spec.seed), n.spec.rate, n.realisedRate,
-                                 corrupted, n.transition.count, transition, n.labelsSHA256, blob])
+            try NoiseRecord(runKey: key, kind: n.spec.kind.rawValue, selection: n.spec.selection.rawValue, seed: Int64(n.spec.seed),
+                            targetRate: n.spec.rate, realisedRate: n.realisedRate, corrupted: corrupted, classes: n.transition.count,
+                            transition: transition, labelsSha256: n.labelsSHA256, labels: blob)
+                .insert(db, onConflict: .replace)
         }
     }
 
     /// One finished epoch (idempotent: the same epoch written twice is one row).
-    func recordEpoch(_ key: String, stage: String, _ m: EpochMetrics) throws {
+    func recordEpoch(_ key: String, stage: Stage, _ m: EpochMetrics) throws {
         try write { db in
             try insertEpoch(db, key, stage, m)
             try db.execute(sql: "UPDATE runs SET epochs_done = (SELECT count(*) FROM epochs WHERE run_key = ?) WHERE key = ?", arguments: [key, key])
@@ -173,20 +170,17 @@ public extension Store {
             guard let final = last.epochs.last else { return }
             let best = last.epochs.max { $0.testAccuracy < $1.testAccuracy }!
             let val = last.epochs.filter { $0.validationAccuracy != nil }.max { $0.validationAccuracy! < $1.validationAccuracy! }
-            try db.execute(sql: """
-                INSERT INTO metrics (run_key, stage, last_epoch, last_test_accuracy, last_test_loss, last_train_accuracy, last_memorised,
-                    last_corrupted_clean, best_epoch, best_test_accuracy, val_epoch, val_accuracy, val_test_accuracy, m_sharpness,
-                    hessian_top, relabelled, test_confusion) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [key, last.stage, final.epoch, final.testAccuracy, final.testLoss, final.trainAccuracy,
-                                 final.corruptedNoisyAccuracy, final.corruptedCleanAccuracy, best.epoch, best.testAccuracy,
-                                 val?.epoch, val?.validationAccuracy, val?.testAccuracy, last.sharpness?.mSharpness,
-                                 last.sharpness?.topHessianEigenvalue, last.relabelled,
-                                 last.confusion.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }])
-            guard let d = last.detection else { return }
-            try db.execute(sql: """
-                UPDATE metrics SET detection_samples = ?, detection_corrupted = ?, detection_auroc = ?, detection_precision = ?
-                WHERE run_key = ?
-                """, arguments: [d.samples, d.corrupted, d.auroc, d.precisionAtNoise, key])
+            let d = last.detection
+            try MetricsRecord(runKey: key, stage: last.stage.rawValue, lastEpoch: final.epoch, lastTestAccuracy: final.testAccuracy,
+                              lastTestLoss: final.testLoss, lastTrainAccuracy: final.trainAccuracy, lastMemorised: final.corruptedNoisyAccuracy,
+                              lastCorruptedClean: final.corruptedCleanAccuracy, bestEpoch: best.epoch, bestTestAccuracy: best.testAccuracy,
+                              valEpoch: val?.epoch, valAccuracy: val?.validationAccuracy, valTestAccuracy: val?.testAccuracy,
+                              mSharpness: last.sharpness?.mSharpness, hessianTop: last.sharpness?.topHessianEigenvalue, relabelled: last.relabelled,
+                              testConfusion: try last.confusion.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) },
+                              detectionSamples: d?.samples, detectionCorrupted: d?.corrupted, detectionAuroc: d?.auroc,
+                              detectionPrecision: d?.precisionAtNoise)
+                .insert(db)
+            guard let d else { return }
             let insert = try db.makeStatement(sql: "INSERT INTO sample_losses (run_key, sample, given, truth, loss) VALUES (?, ?, ?, ?, ?)")
             for i in d.indices.indices {
                 try insert.execute(arguments: [key, d.indices[i], Int(d.given[i]), Int(d.truth[i]), Double(d.losses[i])])
@@ -234,14 +228,12 @@ public extension Store {
     /// `rho = 0.05` in SQL finds it.
     private func decimal(_ f: Float) -> Double { Double("\(f)") ?? Double(f) }
 
-    private func insertEpoch(_ db: Database, _ key: String, _ stage: String, _ m: EpochMetrics) throws {
-        try db.execute(sql: """
-            INSERT OR REPLACE INTO epochs (run_key, stage, epoch, lr, train_loss, train_accuracy, perturbed_loss, corrupted_noisy_accuracy,
-                corrupted_clean_accuracy, validation_loss, validation_accuracy, test_loss, test_accuracy, seconds, images_per_second,
-                forget_rate, selection_precision, peer_selection_precision, peer_test_accuracy)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [key, stage, m.epoch, decimal(m.lr), m.trainLoss, m.trainAccuracy, m.perturbedLoss, m.corruptedNoisyAccuracy,
-                             m.corruptedCleanAccuracy, m.validationLoss, m.validationAccuracy, m.testLoss, m.testAccuracy, m.seconds,
-                             m.imagesPerSecond, m.forgetRate, m.selectionPrecision, m.peerSelectionPrecision, m.peerTestAccuracy])
+    private func insertEpoch(_ db: Database, _ key: String, _ stage: Stage, _ m: EpochMetrics) throws {
+        try EpochRecord(runKey: key, stage: stage.rawValue, epoch: m.epoch, lr: decimal(m.lr), trainLoss: m.trainLoss, trainAccuracy: m.trainAccuracy,
+                        perturbedLoss: m.perturbedLoss, corruptedNoisyAccuracy: m.corruptedNoisyAccuracy, corruptedCleanAccuracy: m.corruptedCleanAccuracy,
+                        validationLoss: m.validationLoss, validationAccuracy: m.validationAccuracy, testLoss: m.testLoss, testAccuracy: m.testAccuracy,
+                        seconds: m.seconds, imagesPerSecond: m.imagesPerSecond, forgetRate: m.forgetRate, selectionPrecision: m.selectionPrecision,
+                        peerSelectionPrecision: m.peerSelectionPrecision, peerTestAccuracy: m.peerTestAccuracy)
+            .insert(db, onConflict: .replace)
     }
 }

@@ -1,3 +1,4 @@
+// `sambench bench`: timed eval and training steps on random data, measured like the PyTorch benchmark.
 import Engine
 import Foundation
 import Optim
@@ -6,16 +7,31 @@ import Optim
 /// measured like ../shared/anchors/torch_bench.py (same models, batch, SGD settings, FLOP
 /// count), so the two JSON files compare directly.
 public enum Benchmark {
-    /// eval; sgd; sam and asam (rho 0.05 / 0.5); msam (SAM with m = 32); looksam (k = 5, alpha 0.7).
-    public static let modes = ["eval", "sgd", "sam", "asam", "msam", "looksam"]
+    /// What a benchmark times: an eval forward, or a training step of an optimizer.
+    public enum Mode: String, Sendable, Codable, CaseIterable, CustomStringConvertible {
+        /// eval; sgd; sam and asam (rho 0.05 / 0.5); msam (SAM with m = 32); looksam (k = 5, alpha 0.7).
+        case eval, sgd, sam, asam, msam, looksam
+        public var description: String { rawValue }
 
-    static func optimizer(_ mode: String, batch: Int) -> OptimizerConfig {
-        switch mode {
-        case "sam": return .sam(SAMConfig(variant: .sam))
-        case "asam": return .sam(SAMConfig(variant: .asam))
-        case "msam": return .sam(SAMConfig(variant: .sam, microBatch: batch % 32 == 0 ? 32 : batch))
-        case "looksam": return .sam(SAMConfig(variant: .sam, lookInterval: 5))
-        default: return .sgd
+        func optimizer(batch: Int) -> OptimizerConfig {
+            switch self {
+            case .sam: .sam(SAMConfig(variant: .sam))
+            case .asam: .sam(SAMConfig(variant: .asam))
+            case .msam: .sam(SAMConfig(variant: .sam, microBatch: batch % 32 == 0 ? 32 : batch))
+            case .looksam: .sam(SAMConfig(variant: .sam, lookInterval: 5))
+            case .eval, .sgd: .sgd
+            }
+        }
+
+        /// FLOPs of a step as a multiple of the forward (as torch_bench.py counts them).
+        /// LookSAM with k = 5 takes one SAM step (6x) and four SGD steps (3x) in five.
+        public var flopMultiplier: Double {
+            switch self {
+            case .eval: 1
+            case .sgd: 3
+            case .sam, .asam, .msam: 6
+            case .looksam: 3.6
+            }
         }
     }
 
@@ -23,7 +39,7 @@ public enum Benchmark {
 
     public struct Result: Codable, Sendable {
         public var model: String
-        public var mode: String
+        public var mode: Mode
         /// The training method timed (its label, "mixup(alpha=1)"); nil: cross-entropy.
         public var method: String?
         public var memory_format: String
@@ -76,18 +92,11 @@ public enum Benchmark {
         public struct ShapeRate: Codable, Sendable { public var shape: String, operation: String, gflops: Double, share_of_ceiling: Double }
     }
 
-    /// FLOPs of a step as a multiple of the forward (as torch_bench.py counts them).
-    /// LookSAM with k = 5 takes one SAM step (6x) and four SGD steps (3x) in five.
-    public static func flopMultiplier(_ mode: String) -> Double {
-        ["eval": 1, "sgd": 3, "sam": 6, "asam": 6, "msam": 6, "looksam": 3.6][mode] ?? 1
-    }
-
     /// `method`: the training method of the step (nil: cross-entropy); its passes per step
     /// scale the FLOPs a step is counted as.
-    public static func run(model name: String, mode: String, batch: Int, threads: Int, warmup: Int, steps: Int,
+    public static func run(model name: String, mode: Mode, batch: Int, threads: Int, warmup: Int, steps: Int,
                            method: MethodConfig? = nil, profile: Bool = false, progress: (String) -> Void = { _ in }) throws -> Result {
-        guard modes.contains(mode) else { throw EngineError("unknown bench mode '\(mode)' (\(modes.joined(separator: ", ")))") }
-        guard batch >= 1, steps >= 1, warmup >= 0 else { throw EngineError("bench: batch and steps must be >= 1, warmup >= 0") }
+        guard batch >= 1, steps >= 1, warmup >= 0 else { throw ConfigurationError("batch_size", "bench: batch and steps must be >= 1, warmup >= 0") }
         EngineThreads.set(threads)
         let model = try Architectures.make(name)
         let state = ModelState(model: model, seed: 0)
@@ -100,11 +109,11 @@ public enum Benchmark {
 
         // Eval runs on an evaluation-only executor (no gradients, activations shared), as `sambench eval` does.
         let sgd = SGDConfig(momentum: 0.9, weightDecay: 5e-4, nesterov: true)
-        let trainStep = mode == "eval" ? nil : try TrainStep(state: state, batchSize: batch, sgd: sgd, optimizer: optimizer(mode, batch: batch), method: method, seed: 1)
+        let trainStep = mode == .eval ? nil : try TrainStep(state: state, batchSize: batch, sgd: sgd, optimizer: mode.optimizer(batch: batch), method: method, seed: 1)
         let executor: Executor = try trainStep?.executor ?? DNNLExecutor(state: state, batchSize: batch, training: false)
         // Co-teaching steps two networks: its second, timed with the first (the selection between them costs next to nothing).
-        let peerStep = mode != "eval" && method?.name == "coteaching"
-            ? try TrainStep(state: ModelState(model: model, seed: 1), batchSize: batch, sgd: sgd, optimizer: optimizer(mode, batch: batch), method: method, seed: 1) : nil
+        let peerStep = mode != .eval && method?.name == "coteaching"
+            ? try TrainStep(state: ModelState(model: model, seed: 1), batchSize: batch, sgd: sgd, optimizer: mode.optimizer(batch: batch), method: method, seed: 1) : nil
         var finite = true
         let body: () -> Void
         if let trainStep {
@@ -122,7 +131,7 @@ public enum Benchmark {
         }
         // LookSAM's steps differ in cost (one full SAM step in k): a timed unit is a whole
         // cycle of k steps, reported per step, so the median is not that of the cheap steps.
-        let unit = mode == "looksam" ? (optimizer(mode, batch: batch).sam?.lookInterval ?? 1) : 1
+        let unit = mode == .looksam ? (mode.optimizer(batch: batch).sam?.lookInterval ?? 1) : 1
         for _ in 0..<(warmup * unit) { body() }
         var times: [Double] = []
         for i in 0..<steps {
@@ -134,7 +143,7 @@ public enum Benchmark {
         let sorted = times.sorted()
         let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
         let macs = model.forwardMACsPerImage
-        let mult = flopMultiplier(mode) * (mode == "eval" ? 1 : Methods.passesPerStep(method))
+        let mult = mode.flopMultiplier * (mode == .eval ? 1 : Methods.passesPerStep(method))
         let gflops = mult * Double(2 * macs * batch) / median / 1e9
         var measured: Profile?
         if profile, let executor = executor as? DNNLExecutor {
@@ -148,7 +157,7 @@ public enum Benchmark {
             measured = makeProfile(executor.profile(), trainStep: trainStep, steps: steps * unit,
                                    total: total, gflops: gflops, ceiling: MachineCeiling.sgemmGFLOPs(), tuned: executor.tuned)
         }
-        return Result(model: name, mode: mode, method: mode == "eval" ? nil : method?.label, memory_format: "oneDNN blocked", batch: batch, threads: EngineThreads.current,
+        return Result(model: name, mode: mode, method: mode == .eval ? nil : method?.label, memory_format: "oneDNN blocked", batch: batch, threads: EngineThreads.current,
                       warmup: warmup, timed_steps: steps, step_times_s: times,
                       step_time_s: Stats(min: sorted.first!, median: median, max: sorted.last!),
                       images_per_s: Stats(min: Double(batch) / sorted.last!, median: Double(batch) / median, max: Double(batch) / sorted.first!),

@@ -1,3 +1,4 @@
+// Noisy-label detection: how well the final model's per-sample loss picks out the corrupted samples.
 import Datasets
 import Engine
 import Foundation

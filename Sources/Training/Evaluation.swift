@@ -1,3 +1,4 @@
+// Eval-mode passes over a set of images: loss, accuracy and predictions in batches.
 import Datasets
 import Engine
 import Foundation

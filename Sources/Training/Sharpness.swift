@@ -1,3 +1,4 @@
+// Sharpness at the end of a run: m-sharpness and the top Hessian eigenvalue.
 import Engine
 import Foundation
 import Optim

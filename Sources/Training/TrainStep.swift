@@ -1,3 +1,4 @@
+// One training step: the method prepares the batch, then SGD or the SAM sequence calls its loss.
 import Engine
 import Foundation
 import Optim
@@ -92,7 +93,7 @@ public final class TrainStep {
         let model = state.model
         if let method { try Methods.validate(method) }
         let frozen: [ParamEntry]
-        do { frozen = try model.params(under: freeze) } catch { throw EngineError("freeze: \(error)") }
+        do { frozen = try model.params(under: freeze) } catch { throw ConfigurationError("freeze", "freeze: \(error)") }
         frozenRanges = frozen.map { $0.offset..<($0.offset + $0.count) }
         if frozen.isEmpty {
             trainable = nil

@@ -1,3 +1,4 @@
+// What a saved model's safetensors metadata holds beside its state dict.
 import Datasets
 import Engine
 import Foundation

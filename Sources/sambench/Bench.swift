@@ -23,7 +23,7 @@ struct Bench: ParsableCommand {
     var threads: Int { threadsOption.resolved() }
     @Option(help: "Timed steps per mode (the median is reported).") var steps: Int = 20
     @Option(help: "Untimed warm-up steps per mode.") var warmup: Int = 5
-    @Option(help: "Modes to run, comma-separated: eval, sgd, sam, asam, msam, looksam.") var modes: String = "eval,sgd,sam"
+    @Option(help: "Modes to run, comma-separated: \(Benchmark.Mode.allCases.map(\.rawValue).joined(separator: ", ")).") var modes: String = "eval,sgd,sam"
     @Option(help: """
         The training method of the timed steps, with its default parameters (\(Methods.all.map(\.name).joined(separator: ", "))); \
         a method with more passes per step is counted with as many more FLOPs.
@@ -39,19 +39,24 @@ struct Bench: ParsableCommand {
         guard batch >= 1 else { throw ValidationError("--batch must be >= 1") }
         guard steps >= 1 else { throw ValidationError("--steps must be >= 1") }
         guard warmup >= 0 else { throw ValidationError("--warmup must be >= 0") }
-        for m in modeList where !Benchmark.modes.contains(m) {
-            throw ValidationError("unknown mode '\(m)'; modes: \(Benchmark.modes.joined(separator: ", "))")
-        }
+        _ = try modeList()
         _ = try Architectures.make(model)
         do { _ = try Methods.resolve(method) } catch { throw ValidationError("\(error)") }
     }
 
-    var modeList: [String] { modes.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+    func modeList() throws -> [Benchmark.Mode] {
+        try modes.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.map { m in
+            guard let mode = Benchmark.Mode(rawValue: m) else {
+                throw ValidationError("unknown mode '\(m)'; modes: \(Benchmark.Mode.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return mode
+        }
+    }
 
     func run() throws {
         enableConvolutionTuning()
         var results: [Benchmark.Result] = []
-        for mode in modeList {
+        for mode in try modeList() {
             let r = try Benchmark.run(model: model, mode: mode, batch: batch, threads: threads, warmup: warmup, steps: steps,
                                       method: try Methods.resolve(method), profile: profile) { line in
                 if format == .text { FileHandle.standardError.write(Data("  \(line)\n".utf8)) }
@@ -78,7 +83,7 @@ struct Bench: ParsableCommand {
             print("model      mode  batch thr  img/s min   median      max  ms/step  GFLOP/s  MFLOP/img  peak MiB")
             for r in results {
                 print(String(format: "%-10@ %-5@ %5d %3d %10.1f %8.1f %8.1f %8.1f %8.1f %10.1f %9.0f",
-                             r.model, r.mode, r.batch, r.threads, r.images_per_s.min, r.images_per_s.median, r.images_per_s.max,
+                             r.model, r.mode.rawValue, r.batch, r.threads, r.images_per_s.min, r.images_per_s.median, r.images_per_s.max,
                              r.step_time_s.median * 1000, r.achieved_gflops_median, Double(r.fwd_flops_per_image) / 1e6,
                              Double(r.peak_rss_bytes) / 1_048_576))
             }

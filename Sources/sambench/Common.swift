@@ -25,7 +25,7 @@ func pad(_ s: String, _ width: Int, left: Bool = false) -> String {
 /// Errors a user fixes (a bad suite, a locked or foreign database, missing data): printed as
 /// they are, exit status 2.
 func usageFailure<T>(_ body: () throws -> T) throws -> T {
-    do { return try body() } catch let e where e is SuiteError || e is StoreError || e is RunnerError || e is DataError || e is ChartError || e is CheckError || e is BaselineError {
+    do { return try body() } catch let e where e is SuiteError || e is StoreError || e is RunnerError || e is DataError || e is ConfigurationError || e is ChartError || e is CheckError || e is BaselineError {
         FileHandle.standardError.write(Data("error: \(e)\n".utf8))
         throw ExitCode(2)
     }

@@ -209,7 +209,7 @@ struct Train: ParsableCommand {
         var lastShown = Date.distantPast
         let result = try trainer.run(checkpoint: checkpoint, onEpoch: { stage, m in
             if tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-            emit(String(format: "%-9@ %5d %9.5f %11.4f %9.2f%% ", stage, m.epoch, m.lr, m.trainLoss, 100 * m.trainAccuracy) +
+            emit(String(format: "%-9@ %5d %9.5f %11.4f %9.2f%% ", stage.rawValue, m.epoch, m.lr, m.trainLoss, 100 * m.trainAccuracy) +
                  [column(m.perturbedLoss, percent: false), column(m.corruptedNoisyAccuracy), column(m.corruptedCleanAccuracy),
                   column(m.validationAccuracy)].joined(separator: "  ") +
                  String(format: " %10.4f %8.2f%% %6.1f %8.1f", m.testLoss, 100 * m.testAccuracy, m.seconds, m.imagesPerSecond))

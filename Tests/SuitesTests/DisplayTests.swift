@@ -12,32 +12,32 @@ final class DisplayTests: XCTestCase {
     func testThroughputAndTimeLeftFromBatchReports() {
         var a = ActiveRun(label: "cifar10 resnet20 symmetric-0.6 sam(rho=0.05) seed 2", epochs: 10, batchSize: 128, started: t0)
         XCTAssertNil(a.eta)
-        a.observe(stage: "train", epoch: 0, batch: 10, batches: 100, at: t0.addingTimeInterval(10))
+        a.observe(stage: .train, epoch: 0, batch: 10, batches: 100, at: t0.addingTimeInterval(10))
         XCTAssertNil(a.imagesPerSecond, "one report: no rate yet")
         XCTAssertNil(a.eta)
-        a.observe(stage: "train", epoch: 0, batch: 30, batches: 100, at: t0.addingTimeInterval(20))
+        a.observe(stage: .train, epoch: 0, batch: 30, batches: 100, at: t0.addingTimeInterval(20))
         XCTAssertEqual(a.imagesPerSecond!, 20.0 * 128 / 10, accuracy: 1e-9)
         XCTAssertEqual(a.elapsed, 20, accuracy: 1e-9)
         // 2% of the run in 10 s, 97% left: 485 s, before any epoch has ended.
         XCTAssertEqual(a.fraction, 0.03, accuracy: 1e-12)
         XCTAssertEqual(a.eta!, 0.97 * 10 / 0.02, accuracy: 1e-6)
         // The epoch's evaluation is part of the rate once it ends.
-        a.endEpoch(stage: "train", epoch: 1, at: t0.addingTimeInterval(50))
+        a.endEpoch(stage: .train, epoch: 1, at: t0.addingTimeInterval(50))
         XCTAssertEqual(a.fraction, 0.1, accuracy: 1e-12)
         XCTAssertEqual(a.eta!, 0.9 * 40 / 0.09, accuracy: 1e-6)
         // A new epoch's first report does not count the pause as training time.
-        a.observe(stage: "train", epoch: 1, batch: 5, batches: 100, at: t0.addingTimeInterval(60))
+        a.observe(stage: .train, epoch: 1, batch: 5, batches: 100, at: t0.addingTimeInterval(60))
         XCTAssertEqual(a.imagesPerSecond!, 20.0 * 128 / 10, accuracy: 1e-9)
         // Bootstrap: two stages, the second starts at half.
         var b = ActiveRun(label: "x", epochs: 4, batchSize: 8, stages: 2, started: t0)
-        b.endEpoch(stage: "bootstrap", epoch: 2, at: t0.addingTimeInterval(1))
+        b.endEpoch(stage: .bootstrap, epoch: 2, at: t0.addingTimeInterval(1))
         XCTAssertEqual(b.fraction, 6.0 / 8, accuracy: 1e-12)
     }
 
     func testSuiteTimeLeft() {
         var a = ActiveRun(label: "a", epochs: 10, batchSize: 1, started: t0)
-        a.endEpoch(stage: "train", epoch: 0, at: t0)
-        a.endEpoch(stage: "train", epoch: 5, at: t0.addingTimeInterval(50))   // 10 s per epoch
+        a.endEpoch(stage: .train, epoch: 0, at: t0)
+        a.endEpoch(stage: .train, epoch: 5, at: t0.addingTimeInterval(50))   // 10 s per epoch
         XCTAssertEqual(a.eta!, 50, accuracy: 1e-9)
         // Measured per unit by finished epochs: 10 s; a queued SAM run of 10 epochs costs 20 units.
         XCTAssertEqual(Progress.suiteETA(active: [(a, 1)], queued: [20], secondsPerUnit: 10, jobs: 1)!, 50 + 200, accuracy: 1e-9)
@@ -51,8 +51,8 @@ final class DisplayTests: XCTestCase {
         var runs: [ActiveRun] = []
         for (i, label) in ["cifar10 resnet20 symmetric-0.6 sgd seed 0", "cifar10 wrn16_4 asymmetric-0.4 sam(rho=0.05) seed 12"].enumerated() {
             var a = ActiveRun(label: label, epochs: 200, batchSize: 128, started: t0)
-            a.observe(stage: "train", epoch: 40 + i, batch: 100, batches: 390, at: t0.addingTimeInterval(1))
-            a.observe(stage: "train", epoch: 40 + i, batch: 200, batches: 390, at: t0.addingTimeInterval(31))
+            a.observe(stage: .train, epoch: 40 + i, batch: 100, batches: 390, at: t0.addingTimeInterval(1))
+            a.observe(stage: .train, epoch: 40 + i, batch: 200, batches: 390, at: t0.addingTimeInterval(31))
             a.testAccuracy = 0.5
             runs.append(a)
         }
@@ -100,7 +100,7 @@ final class DisplayTests: XCTestCase {
         var asked: [String] = []
         let e = try WallTimeEstimate.make(runs, jobs: 2, threads: 1) { model, mode, batch, threads in
             asked.append("\(model) \(mode) \(batch) \(threads)")
-            return ["sgd": 0.2, "sam": 0.5, "eval": 0.1][mode]!
+            return ([.sgd: 0.2, .sam: 0.5, .eval: 0.1] as [Benchmark.Mode: Double])[mode]!
         }
         XCTAssertEqual(asked, ["tiny sgd 100 1", "tiny sam 100 1", "tiny eval 100 1"], "one measurement per model and batch")
         // 110 validation images, 990 trained: 9 steps; evaluated 300 test + 110 validation + 495 corrupted at 1 ms.
@@ -133,7 +133,7 @@ final class DisplayTests: XCTestCase {
             """, file: "m.toml")
         let runs = suite.runs.map { KeyedRun(spec: $0, identity: "synthetic") }
         XCTAssertEqual(runs.count, 2 * Methods.all.count)
-        let e = try WallTimeEstimate.make(runs, jobs: 1, threads: 1) { _, mode, _, _ in ["sgd": 0.2, "sam": 0.5, "eval": 0.1][mode]! }
+        let e = try WallTimeEstimate.make(runs, jobs: 1, threads: 1) { _, mode, _, _ in ([.sgd: 0.2, .sam: 0.5, .eval: 0.1] as [Benchmark.Mode: Double])[mode]! }
         for (r, seconds) in zip(runs, e.perRun) {
             let passes = Methods.passesPerStep(r.spec.config.method)
             XCTAssertEqual(passes, Methods.named(r.spec.config.method?.name ?? "ce")!.passesPerStep)

@@ -94,7 +94,7 @@ final class ResumeTests: XCTestCase {
         // Each start trained only the epochs left: the runs resumed rather than restarted.
         XCTAssertEqual(epochsPerRun, [["train 1"], ["train 2"], ["bootstrap 1"], ["bootstrap 2"]])
         let got = try XCTUnwrap(result)
-        XCTAssertEqual(got.stages.map(\.stage), ["train", "bootstrap"])
+        XCTAssertEqual(got.stages.map(\.stage), [.train, .bootstrap])
         XCTAssertEqual(got.stages.map(\.relabelled), expected.stages.map(\.relabelled))
         for (a, b) in zip(got.stages, expected.stages) {
             XCTAssertEqual(a.epochs.map(\.trainLoss), b.epochs.map(\.trainLoss))

@@ -135,10 +135,10 @@ final class SharpnessTests: XCTestCase {
         var spec = DataSpec()
         spec.syntheticTrain = 640
         spec.syntheticTest = 128
-        var stagesSeen: [String] = []
+        var stagesSeen: [Stage] = []
         let result = try Trainer(config: c, data: try DataPreparation.prepare(spec, dataDir: nil)).run { stage, _ in stagesSeen.append(stage) }
-        XCTAssertEqual(stagesSeen, ["train", "train", "bootstrap", "bootstrap"])
-        XCTAssertEqual(result.stages.map(\.stage), ["train", "bootstrap"])
+        XCTAssertEqual(stagesSeen, [.train, .train, .bootstrap, .bootstrap])
+        XCTAssertEqual(result.stages.map(\.stage), [.train, .bootstrap])
         XCTAssertNil(result.stages[0].relabelled)
         let changed = try XCTUnwrap(result.stages[1].relabelled)
         XCTAssertGreaterThan(changed, 0)

@@ -29,7 +29,7 @@ final class TrainingTests: XCTestCase {
         EngineThreads.set(2)
         let trainer = try Trainer(config: config(), data: try data(train: 3000, test: 500))
         var seen: [Int] = []
-        let result = try trainer.run { stage, m in XCTAssertEqual(stage, "train"); seen.append(m.epoch) }
+        let result = try trainer.run { stage, m in XCTAssertEqual(stage, .train); seen.append(m.epoch) }
         let history = result.epochs
         XCTAssertEqual(result.status, .done)
         XCTAssertEqual(seen, [1, 2, 3, 4])

@@ -1,3 +1,4 @@
+// Co-teaching's sample selection and forget-rate schedule.
 import Engine
 import Foundation
 

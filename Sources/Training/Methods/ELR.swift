@@ -1,3 +1,4 @@
+// ELR: early-learning regularisation with per-sample target averages kept across the run.
 import Engine
 import Foundation
 

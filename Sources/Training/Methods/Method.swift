@@ -1,3 +1,4 @@
+// The training methods as plug-ins: their registry, parameters, configuration and resolution.
 import Engine
 import Foundation
 
@@ -226,15 +227,15 @@ public enum Methods {
     /// for plain `ce` (the configuration's default).
     public static func resolve(_ name: String, _ given: [String: Double] = [:]) throws -> MethodConfig? {
         guard let d = named(name) else {
-            throw EngineError("unknown method '\(name)'; the methods are \(all.map(\.name).joined(separator: ", "))")
+            throw ConfigurationError("method", "unknown method '\(name)'; the methods are \(all.map(\.name).joined(separator: ", "))")
         }
         var parameters: [String: Double] = [:]
         for (k, v) in given {
             guard let p = d.parameters.first(where: { $0.name == k }) else {
                 let known = d.parameters.map(\.name)
-                throw EngineError("method \(name) has no parameter '\(k)'\(known.isEmpty ? "" : "; its parameters are \(known.joined(separator: ", "))")")
+                throw ConfigurationError(k, "method \(name) has no parameter '\(k)'\(known.isEmpty ? "" : "; its parameters are \(known.joined(separator: ", "))")")
             }
-            if let problem = p.check(v) { throw EngineError("\(name): \(k) \(problem)") }
+            if let problem = p.check(v) { throw ConfigurationError(k, "\(name): \(k) \(problem)") }
             parameters[k] = v
         }
         for p in d.parameters where parameters[p.name] == nil { parameters[p.name] = p.defaultValue }
@@ -246,7 +247,7 @@ public enum Methods {
         let resolved = try resolve(config.name, config.parameters)
         guard resolved?.parameters.count ?? 0 == config.parameters.count else {
             let own = named(config.name)!.parameters.map(\.name).sorted()
-            throw EngineError("method \(config.name) takes exactly the parameters \(own), got \(config.parameters.keys.sorted())")
+            throw ConfigurationError("method", "method \(config.name) takes exactly the parameters \(own), got \(config.parameters.keys.sorted())")
         }
     }
 

@@ -1,3 +1,4 @@
+// Mixup: batches mixed with a Beta-drawn weight before the step.
 import Engine
 import Foundation
 
