@@ -1,3 +1,4 @@
+// The axes of a run (task, noise, method, optimizer and their parameters) and the group labels made from them.
 import Datasets
 import Foundation
 import Optim

@@ -1,4 +1,6 @@
+// The baseline group every other group of a setting is compared with, and how a suite names it.
 import Foundation
+import TOMLKit
 import Training
 
 /// The group every other group of a setting is compared with, paired by seed and noise
@@ -82,4 +84,29 @@ public struct BaselineError: Error, CustomStringConvertible, Sendable {
     public let key: String?
     public let description: String
     public init(_ key: String?, _ description: String) { (self.key, self.description) = (key, description) }
+}
+
+extension SuiteParser {
+    /// `baseline = { method = "ce", optimizer = "sgd", rho = 0.1 }` (or a `[baseline]` table):
+    /// strings for the method and optimizer, numbers for their parameters.
+    func baseline(_ root: TOMLTable) throws -> Baseline {
+        guard let v = root["baseline"] else { return .standard }
+        guard let t = v.table else { throw fail("baseline", "expected a table (baseline = { method = \"ce\", optimizer = \"sgd\" }), got \(kind(v))") }
+        var values: [String: String] = [:]
+        for key in t.keys.sorted() {
+            let path = "baseline.\(key)"
+            guard Baseline.fields.contains(key) else {
+                throw fail(path, "unknown key `\(key)`" + (suggestion(for: key, among: Baseline.fields).map { "; did you mean `\($0)`?" } ?? "")
+                           + " (a baseline names: \(Baseline.fields.joined(separator: ", ")))")
+            }
+            if key == "method" || key == "optimizer" || t[key]!.type == .string {
+                values[key] = try string(t, key, path: path)
+            } else {
+                values[key] = SettingValue.format(try number(t[key]!, path: path))
+            }
+        }
+        do { return try Baseline(values) } catch let e as BaselineError {
+            throw fail(e.key.flatMap { t[$0] != nil ? "baseline.\($0)" : nil } ?? "baseline", e.description)
+        }
+    }
 }

@@ -1,3 +1,4 @@
+// Conditions `FIELD OP VALUE` over runs or groups, for --filter and [[expect]] `where`.
 import Foundation
 
 /// Comma-separated conditions `FIELD OP VALUE`, all of which must hold: `optimizer=sam,rho<=0.05`.

@@ -1,4 +1,6 @@
+// What a suite asserts about its own results ([[expect]]), and how its [[expect]] entries are read.
 import Foundation
+import TOMLKit
 import Training
 
 /// An assertion a suite makes about its own results (`[[expect]]`), checked by
@@ -54,5 +56,48 @@ public struct Expectation: Sendable, Codable, Equatable {
         if let filter { s += " where \(filter.text)" }
         if kind == .accuracy || kind == .gain || kind == .samGain, metric != .last { s += " (metric \(metric))" }
         return s
+    }
+}
+
+extension SuiteParser {
+    func expectation(_ entry: (TOMLTable, String)) throws -> Expectation {
+        let (t, p) = entry
+        try rejectUnknown(t, allowed: Expectation.keys, path: p)
+        guard let kind: Expectation.Kind = try choice(t, "what", path: "\(p).what", what: "expectation") else {
+            throw fail(p, "an expectation needs `what` (\(Expectation.Kind.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        let what = kind.rawValue
+        var e = Expectation(kind: kind, min: nil, max: nil, filter: nil, metric: .last, optimizer: .sam, rho: nil, line: locator.line(p) ?? 1)
+        let percent: (Double) -> String? = { (0...100).contains($0) ? nil : kind == .accuracy ? "an accuracy in percent, in [0, 100]" : "a percentage, in [0, 100]" }
+        let gain = kind == .gain || kind == .samGain
+        if let v = t["min"] {
+            guard kind == .accuracy || gain || kind == .memorised else { throw fail("\(p).min", "`min` is for accuracy, gain, sam-gain and memorised") }
+            e.min = try number(v, path: "\(p).min") { gain ? nil : percent($0) }
+        } else if kind == .accuracy || gain {
+            throw fail(p, "\(what) needs `min` (in percentage points)")
+        }
+        if let v = t["max"] {
+            guard kind == .memorised else { throw fail("\(p).max", "`max` is for memorised only") }
+            e.max = try number(v, path: "\(p).max", check: percent)
+        }
+        if kind == .memorised {
+            guard e.min != nil || e.max != nil else { throw fail(p, "memorised needs `min` or `max` (in percent)") }
+            if let lo = e.min, let hi = e.max, lo > hi { throw fail("\(p).max", "`max` (\(hi)) is below `min` (\(lo))") }
+        }
+        if let w = try string(t, "where", path: "\(p).where") {
+            do { e.filter = try Conditions(w, fields: Expectation.fields) } catch { throw fail("\(p).where", "\(error)") }
+        }
+        if let metric: Metric = try choice(t, "metric", path: "\(p).metric", what: "metric") { e.metric = metric }
+        if let o = try string(t, "optimizer", path: "\(p).optimizer") {
+            guard kind == .samGain, let family = OptimizerFamily(rawValue: o), family != .sgd else {
+                throw fail("\(p).optimizer", "for sam-gain only: \"sam\" or \"asam\"")
+            }
+            e.optimizer = family
+        }
+        if let r = t["rho"] {
+            guard kind == .samGain else { throw fail("\(p).rho", "`rho` is for sam-gain only") }
+            e.rho = try number(r, path: "\(p).rho") { $0 > 0 ? nil : "must be > 0" }
+        }
+        return e
     }
 }

@@ -1,3 +1,4 @@
+// The line of a key in a TOML text, for located suite errors.
 import Foundation
 
 /// Finds the line of a key in a TOML text, for error messages: TOMLKit reports positions for

@@ -1,3 +1,4 @@
+// Run keys: hashes of a run's resolved configuration and data identity (run, group, setting, family).
 import Datasets
 import Foundation
 import Training

@@ -1,3 +1,4 @@
+// The settings [defaults] and [grid] accept: names, types, checks and how each applies to a run.
 import Datasets
 import Engine
 import Foundation

@@ -1,3 +1,4 @@
+// What the TOML library must not be handed: inputs that would abort toml++, refused first.
 /// What the TOML library must not be handed. toml++ (inside TOMLKit, whose assertions are live in
 /// every build) aborts the process when a table header's name starts with anything but a bare-key
 /// character or a quote (`[égrid]`, `[=x]`, `[` at the end of a line), and when an array's next

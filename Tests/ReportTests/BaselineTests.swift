@@ -11,31 +11,9 @@ import XCTest
 /// compared with; the report, its formats, the charts and `check` follow.
 final class BaselineTests: XCTestCase {
     static func suite(baseline: String = "", expect: String = "") -> String {
-        """
-        name = "b"
-        \(baseline)
-        [defaults]
-        dataset = "synthetic"
-        model = "tiny"
-        epochs = 2
-        validation = 0.1
-        [grid]
-        seed = [0, 1, 2]
-        [[noise]]
-        kind = "symmetric"
-        rates = [0.2, 0.6]
-        [[method]]
-        name = "ce"
-        [[method]]
-        name = "mixup"
-        alpha = [1, 8]
-        [[optimizer]]
-        name = "sgd"
-        [[optimizer]]
-        name = "sam"
-        rho = 0.1
-        \(expect)
-        """
+        SuiteFixture.sgdVersusSAM(name: "b", top: [baseline], defaults: SuiteFixture.tinySynthetic + [("epochs", "2"), ("validation", "0.1")],
+                                  seeds: "[0, 1, 2]", noise: "rates = [0.2, 0.6]", methods: [[#"name = "ce""#], [#"name = "mixup""#, "alpha = [1, 8]"]],
+                                  rho: "0.1", extra: expect)
     }
 
     /// Made-up results: test accuracy 0.5 + a per-configuration offset + seed / 100; mixup at

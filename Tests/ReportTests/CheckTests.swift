@@ -11,36 +11,10 @@ final class CheckTests: XCTestCase {
     var dir: URL!
 
     static func suite(seeds: String = "[0, 1, 2]", lr: String = "0.05", expect: String = "") -> String {
-        """
-        name = "gate"
-        description = "a small suite for the gate's tests"
-
-        [defaults]
-        dataset = "synthetic"
-        synthetic_classes = 4
-        synthetic_train = 1024
-        synthetic_test = 512
-        model = "tiny"
-        epochs = 6
-        batch_size = 64
-        lr = \(lr)
-        sharpness = false
-
-        [grid]
-        seed = \(seeds)
-
-        [[noise]]
-        kind = "symmetric"
-        rate = 0.4
-
-        [[optimizer]]
-        name = "sgd"
-
-        [[optimizer]]
-        name = "sam"
-        rho = 0.05
-        \(expect)
-        """
+        SuiteFixture.sgdVersusSAM(name: "gate", top: [#"description = "a small suite for the gate's tests""#],
+                                  defaults: [("dataset", "\"synthetic\""), ("synthetic_classes", "4"), ("synthetic_train", "1024"), ("synthetic_test", "512"),
+                                             ("model", "\"tiny\""), ("epochs", "6"), ("batch_size", "64"), ("lr", lr), ("sharpness", "false")],
+                                  seeds: seeds, noise: "rate = 0.4", rho: "0.05", extra: expect)
     }
 
     override func setUpWithError() throws {

@@ -31,22 +31,8 @@ final class IdentityTests: XCTestCase {
                         "model": "\"tiny\"", "epochs": "2", "batch_size": "64", "lr": "0.05", "validation": "0.125", "sharpness": "false"]
         settings.merge(defaults) { $1 }
         for k in grid.keys { settings[k] = nil }
-        return """
-            name = "\(name)"
-            [defaults]
-            \(settings.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)" }.joined(separator: "\n"))
-            [grid]
-            seed = [0, 1]
-            \(grid.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)" }.joined(separator: "\n"))
-            [[noise]]
-            kind = "symmetric"
-            rates = [0.2, 0.5]
-            [[optimizer]]
-            name = "sgd"
-            [[optimizer]]
-            name = "sam"
-            rho = 0.05
-            """
+        return SuiteFixture.sgdVersusSAM(name: name, defaults: settings.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
+                                         grid: grid.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, noise: "rates = [0.2, 0.5]", rho: "0.05")
     }
 
     func run(_ text: String, name: String, db: String) throws {

@@ -55,24 +55,8 @@ final class StatisticsTests: XCTestCase {
 }
 
 final class ReportBuilderTests: XCTestCase {
-    static let suite = """
-        name = "r"
-        [defaults]
-        dataset = "synthetic"
-        model = "tiny"
-        epochs = 2
-        validation = 0.1
-        [grid]
-        seed = [0, 1, 2]
-        [[noise]]
-        kind = "symmetric"
-        rates = [0.2, 0.6]
-        [[optimizer]]
-        name = "sgd"
-        [[optimizer]]
-        name = "sam"
-        rho = [0.05, 0.1]
-        """
+    static let suite = SuiteFixture.sgdVersusSAM(name: "r", defaults: SuiteFixture.tinySynthetic + [("epochs", "2"), ("validation", "0.1")],
+                                                 seeds: "[0, 1, 2]", noise: "rates = [0.2, 0.6]", rho: "[0.05, 0.1]")
 
     func runs(_ adjust: (inout StoredRun) -> Void = { _ in }) throws -> [StoredRun] { try sampleRuns(adjust) }
 }
