@@ -1,3 +1,4 @@
+// A cairo canvas in logical units, rendered to PNG or SVG, and its colours.
 import CCairo
 import Foundation
 

@@ -1,3 +1,4 @@
+// The report as one self-contained HTML page.
 import Datasets
 import Foundation
 import Report

@@ -1,3 +1,4 @@
+// PNG files through libpng, with text chunks, and the charts' error type.
 import CPNG
 import CZlib
 import Foundation
