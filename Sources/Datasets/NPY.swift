@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 
 /// NumPy `.npy` files: 1-D integer arrays (labels), read and written.
@@ -78,6 +79,7 @@ public enum NPY {
         out += Array(header.utf8)
         out.reserveCapacity(out.count + labels.count * 8)
         for y in labels { withUnsafeBytes(of: Int64(y).littleEndian) { out += $0 } }
+        do { try OutputFile.check(path) } catch { throw DataError("\(error)") }
         do { try Data(out).write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
             throw DataError("\(path): cannot write: \(error.localizedDescription)")
         }

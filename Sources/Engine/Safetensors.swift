@@ -195,6 +195,7 @@ public struct SafetensorsFile: Sendable {
         func fail(_ what: String, _ code: Int32 = errno) -> SafetensorsError {
             SafetensorsError(description: "\(path): cannot write: \(what) (\(String(cString: strerror(code))))")
         }
+        do { try OutputFile.check(path) } catch { throw SafetensorsError(description: "\(error)") }
         let bytes = serialized()
         let temporary = path + ".partial-\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
@@ -288,11 +289,17 @@ public enum Checkpoint {
         public var missingBatchCounts: [String] = []
     }
 
+    /// The largest magnitude a loaded weight or statistic may have: trained networks stay within
+    /// tens; beyond this a file is damaged or crafted (a value near Float.max overflows the first
+    /// products and trains to nothing).
+    public static let maxMagnitude: Float = 1e8
+
     /// Loads a state dict into `state`, strictly: every tensor of the model not under a `skip`
     /// prefix must be in the file with its exact shape (F32 values, an I64 scalar for
     /// num_batches_tracked, which may be absent as in files from before PyTorch 0.4.1), and every
     /// tensor of the file must belong to the model or lie under a `skip` prefix. All mismatches
-    /// are listed in one error, and a refused file changes nothing.
+    /// are listed in one error, and a refused file changes nothing. Values must be finite, within
+    /// `maxMagnitude`, variances >= 0 and batch counts >= 0.
     @discardableResult
     public static func load(into state: ModelState, file: SafetensorsFile, source: String, skip: [String] = [],
                             allowUnexpected: Bool = false) throws -> LoadReport {
@@ -303,16 +310,26 @@ public enum Checkpoint {
         var values: [(UnsafeMutableBufferPointer<Float>, [Float])] = []
         var tracked = state.batchesTracked
         var expected = Set<String>()
-        func floats(_ name: String, _ shape: [Int], into dst: UnsafeMutableBufferPointer<Float>) {
+        func floats(_ name: String, _ shape: [Int], into dst: UnsafeMutableBufferPointer<Float>, variance: Bool = false) {
             expected.insert(name)
             if skipped(name) { report.keptFromState.append(name); return }
             guard let t = file[name] else { missing.append("\(name) \(shape)"); return }
             guard t.dtype == .F32 else { wrong.append("\(name): dtype \(t.dtype), expected F32"); return }
             guard t.shape == shape else { wrong.append("\(name): shape \(t.shape) in the file, \(shape) in the model"); return }
             let v = t.floats
-            // NaN or infinite weights or statistics would train (or evaluate) to chance and end `done`.
+            // NaN or infinite weights or statistics would train (or evaluate) to chance and end
+            // `done`; values beyond `maxMagnitude` overflow the first products; a negative
+            // running variance has no square root.
             if let first = v.firstIndex(where: { !$0.isFinite }) {
                 wrong.append("\(name): \(v.count(where: { !$0.isFinite })) non-finite values (the first, \(v[first]), at index \(first))")
+                return
+            }
+            if let first = v.firstIndex(where: { abs($0) > maxMagnitude }) {
+                wrong.append("\(name): \(v.count(where: { abs($0) > maxMagnitude })) values beyond +-\(maxMagnitude) (the first, \(v[first]), at index \(first))")
+                return
+            }
+            if variance, let first = v.firstIndex(where: { $0 < 0 }) {
+                wrong.append("\(name): \(v.count(where: { $0 < 0 })) negative variances (the first, \(v[first]), at index \(first))")
                 return
             }
             values.append((dst, v))
@@ -320,12 +337,13 @@ public enum Checkpoint {
         for p in model.params { floats(p.name, p.shape, into: state.view(p)) }
         for (i, bn) in model.batchNorms.enumerated() {
             floats(bn.prefix + ".running_mean", [bn.channels], into: state.runningMean(i))
-            floats(bn.prefix + ".running_var", [bn.channels], into: state.runningVar(i))
+            floats(bn.prefix + ".running_var", [bn.channels], into: state.runningVar(i), variance: true)
             let nbt = bn.prefix + ".num_batches_tracked"
             expected.insert(nbt)
             if skipped(nbt) { report.keptFromState.append(nbt); continue }
             guard let t = file[nbt] else { report.missingBatchCounts.append(bn.prefix); tracked[i] = 0; continue }
             guard t.dtype == .I64, t.elementCount == 1 else { wrong.append("\(nbt): \(t.dtype) \(t.shape), expected an I64 scalar"); continue }
+            guard t.int64s[0] >= 0 else { wrong.append("\(nbt): \(t.int64s[0]), expected a count >= 0"); continue }
             tracked[i] = t.int64s[0]
         }
         let extra = Set(file.tensors.keys).subtracting(expected).sorted()

@@ -1,5 +1,6 @@
 // A suite as a Slurm job array of shards and a merge job: the sbatch scripts and their submission.
 import Datasets
+import Engine
 import Foundation
 import Store
 
@@ -55,6 +56,13 @@ public struct SlurmJob: Sendable {
         // #SBATCH lines cannot quote, and % starts Slurm's file-name patterns.
         for (option, path) in [("--out", out), ("--db", target)] where path.contains(where: { $0.isWhitespace || "%'\"\\".contains($0) }) {
             throw RunnerError("\(option) \(path): Slurm's #SBATCH lines cannot hold spaces, quotes or %; choose a plain path")
+        }
+        // A control character in a name or path would end a comment or a quoted word early (a
+        // newline is a new shell line), or make a file name the script cannot check.
+        for (what, value) in [("the suite's name", suiteName), ("the suite path", suite), ("the sambench path", executable), ("--data-dir", dataDir ?? ""),
+                              ("--out", out), ("--db", target)]
+        where value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            throw RunnerError("\(what) \(String(reflecting: value)) holds a control character (a line break?); Slurm scripts need it on one line")
         }
         for line in extra where line.contains("\n") || line.trimmingCharacters(in: .whitespaces).isEmpty {
             throw RunnerError("--extra '\(line)': give one non-empty line per --extra")
@@ -152,6 +160,7 @@ public struct SlurmJob: Sendable {
         let written = ISO8601DateFormatter().string(from: date)
         try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
         for (path, text) in [(shardsScript, shardsText(written: written)), (mergeScript, mergeText(written: written))] {
+            do { try OutputFile.check(path) } catch { throw RunnerError("\(error)") }
             try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
             chmod(path, 0o755)
         }

@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 import GRDB
 import Suites
@@ -18,8 +19,17 @@ public final class Store: @unchecked Sendable {
 
     /// Opens (creating when `create`) and migrates the database. Read-only opens never migrate
     /// or create anything.
+    /// A database path that is there but not a file (a directory, a FIFO, which opening would
+    /// block on, a link to a device) is refused saying what it is, before anything opens it.
+    static func refuseOtherThanAFile(_ path: String) throws {
+        if let what = OutputFile.otherThanAFile(path) {
+            throw StoreError("\(path) is \(what), not a results database: pass --db a file (new or made by sambench)")
+        }
+    }
+
     public init(path: String, create: Bool = true, readOnly: Bool = false) throws {
         self.path = path
+        try Store.refuseOtherThanAFile(path)
         let exists = FileManager.default.fileExists(atPath: path)
         if !exists && (readOnly || !create) {
             throw StoreError("\(path): no results database here (run a suite first: `sambench run SUITE`, or pass --db)")

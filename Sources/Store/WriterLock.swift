@@ -19,6 +19,7 @@ public final class WriterLock {
     /// Takes the database's lock (creating the file, empty, when it does not exist: SQLite takes
     /// an empty file for a new database) or throws, naming the holder.
     public init(database: String, purpose: String) throws {
+        try Store.refuseOtherThanAFile(database)
         try? FileManager.default.createDirectory(at: URL(fileURLWithPath: database).deletingLastPathComponent(), withIntermediateDirectories: true)
         path = WriterLock.notePath(for: database)
         let note = path

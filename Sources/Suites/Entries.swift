@@ -197,6 +197,7 @@ extension SuiteParser {
             Settings.startKeys.contains(key) ? "a pretrain starts from scratch; `\(key)` is for the finetune runs" : nil
         }
         guard let name = try string(t, "name", path: "\(p).name"), !name.isEmpty else { throw fail(p, "a [[pretrain]] entry needs a `name`") }
+        if let c = firstControlCharacter(name) { throw fail("\(p).name", "a control character (\(c)) in the name; a name is one line of text") }
         guard name != "none" else { throw fail("\(p).name", "\"none\" means from scratch; name the pretrain otherwise") }
         guard t["dataset"] != nil else { throw fail(p, "[[pretrain]] \"\(name)\" needs a `dataset`") }
         var spec = RunSpec()

@@ -48,7 +48,12 @@ struct SuiteParser {
         }
         guard let name = try string(root, "name", path: "name") else { throw fail(nil, "the suite needs a `name`") }
         guard !name.trimmingCharacters(in: .whitespaces).isEmpty else { throw fail("name", "the name is empty") }
+        // A name reaches terminals, file names and the Slurm scripts' shell lines: one line of text.
+        if let c = firstControlCharacter(name) { throw fail("name", "a control character (\(c)) in the name; a name is one line of text") }
         let description = try string(root, "description", path: "description") ?? ""
+        if let c = firstControlCharacter(description, allowing: ["\n", "\t"]) {
+            throw fail("description", "a control character (\(c)) in the description; lines and tabs only")
+        }
         let task: RunTask = try choice(root, "task", path: "task", what: "task") ?? .train
         let pretrains = try entries(root, "pretrain").map(pretrainEntry)
         if task == .train, !pretrains.isEmpty { throw fail("pretrain", "[[pretrain]] entries are for finetune suites: set task = \"finetune\"") }

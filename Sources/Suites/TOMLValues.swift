@@ -100,12 +100,17 @@ extension SuiteParser {
         }
     }
 
+    /// The first control character of `s` (NUL, a line break, an escape...) not in `allowing`,
+    /// written as U+XXXX; nil when there is none.
+    func firstControlCharacter(_ s: String, allowing: Set<Unicode.Scalar> = []) -> String? {
+        s.unicodeScalars.first { ($0.properties.generalCategory == .control || $0 == "\u{2028}" || $0 == "\u{2029}") && !allowing.contains($0) }
+            .map { "U+" + String(format: "%04X", $0.value) }
+    }
+
+    /// The first value given twice, nil when none (linear: an axis may be long).
     func duplicate(_ values: [SettingValue]) -> String? {
-        var seen: [String] = []
-        for v in values {
-            if seen.contains(v.description) { return v.description }
-            seen.append(v.description)
-        }
+        var seen = Set<String>()
+        for v in values where !seen.insert(v.description).inserted { return v.description }
         return nil
     }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Charts
+import Engine
 import Foundation
 import Report
 import Runner
@@ -68,6 +69,7 @@ struct ReportCommand: ParsableCommand {
         let destination = out ?? (format == .html ? "results/report.html" : nil)
         if let destination {
             // Checked before any work, so that a typo does not cost a whole report.
+            try usageFailure { do { try OutputFile.check(destination) } catch { throw ChartError("\(error)") } }
             let dir = (destination as NSString).deletingLastPathComponent
             var isDir: ObjCBool = false
             if !dir.isEmpty && !(FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) && isDir.boolValue) {

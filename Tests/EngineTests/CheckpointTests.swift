@@ -222,4 +222,30 @@ final class CheckpointTests: XCTestCase {
             assertClose(logits, torchLogits, "\(name): PyTorch eval logits of a sambench checkpoint")
         }
     }
+
+    /// A file is written through a temporary renamed over its path, which would replace a device
+    /// node, a FIFO or a folder's entry: such a path is refused, saying what it is, and stays as it was.
+    func testOutputPathsMustBeRegularFilesOrAbsent() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("out-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fifo = dir + "/fifo", file = dir + "/file.safetensors", absent = dir + "/absent.safetensors"
+        XCTAssertEqual(mkfifo(fifo, 0o644), 0)
+        XCTAssertTrue(FileManager.default.createFile(atPath: file, contents: Data("old".utf8)))
+        let link = dir + "/link"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: fifo)
+        for (path, what) in [(dir, "a directory"), (fifo, "a FIFO"), ("/dev/null", "a character device"), (link, "a FIFO"), ("", "an empty output path")] {
+            XCTAssertThrowsError(try OutputFile.check(path), path) { XCTAssertTrue("\($0)".contains(what), "\(path): \($0)") }
+        }
+        XCTAssertNoThrow(try OutputFile.check(file))
+        XCTAssertNoThrow(try OutputFile.check(absent))
+        let tiny = SafetensorsFile(tensors: ["x": SafetensorsTensor(floats: [1, 2], shape: [2])])
+        XCTAssertThrowsError(try tiny.write(to: fifo)) { XCTAssertTrue("\($0)".contains("FIFO"), "\($0)") }
+        var st = stat()
+        XCTAssertEqual(stat(fifo, &st), 0)
+        XCTAssertEqual(st.st_mode & S_IFMT, S_IFIFO, "the FIFO was replaced")
+        XCTAssertNoThrow(try tiny.write(to: file))
+        XCTAssertNoThrow(try tiny.write(to: absent))
+        XCTAssertEqual(try SafetensorsFile.read(absent)["x"]?.floats, [1, 2])
+    }
 }

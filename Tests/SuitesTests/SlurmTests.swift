@@ -111,7 +111,11 @@ final class SlurmTests: XCTestCase {
         var bad: [SlurmJob] = []
         for change in [{ (j: inout SlurmJob) in j.time = "4 hours" }, { $0.mem = "lots" }, { $0.shards = 0 }, { $0.cpusPerTask = 0 },
                        { $0.arrayParallelism = 0 }, { $0.out = "/tmp/my results" }, { $0.target = "/tmp/a%b.sqlite" },
-                       { $0.partition = "two words" }, { $0.extra = ["#SBATCH --a\n#SBATCH --b"] }] {
+                       { $0.partition = "two words" }, { $0.extra = ["#SBATCH --a\n#SBATCH --b"] },
+                       // A line break in a name would end the script's comment (a shell line of its own), in a path a
+                       // file name the task's checksum line cannot check: refused, whatever parsed them.
+                       { $0.suiteName = "x\nrm -rf ~" }, { $0.suiteName = "x\u{1B}[2J" }, { $0.suite = "/tmp/a\nb.toml" },
+                       { $0.dataDir = "/tmp/data\n" }] {
             var j = job()
             change(&j)
             bad.append(j)
