@@ -134,7 +134,15 @@ public extension Store {
             readers.append(reader)
             var take: Set<String> = []
             for row in try reader.read({ try Row.fetchAll($0, sql: "SELECT key, status, label, error FROM runs ORDER BY rowid") }) {
-                let key: String = row["key"], status: RunStatus = row["status"], label: String = row["label"]
+                // Checked before anything of the row is decoded (a crafted value must not trap a
+                // decode) or copied (the report would print it).
+                guard case let .string(key) = (row["key"] as DatabaseValue).storage else {
+                    throw StoreError("\(path): a run whose key is \(row["key"] as DatabaseValue), not text: no run of sambench stores this; nothing was merged")
+                }
+                if let why = try reader.read({ try Store.implausibility(ofRun: key, in: $0) }) {
+                    throw StoreError("\(path): run \(key): \(why): no run of sambench stores this; nothing was merged")
+                }
+                let status: RunStatus = row["status"], label: String = row["label"]
                 source.statuses[status, default: 0] += 1
                 if !status.finished { source.unfinished.append((label, status, row["error"])) }
                 guard let had = holders[key] else {

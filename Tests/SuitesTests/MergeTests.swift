@@ -171,6 +171,42 @@ final class MergeTests: XCTestCase {
         XCTAssertEqual(try sha("target.sqlite"), before)
     }
 
+    /// A source holding values no run of sambench stores (a status outside the enum, a BLOB where
+    /// text or a number belongs, a count or an accuracy out of range, a non-finite loss, a
+    /// configuration edited after the run, a done run without metrics) is refused with the
+    /// source, the run and the value, before anything is decoded into a trap or copied into a
+    /// report; the target stays as it was.
+    func testImplausibleSourcesAreRefused() throws {
+        let k = try keys("full.sqlite")
+        try copy("full.sqlite", "target.sqlite")
+        try sql("target.sqlite", "DELETE FROM suite_runs; DELETE FROM epochs; DELETE FROM metrics; DELETE FROM noise; DELETE FROM sample_losses; DELETE FROM runs")
+        let before = try sha("target.sqlite")
+        let cases: [(String, String, String)] = [
+            ("a status outside the enum", "PRAGMA ignore_check_constraints = ON; UPDATE runs SET status = 'bogus' WHERE key = '\(k[0])'", "status = \"bogus\""),
+            ("a BLOB status", "PRAGMA ignore_check_constraints = ON; UPDATE runs SET status = x'00ff' WHERE key = '\(k[0])'", "status = Data(2 bytes)"),
+            ("a BLOB label", "UPDATE runs SET label = x'00ff' WHERE key = '\(k[0])'", "label = Data(2 bytes), expected text"),
+            ("a BLOB where an integer belongs", "UPDATE runs SET epochs_done = x'01' WHERE key = '\(k[0])'", "epochs_done = Data(1 bytes)"),
+            ("negative epochs", "UPDATE runs SET epochs_done = -5 WHERE key = '\(k[0])'", "epochs_done = -5"),
+            ("an accuracy of 5700%", "UPDATE epochs SET test_accuracy = 57 WHERE run_key = '\(k[1])' AND epoch = 1", "epochs: test_accuracy = 57"),
+            ("an infinite loss", "UPDATE metrics SET last_test_loss = 9e999 WHERE run_key = '\(k[1])'", "metrics: last_test_loss = inf"),
+            ("a configuration that no longer hashes to its key", "UPDATE runs SET config = replace(config, '\"epochs\":3', '\"epochs\":4') WHERE key = '\(k[2])'",
+             "hashes to the key"),
+            ("a done run without metrics", "DELETE FROM metrics WHERE run_key = '\(k[3])'", "done, without its metrics"),
+            ("a realised rate above 1", "UPDATE noise SET realised_rate = 1.5 WHERE run_key = '\(k[3])'", "noise: realised_rate = 1.5"),
+        ]
+        for (i, (what, statements, expected)) in cases.enumerated() {
+            let source = "bad-\(i).sqlite"
+            try copy("full.sqlite", source)
+            try sql(source, statements)
+            let r = try merge([source], into: "target.sqlite")
+            XCTAssertEqual(r.status, 2, "\(what): \(r.out + r.err)")
+            XCTAssertTrue(r.err.contains(path(source)) && r.err.contains(expected) && r.err.contains("nothing was merged"), "\(what): \(r.err)")
+            XCTAssertEqual(try sha("target.sqlite"), before, what)
+        }
+        // The untouched database merges.
+        XCTAssertEqual(try merge(["full.sqlite"], into: "target.sqlite").status, 0)
+    }
+
     /// The target named again as a source, through a symlink or a hard link, is refused.
     func testTheTargetAsItsOwnSourceIsRefused() throws {
         try FileManager.default.createSymbolicLink(atPath: path("alias.sqlite"), withDestinationPath: path("full.sqlite"))
