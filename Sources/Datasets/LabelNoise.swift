@@ -39,7 +39,7 @@ public enum NoiseSelection: String, Sendable, Codable, CaseIterable {
 
 /// A fully specified noise model. `rate` is the target rate (for `asymmetric`, the flip
 /// probability of each mapped class; for `instance`, the mean of the per-sample flip rates).
-public struct NoiseSpec: Sendable, Codable, Equatable {
+public struct NoiseSpec: Sendable, Codable, Hashable {
     public var kind: NoiseKind
     public var rate: Double
     public var selection: NoiseSelection
@@ -64,6 +64,7 @@ public struct NoiseSpec: Sendable, Codable, Equatable {
         if kind == .human, labelsFile == nil { throw ConfigurationError("labels", "human noise needs a label file (--labels FILE.npy or FILE.pt:KEY)") }
         if kind != .human, labelsFile != nil { throw ConfigurationError("labels", "a label file is only used by human noise, not \(kind.rawValue)") }
         guard instanceStd > 0 else { throw ConfigurationError("std", "instance noise: std must be > 0, got \(instanceStd)") }
+        guard instanceStd <= 1 else { throw ConfigurationError("std", "instance noise: std must be <= 1 (a spread of flip rates in [0, 1]), got \(instanceStd)") }
     }
 }
 

@@ -70,4 +70,6 @@ public enum Dataset: String, Sendable, Codable, CaseIterable, CustomStringConver
 
     /// Training images, where the dataset fixes it (synthetic data's size is a setting).
     public var trainImages: Int? { self == .synthetic ? nil : 50_000 }
+    /// Test images, where the dataset fixes it.
+    public var testImages: Int? { self == .synthetic ? nil : 10_000 }
 }

@@ -13,10 +13,18 @@ public struct Normalization: Sendable, Codable, Equatable {
     public static let cifar100 = Normalization(mean: [0.5071, 0.4865, 0.4409], std: [0.2673, 0.2564, 0.2762])
     /// The synthetic data's pixels are centred on 128 with a spread of about 0.25 * 255.
     public static let synthetic = Normalization(mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25])
+
+    /// Three finite means of pixels in [0, 1] (within +-1000) and three finite spreads in
+    /// [1e-6, 1000]: what the input normalisation can divide by without making every input
+    /// infinite or NaN. For values read from a file or the command line.
+    public var isUsable: Bool {
+        mean.count == 3 && std.count == 3 && mean.allSatisfy { $0.isFinite && abs($0) <= 1000 }
+            && std.allSatisfy { $0.isFinite && $0 >= 1e-6 && $0 <= 1000 }
+    }
 }
 
 /// Training-time augmentation, deterministic per (seed, epoch, sample).
-public struct Augmentation: Sendable, Codable, Equatable {
+public struct Augmentation: Sendable, Codable, Hashable {
     /// Random crop of the image zero-padded by this many pixels (0: none). Standard CIFAR: 4.
     public var cropPadding: Int = 4
     /// Random horizontal flip with probability 1/2.

@@ -14,7 +14,7 @@ public enum DataDirectory {
 }
 
 /// What data a run trains on: the dataset, its noise, validation split and training subset.
-public struct DataSpec: Sendable, Codable, Equatable {
+public struct DataSpec: Sendable, Codable, Hashable {
     public var dataset: Dataset = .synthetic
     public var syntheticClasses: Int = 10
     public var syntheticTrain: Int = 5000
@@ -69,6 +69,21 @@ public struct DataSpec: Sendable, Codable, Equatable {
             guard ![.asymmetric, .asymmetricBlocks, .human].contains(noise.kind) else {
                 throw ConfigurationError("classes", "classes: \(noise.kind.rawValue) noise is defined on all of \(dataset)'s classes; use symmetric, uniform, pairflip or instance noise with a class selection")
             }
+        }
+        // Upper bounds: nothing is allocated from a crafted size, and a subset no smaller than
+        // the data (a new key for the same run) is refused.
+        if dataset == .synthetic {
+            guard syntheticClasses <= 1000 else { throw ConfigurationError("synthetic_classes", "synthetic data: at most 1000 classes, got \(syntheticClasses)") }
+            guard syntheticTrain <= 1_000_000 else { throw ConfigurationError("synthetic_train", "synthetic data: at most 1000000 training images, got \(syntheticTrain)") }
+            guard syntheticTest <= 1_000_000 else { throw ConfigurationError("synthetic_test", "synthetic data: at most 1000000 test images, got \(syntheticTest)") }
+        }
+        let train = (dataset.trainImages ?? syntheticTrain) * runClasses / datasetClasses
+        let test = (dataset.testImages ?? syntheticTest) * runClasses / datasetClasses
+        if let n = trainSubset, n >= train {
+            throw ConfigurationError("subset", "training subset of \(n) images: the data has \(train) training images; leave `subset` out to train on all")
+        }
+        if let n = testSubset, n >= test {
+            throw ConfigurationError("test_subset", "test subset of \(n) images: the data has \(test) test images; leave `test_subset` out to test on all")
         }
         try noise.validate()
     }

@@ -26,7 +26,7 @@ public enum BNPolicy: String, Sendable, Codable, CaseIterable {
 }
 
 /// Every choice of a SAM-family step, named, with its default. See docs/OPTIMIZERS.md.
-public struct SAMConfig: Sendable, Codable, Equatable {
+public struct SAMConfig: Sendable, Codable, Hashable {
     public var variant: SAMVariant
     public var rho: Float
     /// ASAM's eta (ignored by SAM).
@@ -59,6 +59,8 @@ public struct SAMConfig: Sendable, Codable, Equatable {
     public func validate(batchSize: Int) throws {
         guard rho > 0, rho.isFinite else { throw ConfigurationError("rho", "SAM: rho must be > 0, got \(rho)") }
         guard eta >= 0 else { throw ConfigurationError("eta", "ASAM: eta must be >= 0, got \(eta)") }
+        guard rho <= 1e6 else { throw ConfigurationError("rho", "SAM: rho must be <= 1e6, got \(rho)") }
+        guard eta.isFinite, eta <= 1e6 else { throw ConfigurationError("eta", "ASAM: eta must be <= 1e6, got \(eta)") }
         if let m = microBatch {
             guard m >= 1, m <= batchSize, batchSize % m == 0 else {
                 throw ConfigurationError("micro_batch", "m-sharpness: micro-batch \(m) must divide the batch size \(batchSize)")
@@ -69,6 +71,8 @@ public struct SAMConfig: Sendable, Codable, Equatable {
             throw ConfigurationError("look_interval", "LookSAM (k > 1) and m-sharpness cannot be combined")
         }
         guard lookAlpha >= 0 else { throw ConfigurationError("look_alpha", "LookSAM: alpha must be >= 0, got \(lookAlpha)") }
+        guard lookAlpha.isFinite, lookAlpha <= 1e6 else { throw ConfigurationError("look_alpha", "LookSAM: alpha must be <= 1e6, got \(lookAlpha)") }
+        guard lookInterval <= 100_000 else { throw ConfigurationError("look_interval", "LookSAM: interval k must be <= 100000, got \(lookInterval)") }
     }
 }
 

@@ -7,7 +7,7 @@ import Engine
 ///     buf = momentum * buf + (1 - dampening) * d      afterwards
 ///     d   = d + momentum * buf  if nesterov, else buf (when momentum != 0)
 ///     w   = w - lr * d
-public struct SGDConfig: Sendable, Equatable, Codable {
+public struct SGDConfig: Sendable, Hashable, Codable {
     public var momentum: Float
     public var dampening: Float
     public var weightDecay: Float
@@ -23,6 +23,8 @@ public struct SGDConfig: Sendable, Equatable, Codable {
     public func validate() throws {
         guard momentum >= 0 else { throw ConfigurationError("momentum", "SGD: momentum must be >= 0, got \(momentum)") }
         guard weightDecay >= 0 else { throw ConfigurationError("weight_decay", "SGD: weight decay must be >= 0, got \(weightDecay)") }
+        guard momentum < 1 else { throw ConfigurationError("momentum", "SGD: momentum must be < 1, got \(momentum)") }
+        guard weightDecay <= 1 else { throw ConfigurationError("weight_decay", "SGD: weight decay must be <= 1, got \(weightDecay)") }
         guard (0...1).contains(dampening) else { throw ConfigurationError("momentum", "SGD: dampening must be in [0, 1], got \(dampening)") }
         guard !nesterov || (momentum > 0 && dampening == 0) else {
             throw ConfigurationError("nesterov", "SGD: nesterov needs momentum > 0 and dampening 0 (as in PyTorch)")

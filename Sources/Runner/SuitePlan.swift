@@ -20,12 +20,16 @@ public struct SuitePlan: Sendable {
     public init(suite path: String, dataDir: String?, filter: String? = nil, shard: String? = nil) throws {
         suite = try Suite.load(path)
         let identity = DataIdentity(dataDir: dataDir)
-        var seen = Set<String>()
-        var all: [KeyedRun] = []
+        var specs: [(spec: RunSpec, identity: String)] = []
         for var spec in suite.runs {
             if let p = spec.pretrain { spec.pretrain!.identity = try identity.of(p.data) }
-            let run = KeyedRun(spec: spec, identity: try identity.of(spec.data))
-            if seen.insert(run.key).inserted { all.append(run) }
+            specs.append((spec, try identity.of(spec.data)))
+        }
+        var seen = Set<String>()
+        var all: [KeyedRun] = []
+        for (run, keys) in zip(specs, RunKey.keys(specs)) {
+            let keyed = KeyedRun(spec: run.spec, identity: run.identity, keys: keys)
+            if seen.insert(keyed.key).inserted { all.append(keyed) }
         }
         self.all = all
         var runs = all

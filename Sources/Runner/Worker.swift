@@ -72,12 +72,12 @@ public enum Worker {
             var warning: String?
             if FileManager.default.fileExists(atPath: job.checkpoint) {
                 do {
-                    resumed = try Trainer.history(inCheckpoint: job.checkpoint).map { .init(stage: $0.stage, metrics: $0.metrics) }
+                    resumed = try trainer.checkedHistory(inCheckpoint: job.checkpoint).map { .init(stage: $0.stage, metrics: $0.metrics) }
                 } catch let corrupt as Trainer.CorruptCheckpoint {
                     // Retrying would fail the same way forever: the file is kept aside for a
-                    // look, and the run starts again from scratch (its epochs are stored anew).
-                    let aside = job.checkpoint + ".corrupt"
-                    try? FileManager.default.removeItem(atPath: aside)
+                    // look, beside the run's folder (which goes when the run is done), and the run
+                    // starts again from scratch (its epochs are stored anew).
+                    let aside = Self.asidePath(for: job)
                     try FileManager.default.moveItem(atPath: job.checkpoint, toPath: aside)
                     warning = "\(corrupt); moved to \(aside), and the run starts again from scratch"
                 }
@@ -131,6 +131,20 @@ public enum Worker {
             for i in data.trainLabels.indices where data.trainLabels[i] != data.cleanTrainLabels[i] { data.trainLabels[i] = 0 }
         }
         return nil
+    }
+
+    /// Where a corrupt checkpoint of the job's run is kept: `<checkpoints>/<key>.corrupt.safetensors`
+    /// beside the run's folder (numbered when one is there already), so that removing the folder
+    /// of a finished run keeps it.
+    static func asidePath(for job: WorkerJob) -> String {
+        let root = ((job.checkpoint as NSString).deletingLastPathComponent as NSString).deletingLastPathComponent
+        var path = (root as NSString).appendingPathComponent("\(job.key).corrupt.safetensors")
+        var n = 1
+        while FileManager.default.fileExists(atPath: path) {
+            n += 1
+            path = (root as NSString).appendingPathComponent("\(job.key).corrupt-\(n).safetensors")
+        }
+        return path
     }
 
     static func send(_ message: WorkerMessage) throws {

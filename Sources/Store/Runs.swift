@@ -31,9 +31,14 @@ public struct KeyedRun: Sendable {
     public let pretrainKey: String?
 
     public init(spec: RunSpec, identity: String) {
+        self.init(spec: spec, identity: identity, keys: RunKey.keys(spec, identity: identity))
+    }
+
+    /// With its keys computed already (`RunKey.keys` of many runs at once).
+    public init(spec: RunSpec, identity: String, keys: RunKey.Keys) {
         self.spec = spec
         self.identity = identity
-        keys = RunKey.keys(spec, identity: identity)
+        self.keys = keys
         pretrainKey = RunKey.pretrainKey(spec, identity: identity)
     }
 }

@@ -10,7 +10,7 @@ public enum RunKey {
     /// Bumped when the meaning of a configuration changes, so old results are not mistaken for new.
     public static let version = 1
 
-    private struct Canonical: Encodable {
+    fileprivate struct Canonical: Encodable, Hashable, Sendable {
         var version: Int
         var task: RunTask
         var config: TrainConfig
@@ -24,7 +24,19 @@ public enum RunKey {
 
     /// The key of the `[[pretrain]]` run a finetune run starts from (nil: none).
     public static func pretrainKey(_ spec: RunSpec, identity: String) -> String? {
-        spec.pretrain.map { keys($0.spec, identity: $0.identity ?? identity).key }
+        var cache = Cache()
+        return pretrainKey(spec, identity: identity, cache: &cache)
+    }
+
+    private static func pretrainKey(_ spec: RunSpec, identity: String, cache: inout Cache) -> String? {
+        spec.pretrain.map { keys($0.spec, identity: $0.identity ?? identity, cache: &cache).key }
+    }
+
+    /// Hashes already computed, by what they hash: the runs of a suite share their group,
+    /// setting, family and base, so each of those is hashed once per suite, not once per run.
+    public struct Cache {
+        fileprivate var hashes: [Canonical: String] = [:]
+        public init() {}
     }
 
     /// The keys of a run: its own; its group's (the same configuration with the seeds that
@@ -42,6 +54,53 @@ public enum RunKey {
     }
 
     public static func keys(_ spec: RunSpec, identity: String) -> Keys {
+        var cache = Cache()
+        return keys(spec, identity: identity, cache: &cache)
+    }
+
+    /// The run's own key alone (`keys(...).key`, without the four shared ones).
+    public static func key(_ spec: RunSpec, identity: String) -> String {
+        var cache = Cache()
+        return hash(canonical(spec, identity, pretrainKey(spec, identity: identity, cache: &cache)))
+    }
+
+    /// `keys` of many runs (the same keys as one at a time): each shared hash computed once, the
+    /// runs' own keys on every core (a suite may have 100,000 runs).
+    public static func keys(_ runs: [(spec: RunSpec, identity: String)]) -> [Keys] {
+        var cache = Cache()
+        var out: [Keys] = [], own: [Canonical] = []
+        for r in runs {
+            let (k, c) = sharedKeys(r.spec, identity: r.identity, cache: &cache)
+            out.append(k)
+            own.append(c)
+        }
+        let items = own
+        var hashes = [String](repeating: "", count: items.count)
+        let lanes = max(1, min(ProcessInfo.processInfo.activeProcessorCount, items.count / 256))
+        hashes.withUnsafeMutableBufferPointer { buffer in
+            let target = SendableBuffer(buffer)
+            DispatchQueue.concurrentPerform(iterations: lanes) { lane in
+                for i in items.count * lane / lanes..<items.count * (lane + 1) / lanes { target.buffer[i] = hash(items[i]) }
+            }
+        }
+        for i in out.indices { out[i].key = hashes[i] }
+        return out
+    }
+
+    /// Lanes write disjoint elements.
+    private struct SendableBuffer: @unchecked Sendable {
+        let buffer: UnsafeMutableBufferPointer<String>
+        init(_ buffer: UnsafeMutableBufferPointer<String>) { self.buffer = buffer }
+    }
+
+    private static func keys(_ spec: RunSpec, identity: String, cache: inout Cache) -> Keys {
+        var (keys, own) = sharedKeys(spec, identity: identity, cache: &cache)
+        keys.key = hash(own)
+        return keys
+    }
+
+    /// The four shared keys (the run's own left empty) and what the run's own key hashes.
+    private static func sharedKeys(_ spec: RunSpec, identity: String, cache: inout Cache) -> (Keys, Canonical) {
         var group = spec
         group.config.seed = 0
         if spec.noiseSeedFollowsRun { group.data.noise.seed = 0 }
@@ -53,9 +112,11 @@ public enum RunKey {
         family.data.noise.rate = 0
         var base = setting
         base.data.noise = NoiseSpec(kind: .none)
-        let pretrain = pretrainKey(spec, identity: identity)
-        return Keys(key: hash(spec, identity, pretrain), group: hash(group, identity, pretrain), setting: hash(setting, identity, pretrain),
-                    family: hash(family, identity, pretrain), base: hash(base, identity, pretrain))
+        let pretrain = pretrainKey(spec, identity: identity, cache: &cache)
+        // The run's own key is its alone: not kept in the cache.
+        return (Keys(key: "", group: hash(group, identity, pretrain, cache: &cache), setting: hash(setting, identity, pretrain, cache: &cache),
+                     family: hash(family, identity, pretrain, cache: &cache), base: hash(base, identity, pretrain, cache: &cache)),
+                canonical(spec, identity, pretrain))
     }
 
     /// The run's key and its group's key.
@@ -64,15 +125,26 @@ public enum RunKey {
         return (k.key, k.group)
     }
 
-    private static func hash(_ spec: RunSpec, _ identity: String, _ pretrain: String?) -> String {
+    private static func hash(_ spec: RunSpec, _ identity: String, _ pretrain: String?, cache: inout Cache) -> String {
+        let c = canonical(spec, identity, pretrain)
+        if let h = cache.hashes[c] { return h }
+        let h = hash(c)
+        cache.hashes[c] = h
+        return h
+    }
+
+    private static func canonical(_ spec: RunSpec, _ identity: String, _ pretrain: String?) -> Canonical {
         var data = spec.data
         // The label file's content is in the identity; of its path only the array name counts.
         if let f = data.noise.labelsFile { data.noise.labelsFile = LabelSpec(path: f.identityPart == "npy" ? "npy" : "pt", key: f.key) }
         var config = spec.config
         // A checkpoint file counts by its content (the SHA-256), not where it lies.
         config.initialWeights?.path = ""
-        let c = Canonical(version: version, task: spec.task, config: config, data: data, identity: identity,
-                          pretrain: pretrain, reinitHead: spec.reinitHead == true ? true : nil)
+        return Canonical(version: version, task: spec.task, config: config, data: data, identity: identity,
+                         pretrain: pretrain, reinitHead: spec.reinitHead == true ? true : nil)
+    }
+
+    private static func hash(_ c: Canonical) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let json = try! encoder.encode(c)

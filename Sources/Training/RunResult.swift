@@ -26,6 +26,26 @@ public struct EpochMetrics: Sendable, Codable, Equatable {
     public var peerTestAccuracy: Double? = nil
 }
 
+extension EpochMetrics {
+    /// What no epoch of a run can record, nil when nothing: an epoch number below 1, a loss, time
+    /// or rate that is not finite (or negative where it cannot be), an accuracy or share outside
+    /// [0, 1]. For numbers read back from a file (a checkpoint, a merged database).
+    public var implausibility: String? {
+        if epoch < 1 { return "epoch number \(epoch)" }
+        let finite: [(String, Double?)] = [("lr", Double(lr)), ("train loss", trainLoss), ("perturbed loss", perturbedLoss),
+                                           ("validation loss", validationLoss), ("test loss", testLoss)]
+        for (name, v) in finite where v.map({ !$0.isFinite }) ?? false { return "\(name) \(v!)" }
+        if lr < 0 { return "learning rate \(lr)" }
+        for (name, v) in [("seconds", seconds), ("images per second", imagesPerSecond)] where !(v.isFinite && v >= 0) { return "\(name) \(v)" }
+        let shares: [(String, Double?)] = [("train accuracy", trainAccuracy), ("memorised", corruptedNoisyAccuracy),
+                                           ("corrupted clean accuracy", corruptedCleanAccuracy), ("validation accuracy", validationAccuracy),
+                                           ("test accuracy", testAccuracy), ("forget rate", forgetRate), ("selection precision", selectionPrecision),
+                                           ("peer selection precision", peerSelectionPrecision), ("peer test accuracy", peerTestAccuracy)]
+        for (name, v) in shares where v.map({ !(0...1).contains($0) }) ?? false { return "\(name) \(v!), outside [0, 1]" }
+        return nil
+    }
+}
+
 /// How a stage of a run ended (the store's `RunStatus` adds the states of a run not yet ended).
 public enum StageStatus: Sendable, Codable, Equatable {
     case done

@@ -4,7 +4,7 @@ import Foundation
 import Optim
 
 /// How sharpness is measured at the end of a run.
-public struct SharpnessConfig: Sendable, Codable, Equatable {
+public struct SharpnessConfig: Sendable, Codable, Hashable {
     /// Fixed training batches (the first ones of the unshuffled training set) to measure on.
     public var batches: Int = 2
     /// rho of the SAM perturbation of the m-sharpness estimate.

@@ -12,7 +12,7 @@ public enum Schedule: String, Sendable, Codable, CaseIterable, CustomStringConve
 
 /// Everything one training run needs besides its data; the run is fully determined by it and
 /// the `PreparedData` it trains on.
-public struct TrainConfig: Sendable, Codable, Equatable {
+public struct TrainConfig: Sendable, Codable, Hashable {
     public var model: String = "resnet20"
     public var dropout: Float = 0
     public var epochs: Int = 10
@@ -66,12 +66,34 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         return s
     }
 
+    /// The largest values a run may have: far beyond any real run, small enough that no count
+    /// overflows (epochs x steps) and no buffer is sized from a crafted number.
+    public static let bounds = (epochs: 100_000, batchSize: 65_536, augmentation: 64)
+
     public func validate() throws {
         guard epochs >= 1 else { throw ConfigurationError("epochs", "epochs must be >= 1, got \(epochs)") }
         guard batchSize >= 1 else { throw ConfigurationError("batch_size", "batch size must be >= 1, got \(batchSize)") }
         if let s = imageSize { guard (8...512).contains(s) else { throw ConfigurationError("image_size", "image size must be in [8, 512], got \(s)") } }
         guard divergenceFactor > 1 else { throw ConfigurationError("divergence_factor", "divergence factor must be > 1, got \(divergenceFactor)") }
         guard augmentation.cropPadding >= 0, augmentation.cutout >= 0 else { throw ConfigurationError(augmentation.cropPadding < 0 ? "crop_padding" : "cutout", "augmentation sizes must be >= 0") }
+        // Upper bounds, before anything multiplies or allocates with these numbers (a count near
+        // Int.max passed the checks above and then overflowed in the schedule or the loader).
+        let b = Self.bounds
+        guard epochs <= b.epochs else { throw ConfigurationError("epochs", "epochs must be <= \(b.epochs), got \(epochs)") }
+        guard batchSize <= b.batchSize else { throw ConfigurationError("batch_size", "batch size must be <= \(b.batchSize), got \(batchSize)") }
+        guard (0...epochs).contains(warmupEpochs) else { throw ConfigurationError("warmup_epochs", "warmup must be in [0, epochs = \(epochs)], got \(warmupEpochs)") }
+        if let bad = milestones.first(where: { !(0...epochs).contains($0) }) {
+            throw ConfigurationError("milestones", "milestones must be epochs in [0, \(epochs)], got \(bad)")
+        }
+        guard augmentation.cropPadding <= b.augmentation else {
+            throw ConfigurationError("crop_padding", "crop padding must be <= \(b.augmentation), got \(augmentation.cropPadding)")
+        }
+        guard augmentation.cutout <= b.augmentation else { throw ConfigurationError("cutout", "cutout must be <= \(b.augmentation), got \(augmentation.cutout)") }
+        guard lr.isFinite else { throw ConfigurationError("lr", "learning rate must be finite, got \(lr)") }
+        guard gamma.isFinite, gamma > 0 else { throw ConfigurationError("gamma", "gamma must be a finite number > 0, got \(gamma)") }
+        guard divergenceFactor <= 1e6 else { throw ConfigurationError("divergence_factor", "divergence factor must be <= 1e6, got \(divergenceFactor)") }
+        guard (0..<1).contains(labelSmoothing) else { throw ConfigurationError("label_smoothing", "label smoothing must be in [0, 1), got \(labelSmoothing)") }
+        guard (0..<1).contains(dropout) else { throw ConfigurationError("dropout", "dropout must be in [0, 1), got \(dropout)") }
         try sgd.validate()
         try optimizer.sam?.validate(batchSize: batchSize)
         if let method {
@@ -95,7 +117,7 @@ public struct TrainConfig: Sendable, Codable, Equatable {
 /// configuration keeps determining the run), and module prefixes left at the seed's
 /// initialisation (e.g. "fc"). When the file's classifier has another class count than the
 /// data, the classifier is left freshly initialised without being named.
-public struct InitialWeights: Sendable, Codable, Equatable {
+public struct InitialWeights: Sendable, Codable, Hashable {
     public var path: String
     public var sha256: String
     public var skip: [String]

@@ -18,7 +18,7 @@ public enum OptimizerFamily: String, Sendable, Codable, CaseIterable, CustomStri
 }
 
 /// The optimizer of a run: plain SGD, or a SAM-family step whose base optimizer is that SGD.
-public enum OptimizerConfig: Sendable, Codable, Equatable {
+public enum OptimizerConfig: Sendable, Codable, Hashable {
     case sgd
     case sam(SAMConfig)
 

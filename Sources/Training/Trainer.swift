@@ -42,17 +42,14 @@ public final class Trainer {
     /// (atomically) after every epoch, and a run that finds the file resumes after its last
     /// epoch and ends exactly as if it had never stopped: batch order, augmentation, dropout and
     /// the learning rate depend only on the seed, the epoch and the step. A checkpoint made by
-    /// another configuration is refused. The file is left in place; the caller removes it.
+    /// another configuration is refused, one that does not hold for this run is a `CorruptCheckpoint`
+    /// (`checkedCheckpoint`). The file is left in place; the caller removes it.
     @discardableResult
     public func run(checkpoint: String? = nil, onEpoch: (Stage, EpochMetrics) throws -> Void = { _, _ in },
                     onBatch: (Stage, Int, Int, Int) -> Void = { _, _, _, _ in }) throws -> RunResult {
         var resume: (progress: Progress, file: SafetensorsFile)?
         if let checkpoint, FileManager.default.fileExists(atPath: checkpoint) {
-            let (progress, file) = try Trainer.readCheckpoint(checkpoint)
-            guard progress.config == config else {
-                throw EngineError("\(checkpoint): made by another configuration; remove it or run that configuration")
-            }
-            resume = (progress, file)
+            resume = try checkedCheckpoint(checkpoint)
         }
         var stages = resume?.progress.finished ?? []
         if stages.isEmpty {

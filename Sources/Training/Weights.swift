@@ -17,8 +17,8 @@ extension Checkpoint {
     public static func recordedNormalization(in file: SafetensorsFile, source: String) throws -> Normalization? {
         guard let json = file.metadata[WeightsMetadata.normalization] else { return nil }
         guard let n = try? JSONDecoder().decode(Normalization.self, from: Data(json.utf8)),
-              n.mean.count == 3, n.std.count == 3, n.std.allSatisfy({ $0 > 0 }) else {
-            throw EngineError("\(source): metadata \(WeightsMetadata.normalization) is not {\"mean\": [3 numbers], \"std\": [3 positive numbers]}: \(json)")
+              n.isUsable else {
+            throw EngineError("\(source): metadata \(WeightsMetadata.normalization) is not {\"mean\": [3 finite numbers], \"std\": [3 numbers in [1e-6, 1000]]}: \(json)")
         }
         return n
     }

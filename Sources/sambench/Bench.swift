@@ -37,6 +37,7 @@ struct Bench: ParsableCommand {
 
     func validate() throws {
         guard batch >= 1 else { throw ValidationError("--batch must be >= 1") }
+        guard batch <= TrainConfig.bounds.batchSize else { throw ValidationError("--batch must be <= \(TrainConfig.bounds.batchSize)") }
         guard steps >= 1 else { throw ValidationError("--steps must be >= 1") }
         guard warmup >= 0 else { throw ValidationError("--warmup must be >= 0") }
         _ = try modeList()

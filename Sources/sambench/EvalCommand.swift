@@ -36,6 +36,7 @@ struct EvalCommand: ParsableCommand {
 
     func validate() throws {
         guard batch >= 1 else { throw ValidationError("--batch must be >= 1") }
+        guard batch <= TrainConfig.bounds.batchSize else { throw ValidationError("--batch must be <= \(TrainConfig.bounds.batchSize)") }
         if let imageSize, !(8...512).contains(imageSize) { throw ValidationError("--image-size must be in [8, 512]") }
         guard (mean == nil) == (std == nil) else { throw ValidationError("--mean and --std go together") }
         if let mean, let std { _ = try parseNormalization(mean, std) }
@@ -49,6 +50,7 @@ struct EvalCommand: ParsableCommand {
         }
         let n = Normalization(mean: try floats(mean, "mean"), std: try floats(std, "std"))
         guard n.std.allSatisfy({ $0 > 0 }) else { throw ValidationError("--std: every value must be > 0") }
+        guard n.isUsable else { throw ValidationError("--mean and --std: finite numbers, means within +-1000, spreads in [1e-6, 1000]") }
         return n
     }
 

@@ -153,14 +153,19 @@ final class FaultTests: XCTestCase {
         try handle.seek(toOffset: size - 40)
         try handle.write(contentsOf: Data(repeating: 0x7F, count: 8))
         try handle.close()
-        let restarted = try run(db, ["--keep-checkpoints"])
+        // Without --keep-checkpoints: the run's folder goes when it is done, the set-aside file stays.
+        let restarted = try run(db)
         XCTAssertEqual(restarted.status, 0, restarted.err)
         XCTAssertTrue(restarted.out.contains("WARNING") && restarted.out.contains("checksum mismatch") &&
                       restarted.out.contains("starts again from scratch"), restarted.out)
         // Epoch 1 trained again, after the warning.
         let warned = try XCTUnwrap(restarted.out.range(of: "WARNING"))
         XCTAssertTrue(restarted.out[warned.upperBound...].contains(" 1/3: "), restarted.out)
-        XCTAssertTrue(FileManager.default.fileExists(atPath: path("ck/\(file).corrupt")))
+        let key = try XCTUnwrap(file.split(separator: "/").first)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("ck/\(key)")))
+        let kept = try FileManager.default.subpathsOfDirectory(atPath: path("ck"))
+        XCTAssertTrue(kept.contains("\(key).corrupt.safetensors"), "\(kept)")
+        XCTAssertTrue(restarted.out.contains("moved to \(path("ck/\(key).corrupt.safetensors"))"), restarted.out)
         XCTAssertEqual(try query(db, "SELECT test_accuracy FROM epochs ORDER BY epoch"), expected)
     }
 
@@ -193,6 +198,26 @@ final class FaultTests: XCTestCase {
 
     /// A read-only file system and an empty database file: messages that say so, for writers
     /// and readers, never "not a sambench database, or damaged", and nothing changed.
+    /// A --db that is not a file (a directory, a FIFO, a link to a device) is named for what it
+    /// is by every command, never "input/output error", a raw SQLite message or "an empty file",
+    /// and a FIFO is never opened (that would block).
+    func testDatabasePathsThatAreNotFilesAreNamed() throws {
+        let folder = path("a-folder.sqlite"), fifo = path("a-fifo.sqlite"), link = path("a-link.sqlite")
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        XCTAssertEqual(mkfifo(fifo, 0o644), 0)
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: "/dev/null")
+        for (db, what) in [(folder, "a directory"), (fifo, "a FIFO"), (link, "a character device")] {
+            for command in [["run", path("s.toml"), "--db", db, "--checkpoints", path("ck"), "--threads", "1"], ["runs", "--db", db], ["report", "--db", db]] {
+                let r = try runSeparated(binary, command)
+                XCTAssertEqual(r.status, 2, "\(command): \(r.out) \(r.err)")
+                XCTAssertTrue(r.err.contains("\(db) is \(what)"), "\(command): \(r.err)")
+            }
+        }
+        var st = stat()
+        XCTAssertEqual(lstat(link, &st), 0)
+        XCTAssertEqual(st.st_mode & S_IFMT, S_IFLNK, "the link was replaced")
+    }
+
     func testReadOnlyAndEmptyDatabasesAreExplained() throws {
         let fs = try mountTmpfs("ro", kilobytes: 4096)
         let db = fs + "/r.sqlite"

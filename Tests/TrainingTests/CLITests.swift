@@ -115,6 +115,31 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r3.err.contains("unknown mode"), r3.err)
     }
 
+    /// Numbers that pass a lower bound but no upper one (a count near Int.max, a batch of 10^8,
+    /// a non-finite normalisation) are refused with the option named, never a trap (exit 132/134)
+    /// or an allocation abort, and before anything is trained or read.
+    func testHugeValuesAreRefusedNotTrapped() throws {
+        let quick = ["train", "--model", "tiny", "--train-size", "128", "--test-size", "32", "--batch-size", "32", "--threads", "1"]
+        let cases: [([String], String)] = [
+            (quick + ["--epochs", "\(Int.max)"], "epochs must be <="),
+            (quick + ["--epochs", "2", "--warmup-epochs", "\(Int.max)"], "warmup must be in"),
+            (quick + ["--epochs", "2", "--schedule", "multistep", "--milestones", "\(Int.max)"], "milestones must be epochs in"),
+            (quick + ["--epochs", "1", "--crop-padding", "\(Int.max)"], "crop padding must be <="),
+            (quick + ["--epochs", "1", "--weight-decay", "1e308"], "weight decay"),
+            (["train", "--model", "tiny", "--train-size", "100000000", "--epochs", "1"], "at most 1000000"),
+            (["bench", "--model", "tiny", "--batch", "100000000"], "--batch must be <="),
+            (["eval", "--checkpoint", "/nonexistent.safetensors", "--batch", "100000000"], "--batch must be <="),
+            (["eval", "--checkpoint", "/nonexistent.safetensors", "--mean", "0.5,0.5,nan", "--std", "0.2,0.2,0.2"], "finite numbers"),
+            (["eval", "--checkpoint", "/nonexistent.safetensors", "--mean", "0.5,0.5,0.5", "--std", "0.2,0.2,inf"], "finite numbers"),
+        ]
+        for (args, expected) in cases {
+            let r = try run(args)
+            XCTAssertTrue([1, 2, 64].contains(r.status), "\(args): exit \(r.status)\n\(r.err)")
+            XCTAssertTrue(r.err.contains(expected), "\(args): \(r.err)")
+            XCTAssertFalse(r.out.contains("epoch "), "\(args): trained: \(r.out)")
+        }
+    }
+
     /// --save and --checkpoint into a folder that is missing (or is a file) are refused before
     /// training, not after it: no epoch line is printed.
     func testOutputFoldersAreCheckedBeforeTraining() throws {

@@ -147,6 +147,89 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(epochs, [2, 3])
     }
 
+    /// A checkpoint whose checksum holds but whose contents no run of this configuration writes
+    /// (crafted, or written by a broken build) is a `CorruptCheckpoint` before anything of it is
+    /// used: never a crash (a step count near Int64.max, bootstrap labels beyond Int32 trapped),
+    /// never a silent resume with other numbers (a missing momentum buffer).
+    func testCheckpointsWithAValidChecksumAreCheckedInFull() throws {
+        var (c, data) = try Self.small(epochs: 2, seed: 4)
+        c.bootstrap = true
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("checked-\(UUID().uuidString).safetensors").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        // Stopped after the bootstrap stage's first epoch: both networks' stages are in the file.
+        XCTAssertThrowsError(try Trainer(config: c, data: data).run(checkpoint: path) { stage, m in
+            if stage == .bootstrap && m.epoch == 1 { throw Stop() }
+        })
+        let good = try SafetensorsFile.read(path)
+        XCTAssertEqual(try Trainer(config: c, data: data).checkedHistory(inCheckpoint: path).map(\.stage), [.train, .train, .bootstrap])
+        let json = try XCTUnwrap(good.metadata[Trainer.progressKey])
+        let iteration = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])?["iteration"] as? Int)
+        let weight = try XCTUnwrap(good.tensors.keys.sorted().first { $0.hasSuffix("conv1.weight") || $0.hasSuffix(".weight") })
+        let variance = try XCTUnwrap(good.tensors.keys.sorted().first { $0.hasSuffix(".running_var") })
+        let batches = try XCTUnwrap(good.tensors.keys.sorted().first { $0.hasSuffix(".num_batches_tracked") })
+        let labels = try XCTUnwrap(good[Trainer.bootstrapLabelsKey]).int64s
+        func floats(_ name: String, _ change: (inout [Float]) -> Void) -> (String, SafetensorsTensor?) {
+            let t = good[name]!
+            var v = t.floats
+            change(&v)
+            return (name, SafetensorsTensor(floats: v, shape: t.shape))
+        }
+        let tensorCases: [(String, (String, SafetensorsTensor?))] = [
+            ("a step count near Int64.max", ("optimizer.step_count", SafetensorsTensor(int64: .max - 1))),
+            ("a step count one short", ("optimizer.step_count", SafetensorsTensor(int64: Int64(iteration - 1)))),
+            ("no momentum buffer", ("optimizer.momentum_buffer", nil)),
+            ("a NaN in the momentum buffer", floats("optimizer.momentum_buffer") { $0[3] = .nan }),
+            ("a LookSAM state in a run without LookSAM", ("optimizer.looksam_orthogonal", good["optimizer.momentum_buffer"])),
+            ("a negative running variance", floats(variance) { $0[0] = -1 }),
+            ("a weight near Float.max", floats(weight) { $0[0] = 3e38 }),
+            ("a negative batch count", (batches, SafetensorsTensor(int64: -5))),
+            ("a bootstrap label outside the classes", (Trainer.bootstrapLabelsKey, SafetensorsTensor(int64s: [99] + labels.dropFirst()))),
+            ("a negative bootstrap label", (Trainer.bootstrapLabelsKey, SafetensorsTensor(int64s: [-1] + labels.dropFirst()))),
+            ("a bootstrap label beyond Int32", (Trainer.bootstrapLabelsKey, SafetensorsTensor(int64s: [Int64(Int32.max) + 1] + labels.dropFirst()))),
+            ("fewer bootstrap labels than training images", (Trainer.bootstrapLabelsKey, SafetensorsTensor(int64s: Array(labels.dropLast())))),
+            ("no bootstrap labels", (Trainer.bootstrapLabelsKey, nil)),
+        ]
+        let progressCases: [(String, (inout [String: Any]) -> Void)] = [
+            ("an accuracy of 150%", { p in
+                var h = p["history"] as! [[String: Any]]
+                h[0]["testAccuracy"] = 1.5
+                p["history"] = h
+            }),
+            ("a negative first loss", { $0["firstLoss"] = -1.0 }),
+            ("an unknown stage", { $0["stage"] = "finetune" }),
+            ("a bootstrap stage with no finished train stage", { $0["finished"] = [Any]() }),
+        ]
+        var cases: [(String, SafetensorsFile)] = tensorCases.map { name, change in
+            var tensors = good.tensors
+            tensors[change.0] = change.1
+            return (name, SafetensorsFile(tensors: tensors, metadata: good.metadata))
+        }
+        for (name, change) in progressCases {
+            var progress = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
+            change(&progress)
+            var file = good
+            file.metadata[Trainer.progressKey] = String(decoding: try JSONSerialization.data(withJSONObject: progress), as: UTF8.self)
+            cases.append((name, file))
+        }
+        for (name, var file) in cases {
+            // Signed with a matching checksum: the contents are what is refused.
+            file.metadata[Trainer.checksumKey] = Trainer.checksum(tensors: file.tensors, progress: file.metadata[Trainer.progressKey]!)
+            try file.write(to: path)
+            XCTAssertThrowsError(try Trainer(config: c, data: data).checkedHistory(inCheckpoint: path), name) {
+                XCTAssertTrue($0 is Trainer.CorruptCheckpoint && "\($0)".contains(path), "\(name): \($0)")
+            }
+            XCTAssertThrowsError(try Trainer(config: c, data: data).run(checkpoint: path), name) {
+                XCTAssertTrue($0 is Trainer.CorruptCheckpoint, "\(name): \($0)")
+            }
+        }
+        // The untouched file resumes and ends as the uninterrupted run.
+        try good.write(to: path)
+        let resumed = try Trainer(config: c, data: data).run(checkpoint: path)
+        let straight = try Trainer(config: c, data: data).run()
+        XCTAssertEqual(resumed.stages.map { $0.epochs.map(\.trainLoss) }, straight.stages.map { $0.epochs.map(\.trainLoss) })
+        XCTAssertEqual(resumed.stages.map { $0.epochs.map(\.testAccuracy) }, straight.stages.map { $0.epochs.map(\.testAccuracy) })
+    }
+
     /// A checkpoint whose bytes are not the ones written (a flipped bit in a weight or in the
     /// progress record, cut short, empty, its checksum gone) is refused as corrupt, never resumed.
     func testCorruptCheckpointsAreRefused() throws {

@@ -6,7 +6,7 @@ import Foundation
 /// the step (Mixup). `nil` in `TrainConfig.method` is `ce`, so configurations made before
 /// methods existed encode, and hash, as before. Every parameter is filled in (its default when
 /// not given), so two spellings of one run have one key.
-public struct MethodConfig: Sendable, Codable, Equatable {
+public struct MethodConfig: Sendable, Codable, Hashable {
     public var name: String
     public var parameters: [String: Double]
 
