@@ -3,6 +3,7 @@ import Datasets
 import Engine
 import Foundation
 import Store
+import Suites
 
 /// A suite as a Slurm job array (`sambench slurm`): task K of N runs shard K/N of the suite
 /// into its own database (SQLite over a shared filesystem is unsafe with more than one host on
@@ -60,9 +61,10 @@ public struct SlurmJob: Sendable {
         // A control character in a name or path would end a comment or a quoted word early (a
         // newline is a new shell line), or make a file name the script cannot check.
         for (what, value) in [("the suite's name", suiteName), ("the suite path", suite), ("the sambench path", executable), ("--data-dir", dataDir ?? ""),
-                              ("--out", out), ("--db", target)]
-        where value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
-            throw RunnerError("\(what) \(String(reflecting: value)) holds a control character (a line break?); Slurm scripts need it on one line")
+                              ("--out", out), ("--db", target)] {
+            if let c = firstControlCharacter(value) {
+                throw RunnerError("\(what) \(String(reflecting: value)) holds a control character (\(c)); Slurm scripts need it on one line")
+            }
         }
         for line in extra where line.contains("\n") || line.trimmingCharacters(in: .whitespaces).isEmpty {
             throw RunnerError("--extra '\(line)': give one non-empty line per --extra")

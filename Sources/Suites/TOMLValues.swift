@@ -100,13 +100,6 @@ extension SuiteParser {
         }
     }
 
-    /// The first control character of `s` (NUL, a line break, an escape...) not in `allowing`,
-    /// written as U+XXXX; nil when there is none.
-    func firstControlCharacter(_ s: String, allowing: Set<Unicode.Scalar> = []) -> String? {
-        s.unicodeScalars.first { ($0.properties.generalCategory == .control || $0 == "\u{2028}" || $0 == "\u{2029}") && !allowing.contains($0) }
-            .map { "U+" + String(format: "%04X", $0.value) }
-    }
-
     /// The first value given twice, nil when none (linear: an axis may be long).
     func duplicate(_ values: [SettingValue]) -> String? {
         var seen = Set<String>()
@@ -131,4 +124,12 @@ extension SuiteParser {
             throw fail(p, "unknown key; expected one of \(allowed.map { "`\($0)`" }.joined(separator: ", "))")
         }
     }
+}
+
+/// The first control character of `s` (NUL, a line break, an escape...) not in `allowing`,
+/// written as U+XXXX; nil when there is none. For text that reaches terminals, file names and
+/// shell scripts: suite names, descriptions, Slurm paths.
+public func firstControlCharacter(_ s: String, allowing: Set<Unicode.Scalar> = []) -> String? {
+    s.unicodeScalars.first { ($0.properties.generalCategory == .control || $0 == "\u{2028}" || $0 == "\u{2029}") && !allowing.contains($0) }
+        .map { "U+" + String(format: "%04X", $0.value) }
 }
