@@ -1,5 +1,6 @@
 // The report as one self-contained HTML page.
 import Datasets
+import Engine
 import Foundation
 import Report
 import Store
@@ -74,7 +75,8 @@ public enum HTMLPage {
         h.element("h2", "Charts", id: "charts")
         if charts.isEmpty { h.element("p", "No charts: no finished runs yet, or the report was made with --no-charts.") }
         for chart in charts {
-            guard let data = FileManager.default.contents(atPath: chart.png) else { throw ChartError("\(chart.png): cannot read the chart") }
+            let data: Data
+            do { data = Data(try InputFile.contents(chart.png, what: "the chart", limit: 1 << 30)) } catch { throw ChartError("\(error)") }
             h.raw("<figure>\n")
             h.element("h3", chart.title)
             h.raw("<img src=\"data:image/png;base64,\(data.base64EncodedString())\" alt=\"\(esc(chart.title + ". " + chart.subtitle))\" width=\"1600\" height=\"1000\">\n")

@@ -1,6 +1,7 @@
 // PNG files through libpng, with text chunks, and the charts' error type.
 import CPNG
 import CZlib
+import Engine
 import Foundation
 
 public struct ChartError: Error, CustomStringConvertible, Sendable {
@@ -46,8 +47,8 @@ public enum PNGFile {
     /// Decodes a PNG to 8-bit RGBA and reads its `tEXt` and uncompressed `iTXt` chunks (whose
     /// text must be valid UTF-8), checking every chunk's CRC.
     public static func read(_ path: String) throws -> (width: Int, height: Int, rgba: [UInt8], text: [String: String]) {
-        guard let data = FileManager.default.contents(atPath: path) else { throw ChartError("\(path): cannot read") }
-        let bytes = [UInt8](data)
+        let bytes: [UInt8]
+        do { bytes = try InputFile.contents(path, what: "the PNG", limit: 1 << 30) } catch { throw ChartError("\(error)") }
         guard bytes.count > 8, bytes.prefix(8) == [137, 80, 78, 71, 13, 10, 26, 10] else { throw ChartError("\(path): not a PNG file") }
         var text: [String: String] = [:]
         var offset = 8

@@ -57,8 +57,9 @@ public enum CIFAR {
         guard FileManager.default.fileExists(atPath: path) else {
             throw DataError("\(path): missing (run `sambench data download` or pass --data-dir)")
         }
-        guard let data = FileManager.default.contents(atPath: path) else { throw DataError("\(path): cannot read") }
-        return try parseRecords([UInt8](data), source: path, expected: expected, labelBytes: labelBytes, classes: classes)
+        let data: [UInt8]
+        do { data = try InputFile.contents(path, what: "the CIFAR file", limit: 1 << 30) } catch { throw DataError("\(error)") }
+        return try parseRecords(data, source: path, expected: expected, labelBytes: labelBytes, classes: classes)
     }
 
     /// `expected` records from a file's bytes already read (errors name `source`): the size must

@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -136,26 +137,43 @@ public enum Download {
     /// Extracts the archive's expected files into `root/<directory>/`, all or nothing: files go
     /// to a staging root first (`root/.staging-<directory>-<pid>/<directory>/`), `check` reads
     /// them there, and only then does the staged directory replace the old one, so data that was
-    /// there is never lost to an archive that turns out bad.
+    /// there is never lost to an archive that turns out bad. The archive is streamed: read,
+    /// decompressed and written a megabyte at a time, never held in memory.
     public static func extract(_ archivePath: String, _ archive: CIFARArchive, into root: String,
                                check: (_ stagingRoot: String) throws -> Void = { _ in }) throws {
-        guard let data = FileManager.default.contents(atPath: archivePath) else { throw DataError("\(archivePath): cannot read") }
-        let tar = try Archive.gunzip([UInt8](data), source: archivePath)
+        let file: InputFile.Handle
+        do { file = try InputFile.open(archivePath, what: "the archive") } catch { throw DataError("\(error)") }
+        var offset = 0
+        let gz = try Archive.Gunzip(source: archivePath) { count in
+            let chunk = try file.read(at: offset, count: min(count, file.size - offset))
+            offset += chunk.count
+            return chunk
+        }
         let wanted = Set(archive.files.map { "\(archive.directory)/\($0)" })
-        let members = try Archive.untar(tar, wanted: wanted, source: archivePath)
-        let found = Set(members.map(\.name))
-        let missing = wanted.subtracting(found).filter { !$0.hasSuffix(".txt") }
-        guard missing.isEmpty else { throw DataError("\(archivePath): archive lacks \(missing.sorted().joined(separator: ", "))") }
         let fm = FileManager.default
         let stagingRoot = (root as NSString).appendingPathComponent(".staging-\(archive.directory)-\(getpid())")
         let staging = (stagingRoot as NSString).appendingPathComponent(archive.directory)
         try? fm.removeItem(atPath: stagingRoot)
         defer { try? fm.removeItem(atPath: stagingRoot) }
         try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
-        for m in members {
-            let path = (staging as NSString).appendingPathComponent((m.name as NSString).lastPathComponent)
-            guard fm.createFile(atPath: path, contents: Data(m.data)) else { throw DataError("\(path): cannot write") }
+        var output: (name: String, handle: FileHandle)?
+        defer { try? output?.handle.close() }
+        let found = try Archive.untar(read: gz.read, wanted: wanted, source: archivePath) { name, chunk, first in
+            let path = (staging as NSString).appendingPathComponent((name as NSString).lastPathComponent)
+            if first {
+                try output?.handle.close()
+                guard fm.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
+                    throw DataError("\(path): cannot write")
+                }
+                output = (name, handle)
+            }
+            do { try output!.handle.write(contentsOf: chunk) } catch { throw DataError("\(path): cannot write: \(error.localizedDescription)") }
         }
+        try output?.handle.close()
+        output = nil
+        try gz.finish()
+        let missing = wanted.subtracting(found).filter { !$0.hasSuffix(".txt") }
+        guard missing.isEmpty else { throw DataError("\(archivePath): archive lacks \(missing.sorted().joined(separator: ", "))") }
         try check(stagingRoot)
         let final = (root as NSString).appendingPathComponent(archive.directory)
         let old = (root as NSString).appendingPathComponent(".\(archive.directory).old-\(getpid())")

@@ -6,8 +6,9 @@ public enum NPY {
     /// Reads a 1-D array of uint8, int8, int16, int32 or int64 (either byte order marker for
     /// little-endian data) as Int32 labels.
     public static func readLabels(_ path: String) throws -> [Int32] {
-        guard let data = FileManager.default.contents(atPath: path) else { throw DataError("\(path): cannot read") }
-        return try parseLabels([UInt8](data), source: path)
+        let data: [UInt8]
+        do { data = try InputFile.contents(path, what: "the label file", limit: 256 << 20) } catch { throw DataError("\(error)") }
+        return try parseLabels(data, source: path)
     }
 
     /// The labels of a `.npy` file's bytes already read (errors name `source`).

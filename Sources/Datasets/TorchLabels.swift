@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 
 /// Reads the official CIFAR-N label files (`CIFAR-10_human.pt`, `CIFAR-100_human.pt`): a zip
@@ -15,8 +16,9 @@ public enum TorchLabels {
     }
 
     public static func readArrays(_ path: String) throws -> [String: [Int32]] {
-        guard let data = FileManager.default.contents(atPath: path) else { throw DataError("\(path): cannot read") }
-        return try parseArrays([UInt8](data), source: path)
+        let data: [UInt8]
+        do { data = try InputFile.contents(path, what: "the label file", limit: 256 << 20) } catch { throw DataError("\(error)") }
+        return try parseArrays(data, source: path)
     }
 
     /// The arrays of a `.pt` file's bytes already read (errors name `source`).

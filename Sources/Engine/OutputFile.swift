@@ -26,6 +26,11 @@ public enum OutputFile {
     public static func otherThanAFile(_ path: String) -> String? {
         var st = stat()
         guard stat(path, &st) == 0 else { return nil }
+        return kind(st)
+    }
+
+    /// What a stat describes when it is not a regular file; nil for a regular file.
+    static func kind(_ st: stat) -> String? {
         switch st.st_mode & S_IFMT {
         case S_IFREG: return nil
         case S_IFDIR: return "a directory"

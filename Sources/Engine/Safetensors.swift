@@ -89,33 +89,50 @@ public struct SafetensorsFile: Sendable {
 
     public subscript(name: String) -> SafetensorsTensor? { tensors[name] }
 
+    /// The largest header read. The reference implementation allows 100 MB, but a header is parsed
+    /// whole (Foundation's JSON takes about 60 times its size in memory) before anything is checked,
+    /// and sambench's largest file, a Co-teaching training checkpoint of two ResNet-1202s with
+    /// their momentum, has about 22,000 tensors in a header of about 2.5 MB.
+    public static let maxHeaderBytes = 4 << 20
+
     /// Reads and validates a file: header length within the file, JSON well-formed, known
-    /// dtypes, byte ranges inside the data area, matching their shape and not overlapping.
+    /// dtypes, byte ranges inside the data area, matching their shape and not overlapping. The
+    /// header is read and checked first, then each tensor's bytes, so a file with a damaged
+    /// header is refused without reading its body.
     public static func read(_ path: String) throws -> SafetensorsFile {
         func fail(_ what: String) -> SafetensorsError { SafetensorsError(description: "\(path): \(what)") }
-        guard let data = FileManager.default.contents(atPath: path) else { throw fail("cannot read file") }
-        return try parse([UInt8](data), fail: fail)
+        let file: InputFile.Handle
+        do { file = try InputFile.open(path, what: "the safetensors file") } catch { throw SafetensorsError(description: "\(error)") }
+        do {
+            return try parse(size: file.size, read: file.read(at:count:), fail: fail)
+        } catch let error as InputFile.Unreadable { throw SafetensorsError(description: "\(error)") }
     }
 
     /// Parses a file's bytes already read (errors name `path`).
     public static func parse(path: String, bytes: [UInt8]) throws -> SafetensorsFile {
-        try parse(bytes) { SafetensorsError(description: "\(path): \($0)") }
+        try parse(size: bytes.count, read: { Array(bytes[$0..<($0 + $1)]) }) { SafetensorsError(description: "\(path): \($0)") }
     }
 
-    static func parse(_ bytes: [UInt8], fail: (String) -> SafetensorsError) throws -> SafetensorsFile {
-        guard bytes.count >= 8 else { throw fail("truncated: \(bytes.count) bytes, a safetensors file starts with an 8-byte header length") }
+    /// Parses a file of `size` bytes whose ranges `read(offset, count)` returns.
+    static func parse(size: Int, read: (Int, Int) throws -> [UInt8], fail: (String) -> SafetensorsError) throws -> SafetensorsFile {
+        guard size >= 8 else { throw fail("truncated: \(size) bytes, a safetensors file starts with an 8-byte header length") }
+        let lengthBytes = try read(0, 8)
         var n: UInt64 = 0
-        for i in 0..<8 { n |= UInt64(bytes[i]) << (8 * UInt64(i)) }
-        guard n <= UInt64(bytes.count - 8) else {
-            throw fail("truncated or not safetensors: header length \(n) exceeds the \(bytes.count - 8) bytes after it")
+        for i in 0..<8 { n |= UInt64(lengthBytes[i]) << (8 * UInt64(i)) }
+        guard n <= UInt64(size - 8) else {
+            throw fail("truncated or not safetensors: header length \(n) exceeds the \(size - 8) bytes after it")
+        }
+        guard n <= UInt64(maxHeaderBytes) else {
+            throw fail("a \(n)-byte header, more than the \(maxHeaderBytes >> 20) MiB sambench reads (not a checkpoint of a model it builds)")
         }
         let headerEnd = 8 + Int(n)
-        guard let json = try? JSONSerialization.jsonObject(with: Data(bytes[8..<headerEnd])), let header = json as? [String: Any] else {
+        guard let json = try? JSONSerialization.jsonObject(with: Data(try read(8, Int(n)))), let header = json as? [String: Any] else {
             throw fail("header is not a JSON object")
         }
-        let dataSize = bytes.count - headerEnd
+        let dataSize = size - headerEnd
         var file = SafetensorsFile()
         var ranges: [(Int, Int, String)] = []
+        var entries: [(name: String, dtype: SafetensorsDType, shape: [Int])] = []
         for (name, value) in header {
             if name == "__metadata__" {
                 guard let meta = value as? [String: Any] else { throw fail("__metadata__ is not an object") }
@@ -151,11 +168,17 @@ public struct SafetensorsFile: Sendable {
                 throw fail("tensor \(name): \(b1 - b0) bytes for shape \(shape) \(dtype), expected \(expected)")
             }
             ranges.append((b0, b1, name))
-            file.tensors[name] = SafetensorsTensor(dtype: dtype, shape: shape, bytes: Array(bytes[(headerEnd + b0)..<(headerEnd + b1)]))
+            entries.append((name, dtype, shape))
         }
         ranges.sort { $0.0 < $1.0 || ($0.0 == $1.0 && $0.1 < $1.1) }
         for (a, b) in zip(ranges, ranges.dropFirst()) where b.0 < a.1 {
             throw fail("tensors \(a.2) and \(b.2) overlap (bytes \(a.0)..<\(a.1) and \(b.0)..<\(b.1))")
+        }
+        // The whole header is sound: only now are the tensors read, each once.
+        let shapes = Dictionary(uniqueKeysWithValues: entries.map { ($0.name, ($0.dtype, $0.shape)) })
+        for (b0, b1, name) in ranges {
+            let (dtype, shape) = shapes[name]!
+            file.tensors[name] = SafetensorsTensor(dtype: dtype, shape: shape, bytes: try read(headerEnd + b0, b1 - b0))
         }
         return file
     }
@@ -304,13 +327,33 @@ public enum Checkpoint {
     public static func load(into state: ModelState, file: SafetensorsFile, source: String, skip: [String] = [],
                             allowUnexpected: Bool = false) throws -> LoadReport {
         let model = state.model
+        let report = try check(file, fits: model, source: source, skip: skip, allowUnexpected: allowUnexpected)
+        func skipped(_ name: String) -> Bool { skip.contains { Checkpoint.name(name, isUnder: $0) } }
+        for p in model.params where !skipped(p.name) { copy(file[p.name]!.floats, into: state.view(p)) }
+        for (i, bn) in model.batchNorms.enumerated() {
+            for (suffix, dst) in [(".running_mean", state.runningMean(i)), (".running_var", state.runningVar(i))] where !skipped(bn.prefix + suffix) {
+                copy(file[bn.prefix + suffix]!.floats, into: dst)
+            }
+            let nbt = bn.prefix + ".num_batches_tracked"
+            if !skipped(nbt) { state.batchesTracked[i] = file[nbt]?.int64s[0] ?? 0 }
+        }
+        return report
+    }
+
+    private static func copy(_ values: [Float], into dst: UnsafeMutableBufferPointer<Float>) {
+        for i in values.indices { dst[i] = values[i] }
+    }
+
+    /// Whether `file` fits `model` as `load` requires, checked on the model's description alone, so
+    /// that a file naming a model of gigabytes is refused before its weights are allocated.
+    @discardableResult
+    public static func check(_ file: SafetensorsFile, fits model: Model, source: String, skip: [String] = [],
+                             allowUnexpected: Bool = false) throws -> LoadReport {
         func skipped(_ name: String) -> Bool { skip.contains { Checkpoint.name(name, isUnder: $0) } }
         var report = LoadReport()
         var missing: [String] = [], wrong: [String] = []
-        var values: [(UnsafeMutableBufferPointer<Float>, [Float])] = []
-        var tracked = state.batchesTracked
         var expected = Set<String>()
-        func floats(_ name: String, _ shape: [Int], into dst: UnsafeMutableBufferPointer<Float>, variance: Bool = false) {
+        func floats(_ name: String, _ shape: [Int], variance: Bool = false) {
             expected.insert(name)
             if skipped(name) { report.keptFromState.append(name); return }
             guard let t = file[name] else { missing.append("\(name) \(shape)"); return }
@@ -332,19 +375,17 @@ public enum Checkpoint {
                 wrong.append("\(name): \(v.count(where: { $0 < 0 })) negative variances (the first, \(v[first]), at index \(first))")
                 return
             }
-            values.append((dst, v))
         }
-        for p in model.params { floats(p.name, p.shape, into: state.view(p)) }
-        for (i, bn) in model.batchNorms.enumerated() {
-            floats(bn.prefix + ".running_mean", [bn.channels], into: state.runningMean(i))
-            floats(bn.prefix + ".running_var", [bn.channels], into: state.runningVar(i), variance: true)
+        for p in model.params { floats(p.name, p.shape) }
+        for bn in model.batchNorms {
+            floats(bn.prefix + ".running_mean", [bn.channels])
+            floats(bn.prefix + ".running_var", [bn.channels], variance: true)
             let nbt = bn.prefix + ".num_batches_tracked"
             expected.insert(nbt)
             if skipped(nbt) { report.keptFromState.append(nbt); continue }
-            guard let t = file[nbt] else { report.missingBatchCounts.append(bn.prefix); tracked[i] = 0; continue }
+            guard let t = file[nbt] else { report.missingBatchCounts.append(bn.prefix); continue }
             guard t.dtype == .I64, t.elementCount == 1 else { wrong.append("\(nbt): \(t.dtype) \(t.shape), expected an I64 scalar"); continue }
             guard t.int64s[0] >= 0 else { wrong.append("\(nbt): \(t.int64s[0]), expected a count >= 0"); continue }
-            tracked[i] = t.int64s[0]
         }
         let extra = Set(file.tensors.keys).subtracting(expected).sorted()
         report.ignoredInFile = file.tensors.keys.filter(skipped).sorted()
@@ -365,8 +406,6 @@ public enum Checkpoint {
             throw SafetensorsError(description: "\(source) does not fit model \(model.name) (\(model.numClasses) classes):\n" +
                                    parts.joined(separator: "\n") + hint)
         }
-        for (dst, src) in values { for i in src.indices { dst[i] = src[i] } }
-        state.batchesTracked = tracked
         return report
     }
 }

@@ -71,7 +71,9 @@ public final class ConvolutionTuning: @unchecked Sendable {
     }
 
     private static func read(_ file: URL) -> [String: String] {
-        guard let data = try? Data(contentsOf: file), let stored = try? JSONDecoder().decode(Stored.self, from: data) else { return [:] }
+        // A cache that cannot be read (or is a FIFO, or huge) is as good as none: the layers are timed again.
+        guard let bytes = try? InputFile.contents(file.path, what: "the tuning cache", limit: 16 << 20),
+              let stored = try? JSONDecoder().decode(Stored.self, from: Data(bytes)) else { return [:] }
         return stored.choices
     }
 

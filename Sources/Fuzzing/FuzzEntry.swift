@@ -32,11 +32,22 @@ public enum FuzzEntry: String, CaseIterable, Sendable {
                 _ = try CIFAR.parseRecords(Array(bytes.dropFirst()), source: "fuzz.bin", expected: Int(head >> 1) & 3,
                                            labelBytes: labelBytes, classes: labelBytes == 1 ? 10 : 100)
             case .archive:
-                // First byte even: the rest is a tar; odd: a tar.gz (decompressed under a small cap).
+                // First byte even: the rest is a tar, read from memory; odd: a tar.gz, streamed as
+                // `Download.extract` streams a file (decompressed under a small cap, read to its end).
                 guard let head = bytes.first else { return false }
                 let rest = Array(bytes.dropFirst())
-                let tar = head & 1 == 0 ? rest : try Archive.gunzip(rest, source: "fuzz.tar.gz", maxOutput: 1 << 24)
-                _ = try Archive.untar(tar, wanted: FuzzEntry.wantedMembers, source: "fuzz.tar")
+                if head & 1 == 0 {
+                    _ = try Archive.untar(rest, wanted: FuzzEntry.wantedMembers, source: "fuzz.tar")
+                } else {
+                    var at = 0
+                    let gz = try Archive.Gunzip(source: "fuzz.tar.gz", maxOutput: 1 << 24) { count in
+                        defer { at = min(rest.count, at + count) }
+                        return Array(rest[at..<min(rest.count, at + count)])
+                    }
+                    var written = 0
+                    try Archive.untar(read: gz.read, wanted: FuzzEntry.wantedMembers, source: "fuzz.tar.gz") { _, chunk, _ in written += chunk.count }
+                    try gz.finish()
+                }
             case .suite:
                 _ = try Suite.parse(String(decoding: bytes, as: UTF8.self), file: "fuzz.toml")
             }

@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 import Suites
 
@@ -8,8 +9,10 @@ public enum ReportFormat: String, Sendable, CaseIterable {
 
     public func render(_ r: Report) throws -> String {
         switch self {
-        case .text: return ReportText.text(r)
-        case .markdown: return ReportText.markdown(r)
+        // The tables for people carry labels and notes from the database: their control
+        // characters are written out, so that a crafted label cannot drive a terminal.
+        case .text: return escapingControlCharacters(ReportText.text(r))
+        case .markdown: return escapingControlCharacters(ReportText.markdown(r))
         case .csv: return ReportText.csv(r)
         case .json:
             let encoder = JSONEncoder()

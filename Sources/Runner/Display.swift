@@ -1,4 +1,5 @@
 // The runner's live view and log lines on a terminal or a pipe.
+import Engine
 import Foundation
 import Store
 import Training
@@ -44,7 +45,7 @@ public final class ConsoleDisplay: RunnerDisplay {
     private func log(_ line: String, always: Bool = false) {
         guard verbosity != .quiet || always else { return }
         if live { clearBlock() }
-        write(line + "\n")
+        write(escapingControlCharacters(line) + "\n")     // labels and a worker's errors: no terminal codes
         if live { draw(last) }
     }
 

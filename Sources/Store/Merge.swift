@@ -131,6 +131,9 @@ public extension Store {
                     """)
             }
             source.beingWritten = WriterLock.isHeld(database: path)
+            if let why = try reader.read({ try Store.danglingReference(in: $0) }) {
+                throw StoreError("\(path): \(why): a sambench database keeps these whole; nothing was merged")
+            }
             readers.append(reader)
             var take: Set<String> = []
             for row in try reader.read({ try Row.fetchAll($0, sql: "SELECT key, status, label, error FROM runs ORDER BY rowid") }) {
@@ -198,7 +201,8 @@ public extension Store {
             for (i, path) in plan.readPaths.enumerated() {
                 try db.execute(sql: "ATTACH DATABASE ? AS src", arguments: [path])
                 defer { try? db.execute(sql: "DETACH DATABASE src") }
-                try db.inTransaction {
+                // A constraint the plan's checks did not foresee is the source's doing: say which.
+                do { try db.inTransaction {
                     // A run's row is replaced while its suite links point at it: checked at commit.
                     try db.execute(sql: "PRAGMA defer_foreign_keys = ON")
                     let before = try Int.fetchOne(db, sql: "SELECT count(*) FROM main.suites")!
@@ -226,6 +230,11 @@ public extension Store {
                         JOIN src.suites s ON s.id = sr.suite_id JOIN main.suites m ON m.sha256 = s.sha256
                         """)
                     return .commit
+                } } catch let e as DatabaseError where e.resultCode == .SQLITE_CONSTRAINT {
+                    throw StoreError("""
+                        \(plan.sources[i].path): its rows break a constraint of \(plan.target) (SQLite: \(e.message ?? "\(e)")); \
+                        nothing of it was merged\(i > 0 ? " (the sources before it were)" : "")
+                        """)
                 }
             }
             return suites

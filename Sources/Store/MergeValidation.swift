@@ -1,4 +1,5 @@
 // What merge checks of every run of a source before it copies anything: the values a run of sambench can store.
+import Engine
 import Foundation
 import GRDB
 import Suites
@@ -34,6 +35,8 @@ extension Store {
             return "\(describe(run, "status")), not one of \(RunStatus.allCases.map(\.rawValue).joined(separator: ", "))"
         }
         for column in ["label", "config", "data_identity", "group_key", "created_at"] where text(run, column) == nil { return "\(describe(run, column)), expected text" }
+        // A label is printed by `runs`, `report` and the runner: one line of text, no terminal codes.
+        if let c = firstControlCharacter(text(run, "label")!) { return "a control character (\(c)) in its label" }
         for column in ["error", "host", "sambench_version", "git_revision", "started_at", "finished_at", "noise_labels"]
         where run.hasColumn(column) && !isNull(run, column) && text(run, column) == nil {
             return "\(describe(run, column)), expected text or NULL"
@@ -96,5 +99,21 @@ extension Store {
             if !(integer(noise, "corrupted").map { $0 >= 0 } ?? false) { return "noise: \(describe(noise, "corrupted")), expected a count >= 0" }
         }
         return nil
+    }
+
+    /// The first row of `db` (a merge source) that refers to a row it does not have (a suite's
+    /// link to a missing run, an epoch of a missing run), nil when there is none: copied, it
+    /// would fail the target's foreign keys at commit, which SQLite reports naming no row.
+    static func danglingReference(in db: Database) throws -> String? {
+        let broken = try Row.fetchAll(db, sql: "PRAGMA foreign_key_check")
+        guard let first = broken.first else { return nil }
+        let table: String = first["table"], parent: String = first["parent"]
+        var which = ""
+        if let rowid: Int64 = first["rowid"],
+           let row = try Row.fetchOne(db, sql: "SELECT * FROM \"\(table.replacingOccurrences(of: "\"", with: "\"\""))\" WHERE rowid = ?", arguments: [rowid]) {
+            which = " (" + row.columnNames.filter { $0.hasSuffix("_key") || $0.hasSuffix("_id") }
+                .map { "\($0) \(row[$0] as DatabaseValue)" }.joined(separator: ", ") + ")"
+        }
+        return "\(broken.count) rows refer to rows that are not there; the first, in \(table)\(which), to a missing row of \(parent)"
     }
 }

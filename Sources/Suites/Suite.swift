@@ -92,8 +92,9 @@ public struct Suite: Sendable {
 
     /// Reads and expands a suite file. Every error names the file, the line and the key.
     public static func load(_ path: String) throws -> Suite {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw SuiteError(file: path, line: nil, key: nil, message: FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file")
+        let data: Data
+        do { data = Data(try InputFile.contents(path, what: "the suite", limit: maxBytes)) } catch let error as InputFile.Unreadable {
+            throw SuiteError(file: path, line: nil, key: nil, message: "cannot read the suite: \(error.reason)")
         }
         guard let text = String(data: data, encoding: .utf8) else { throw SuiteError(file: path, line: nil, key: nil, message: "not UTF-8 text") }
         return try parse(text, file: path)
@@ -101,6 +102,9 @@ public struct Suite: Sendable {
 
     /// The most runs one suite may expand to (the paper's full protocol is a few thousand).
     public static let maxRuns = 100_000
+    /// The largest suite file read: a suite is a few hundred lines; 16 MiB of TOML would be
+    /// generated, and is refused before it is parsed.
+    public static let maxBytes = 16 << 20
 
     /// The names of the settings `[defaults]` and `[grid]` accept (documented in docs/SUITES.md).
     public static var settingNames: [String] { Settings.all.map(\.name) }

@@ -125,11 +125,3 @@ extension SuiteParser {
         }
     }
 }
-
-/// The first control character of `s` (NUL, a line break, an escape...) not in `allowing`,
-/// written as U+XXXX; nil when there is none. For text that reaches terminals, file names and
-/// shell scripts: suite names, descriptions, Slurm paths.
-public func firstControlCharacter(_ s: String, allowing: Set<Unicode.Scalar> = []) -> String? {
-    s.unicodeScalars.first { ($0.properties.generalCategory == .control || $0 == "\u{2028}" || $0 == "\u{2029}") && !allowing.contains($0) }
-        .map { "U+" + String(format: "%04X", $0.value) }
-}

@@ -130,16 +130,19 @@ public struct InitialWeights: Sendable, Codable, Hashable {
         self.reinitHead = reinitHead
     }
 
+    /// The largest weights file read whole (to hash it): the largest model sambench builds,
+    /// Wide-ResNet-100-16, is about 1.5 GB in float32.
+    public static let maxBytes = 2 << 30
+
     /// The weights in `path` as they are now: the file read and hashed.
     public static func reading(_ path: String, skip: [String] = [], reinitHead: Bool = false) throws -> InitialWeights {
-        guard let bytes = FileManager.default.contents(atPath: path) else { throw EngineError("\(path): cannot read the initial weights") }
-        return InitialWeights(path: path, sha256: SHA256Hex.digest([UInt8](bytes)), skip: skip, reinitHead: reinitHead)
+        let bytes = try InputFile.contents(path, what: "the initial weights", limit: maxBytes)
+        return InitialWeights(path: path, sha256: SHA256Hex.digest(bytes), skip: skip, reinitHead: reinitHead)
     }
 
     /// Reads the file and checks its hash; the file and the report of loading it into `state`.
     public func load(into state: ModelState) throws -> Checkpoint.LoadReport {
-        guard let data = FileManager.default.contents(atPath: path) else { throw EngineError("\(path): cannot read the initial weights") }
-        let bytes = [UInt8](data)
+        let bytes = try InputFile.contents(path, what: "the initial weights", limit: Self.maxBytes)
         let digest = SHA256Hex.digest(bytes)
         guard digest == sha256 else {
             throw EngineError("\(path): SHA-256 \(digest) is not the \(sha256) this run was configured with (the file changed)")

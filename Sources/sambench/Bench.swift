@@ -18,11 +18,11 @@ struct Bench: ParsableCommand {
     )
 
     @Option(help: "Model: \(Architectures.names).") var model: String = "resnet20"
-    @Option(name: [.customLong("batch-size"), .customLong("batch")], help: "Batch size (suites: batch_size).") var batch: Int = 128
+    @Option(name: [.customLong("batch-size"), .customLong("batch")], parsing: .unconditional, help: "Batch size (suites: batch_size).") var batch: Int = 128
     @OptionGroup var threadsOption: ThreadsOption
     var threads: Int { threadsOption.resolved() }
-    @Option(help: "Timed steps per mode (the median is reported).") var steps: Int = 20
-    @Option(help: "Untimed warm-up steps per mode.") var warmup: Int = 5
+    @Option(parsing: .unconditional, help: "Timed steps per mode (the median is reported).") var steps: Int = 20
+    @Option(parsing: .unconditional, help: "Untimed warm-up steps per mode.") var warmup: Int = 5
     @Option(help: "Modes to run, comma-separated: \(Benchmark.Mode.allCases.map(\.rawValue).joined(separator: ", ")).") var modes: String = "eval,sgd,sam"
     @Option(help: """
         The training method of the timed steps, with its default parameters (\(Methods.all.map(\.name).joined(separator: ", "))); \

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Engine
 import Foundation
 import Report
 import Store
@@ -52,7 +53,7 @@ struct CheckCommand: ParsableCommand {
         }
         let base: Report? = try baseline.map { path in
             try usageFailure {
-                guard let data = FileManager.default.contents(atPath: path) else { throw CheckError("\(path): cannot read the baseline") }
+                let data = Data(try InputFile.contents(path, what: "the baseline", limit: 256 << 20))
                 let report: Report
                 do { report = try JSONDecoder().decode(Report.self, from: data) } catch {
                     throw CheckError("\(path): not the JSON of `sambench report --format json` (\(error))")

@@ -10,10 +10,12 @@ import Store
 import Suites
 import Training
 
-/// Writes a line to standard output immediately (unbuffered), so progress shows in pipes too.
+/// Writes a line to standard output immediately (unbuffered), so progress shows in pipes too,
+/// its control characters but line breaks and tabs written out (labels, paths and errors come
+/// from files and databases).
 func emit(_ line: String) {
     // A closed pipe (`| head`) must not end a long job: the write's error is ignored.
-    try? FileHandle.standardOutput.write(contentsOf: Data((line + "\n").utf8))
+    try? FileHandle.standardOutput.write(contentsOf: Data((escapingControlCharacters(line) + "\n").utf8))
 }
 
 /// `s` padded with spaces to `width` columns (on the left when `left`).
@@ -26,7 +28,7 @@ func pad(_ s: String, _ width: Int, left: Bool = false) -> String {
 /// they are, exit status 2.
 func usageFailure<T>(_ body: () throws -> T) throws -> T {
     do { return try body() } catch let e where e is SuiteError || e is StoreError || e is RunnerError || e is DataError || e is ConfigurationError || e is ChartError || e is CheckError || e is BaselineError {
-        FileHandle.standardError.write(Data("error: \(e)\n".utf8))
+        FileHandle.standardError.write(Data("error: \(escapingControlCharacters("\(e)"))\n".utf8))
         throw ExitCode(2)
     }
 }
@@ -44,7 +46,7 @@ struct DataDirOption: ParsableArguments {
 
 /// `--threads`, shared by the commands that train or time; each says its default.
 struct ThreadsOption: ParsableArguments {
-    @Option(help: "oneDNN threads (default: all cores; for `run`, the cores divided by --jobs).") var threads: Int?
+    @Option(parsing: .unconditional, help: "oneDNN threads (default: all cores; for `run`, the cores divided by --jobs).") var threads: Int?
 
     func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be >= 1") }

@@ -25,8 +25,8 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Dataset: cifar10, cifar100 or synthetic.") var dataset: Dataset = .cifar10
     @OptionGroup var dataDirectory: DataDirOption
     @Option(help: "Which split: test or train (all 50,000 training images, clean labels).") var split: Split = .test
-    @Option(help: "Images per forward pass.") var batch: Int = 250
-    @Option(help: "Resize the 32x32 images bilinearly to this size first (default: the size a sambench checkpoint trained at, else 32).") var imageSize: Int?
+    @Option(parsing: .unconditional, help: "Images per forward pass.") var batch: Int = 250
+    @Option(parsing: .unconditional, help: "Resize the 32x32 images bilinearly to this size first (default: the size a sambench checkpoint trained at, else 32).") var imageSize: Int?
     @Option(help: "Per-channel mean, comma-separated (overrides the checkpoint's and the dataset's).") var mean: String?
     @Option(help: "Per-channel std, comma-separated.") var std: String?
     @Option(help: "Output format.") var format: TextOrJSON = .text
@@ -75,6 +75,9 @@ struct EvalCommand: ParsableCommand {
         }
         let recordedConfig = file.metadata[WeightsMetadata.config].flatMap { try? JSONDecoder().decode(TrainConfig.self, from: Data($0.utf8)) }
         let net = try Architectures.make(modelName, numClasses: data.classes, inputSize: imageSize ?? recordedConfig?.imageSize ?? 32)
+        // The file is checked against the model's description before its weights take memory: a
+        // small file whose metadata names a model of gigabytes is refused at once.
+        try Checkpoint.check(file, fits: net, source: checkpoint)
         let state = ModelState(model: net, seed: 0)
         let report = try Checkpoint.load(into: state, file: file, source: checkpoint)
         let executor = try DNNLExecutor(state: state, batchSize: batch, training: false)

@@ -18,10 +18,10 @@ struct NoiseCommand: ParsableCommand {
 
     @Option(help: "Dataset.") var dataset: Dataset = .cifar10
     @Option(name: [.customLong("kind"), .customLong("noise")], help: "Noise kind (docs/NOISE.md; train: --noise, suites: kind).") var kind: NoiseKind
-    @Option(name: [.customLong("rate"), .customLong("noise-rate")], help: "Target noise rate in [0, 1] (train: --noise-rate, suites: rate).") var rate: Double = 0
-    @Option(name: [.customLong("seed"), .customLong("noise-seed")], help: "Seed of the noise realisation (train: --noise-seed, suites: the noise entry's seed).") var seed: UInt64 = 0
+    @Option(name: [.customLong("rate"), .customLong("noise-rate")], parsing: .unconditional, help: "Target noise rate in [0, 1] (train: --noise-rate, suites: rate).") var rate: Double = 0
+    @Option(name: [.customLong("seed"), .customLong("noise-seed")], parsing: .unconditional, help: "Seed of the noise realisation (train: --noise-seed, suites: the noise entry's seed).") var seed: UInt64 = 0
     @Option(name: [.customLong("selection"), .customLong("noise-selection")], help: "Which samples are corrupted (train: --noise-selection, suites: selection).") var selection: NoiseSelection = .exact
-    @Option(help: "Instance noise: std of the truncated normal of per-sample flip rates.") var instanceStd: Double = 0.1
+    @Option(parsing: .unconditional, help: "Instance noise: std of the truncated normal of per-sample flip rates.") var instanceStd: Double = 0.1
     @Option(help: "Human noise: FILE.npy or FILE.pt:KEY (e.g. CIFAR-10_human.pt:worse_label).") var labels: LabelSpec?
     @OptionGroup var dataDirectory: DataDirOption
     var dataDir: String? { dataDirectory.dataDir }

@@ -49,7 +49,7 @@ struct ReportCommand: ParsableCommand {
     @Option(help: "Where the charts go.") var charts: String = "results/charts"
     @Flag(help: "Do not draw charts.") var noCharts = false
     @Flag(help: "Also write each chart as SVG.") var svg = false
-    @Option(help: "Chart scale: 1 gives 1600x1000 pixels.") var scale: Double = 1
+    @Option(parsing: .unconditional, help: "Chart scale: 1 gives 1600x1000 pixels.") var scale: Double = 1
     @Option(help: "Reference points for the accuracy chart: CSV label,noise_rate,accuracy (percent).") var reference: String?
     @Option(help: ArgumentHelp("The group every other group of a setting is compared with: method=NAME,optimizer=NAME[,PARAMETER=VALUE...] (default: the one the suites name, else method=ce,optimizer=sgd).", valueName: "baseline"))
     var baseline: String?
@@ -101,7 +101,9 @@ struct ReportCommand: ParsableCommand {
                 catch { throw ChartError("\(destination): cannot write the report: \(error.localizedDescription)") }
             }
         } else {
-            try FileHandle.standardOutput.write(contentsOf: Data(text.utf8))
+            // CSV keeps its values exact, but not on a terminal (text and markdown are escaped when rendered).
+            let shown = format == .csv && isatty(STDOUT_FILENO) != 0 ? escapingControlCharacters(text) : text
+            try FileHandle.standardOutput.write(contentsOf: Data(shown.utf8))
         }
         guard !noCharts else {
             if let destination { emit("report: \(destination)") }

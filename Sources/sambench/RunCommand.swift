@@ -33,7 +33,7 @@ struct RunCommand: ParsableCommand {
 
     @Argument(help: "The suite file, e.g. suites/quick.toml.") var suite: String
     @OptionGroup var database: DatabaseOption
-    @Option(help: "Runs trained at once, each in its own process.") var jobs: Int = 1
+    @Option(parsing: .unconditional, help: "Runs trained at once, each in its own process.") var jobs: Int = 1
     @OptionGroup var threadsOption: ThreadsOption
     /// oneDNN threads per run: as asked, else the cores divided by --jobs.
     var threads: Int { threadsOption.resolved(max(1, ProcessInfo.processInfo.activeProcessorCount / jobs)) }

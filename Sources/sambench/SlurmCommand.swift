@@ -1,5 +1,6 @@
 import ArgumentParser
 import Datasets
+import Engine
 import Foundation
 import Runner
 import Suites
@@ -26,12 +27,12 @@ struct SlurmCommand: ParsableCommand {
     )
 
     @Argument(help: "The suite file, e.g. suites/noise.toml.") var suite: String
-    @Option(help: "Number of shards (array tasks); at most the suite's runs.") var shards: Int
+    @Option(parsing: .unconditional, help: "Number of shards (array tasks); at most the suite's runs.") var shards: Int
     @Option(help: "Slurm partition (default: the cluster's).") var partition: String?
     @Option(help: "Time limit per task, e.g. 12:00:00 (default: the partition's).") var time: String?
-    @Option(help: "CPUs per task, also sambench's threads per task.") var cpusPerTask: Int = 2
+    @Option(parsing: .unconditional, help: "CPUs per task, also sambench's threads per task.") var cpusPerTask: Int = 2
     @Option(help: "Memory per task, e.g. 8G (default: the cluster's).") var mem: String?
-    @Option(help: "At most this many tasks running at once.") var arrayParallelism: Int?
+    @Option(parsing: .unconditional, help: "At most this many tasks running at once.") var arrayParallelism: Int?
     @Option(help: "A line for both scripts, repeatable: '#SBATCH --account=X' lines go to the header, others (e.g. 'module load X') run before sambench.")
     var extra: [String] = []
     @Option(help: "Folder for the scripts, shard databases, checkpoints and logs (default: results/slurm/<suite name>).") var out: String?
@@ -47,8 +48,7 @@ struct SlurmCommand: ParsableCommand {
         }
         let folder = out ?? "results/slurm/\(SlurmJob.plainName(suite.name))"
         let bytes = try usageFailure { () throws -> [UInt8] in
-            guard let d = FileManager.default.contents(atPath: self.suite) else { throw RunnerError("\(self.suite): cannot read the suite") }
-            return Array(d)
+            try InputFile.contents(self.suite, what: "the suite", limit: Suite.maxBytes)
         }
         let job = SlurmJob(executable: ThisExecutable.path, suite: Self.absolute(self.suite), suiteSHA256: SHA256Hex.digest(bytes),
                            suiteName: suite.name, shards: shards, out: Self.absolute(folder), target: Self.absolute(database.db),

@@ -32,59 +32,59 @@ struct Train: ParsableCommand {
     @Option(help: "Dataset: synthetic (built in, no download), cifar10 or cifar100 (see `sambench data`).") var dataset: Dataset = .synthetic
     @OptionGroup var dataDirectory: DataDirOption
     var dataDir: String? { dataDirectory.dataDir }
-    @Option(name: [.customLong("synthetic-classes"), .customLong("classes")], help: "Classes of the synthetic dataset (suites: synthetic_classes).") var classes: Int = 10
-    @Option(name: [.customLong("synthetic-train"), .customLong("train-size")], help: "Training images of the synthetic dataset (suites: synthetic_train).") var trainSize: Int = 5000
-    @Option(name: [.customLong("synthetic-test"), .customLong("test-size")], help: "Test images of the synthetic dataset (suites: synthetic_test).") var testSize: Int = 1000
-    @Option(name: [.customLong("synthetic-seed"), .customLong("data-seed")], help: "Seed of the synthetic dataset (suites: synthetic_seed).") var dataSeed: UInt64 = 1
+    @Option(name: [.customLong("synthetic-classes"), .customLong("classes")], parsing: .unconditional, help: "Classes of the synthetic dataset (suites: synthetic_classes).") var classes: Int = 10
+    @Option(name: [.customLong("synthetic-train"), .customLong("train-size")], parsing: .unconditional, help: "Training images of the synthetic dataset (suites: synthetic_train).") var trainSize: Int = 5000
+    @Option(name: [.customLong("synthetic-test"), .customLong("test-size")], parsing: .unconditional, help: "Test images of the synthetic dataset (suites: synthetic_test).") var testSize: Int = 1000
+    @Option(name: [.customLong("synthetic-seed"), .customLong("data-seed")], parsing: .unconditional, help: "Seed of the synthetic dataset (suites: synthetic_seed).") var dataSeed: UInt64 = 1
     @Option(help: "Label noise (docs/NOISE.md; suites: a [[noise]] entry's kind).") var noise: NoiseKind = .none
-    @Option(help: "Noise rate in [0, 1].") var noiseRate: Double = 0
+    @Option(parsing: .unconditional, help: "Noise rate in [0, 1].") var noiseRate: Double = 0
     @Option(help: "Which samples are corrupted.") var noiseSelection: NoiseSelection = .exact
-    @Option(help: "Seed of the noise realisation.") var noiseSeed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Seed of the noise realisation.") var noiseSeed: UInt64 = 0
     @Option(help: "Human noise labels: FILE.npy or FILE.pt:KEY (e.g. CIFAR-10_human.pt:worse_label).") var labels: LabelSpec?
-    @Option(help: "Fraction of the training set held out, stratified, for validation.") var validation: Double = 0
+    @Option(parsing: .unconditional, help: "Fraction of the training set held out, stratified, for validation.") var validation: Double = 0
     @Flag(help: "Score validation against the clean labels (default: the noisy ones, what a practitioner has).") var cleanValidation = false
-    @Option(help: "Train on this many images only (stratified; after the validation split).") var subset: Int?
+    @Option(parsing: .unconditional, help: "Train on this many images only (stratified; after the validation split).") var subset: Int?
     @Flag(help: "The subset is the first N training images instead of a stratified N.") var subsetFirst = false
-    @Option(help: "Random-crop padding (0: no crop).") var cropPadding: Int = 4
+    @Option(parsing: .unconditional, help: "Random-crop padding (0: no crop).") var cropPadding: Int = 4
     @Flag(help: "No random horizontal flip.") var noFlip = false
-    @Option(help: "Cutout square size (0: none).") var cutout: Int = 0
-    @Option(help: "Epochs.") var epochs: Int = 5
-    @Option(name: [.customLong("batch-size"), .customLong("batch")], help: "Batch size (suites: batch_size).") var batch: Int = 128
-    @Option(help: "Base learning rate.") var lr: Float = 0.05
+    @Option(parsing: .unconditional, help: "Cutout square size (0: none).") var cutout: Int = 0
+    @Option(parsing: .unconditional, help: "Epochs.") var epochs: Int = 5
+    @Option(name: [.customLong("batch-size"), .customLong("batch")], parsing: .unconditional, help: "Batch size (suites: batch_size).") var batch: Int = 128
+    @Option(parsing: .unconditional, help: "Base learning rate.") var lr: Float = 0.05
     @Option(help: "Learning-rate schedule, stepped per iteration.") var schedule: Schedule = .cosine
     @Option(help: "Epochs at which multistep multiplies the rate by --gamma, comma-separated.") var milestones: String = ""
-    @Option(help: "Multistep factor.") var gamma: Float = 0.1
-    @Option(help: "Epochs of linear warmup.") var warmupEpochs: Int = 0
-    @Option(help: "SGD momentum.") var momentum: Float = 0.9
-    @Option(help: "Weight decay (added to the gradient before momentum, as PyTorch).") var weightDecay: Float = 5e-4
+    @Option(parsing: .unconditional, help: "Multistep factor.") var gamma: Float = 0.1
+    @Option(parsing: .unconditional, help: "Epochs of linear warmup.") var warmupEpochs: Int = 0
+    @Option(parsing: .unconditional, help: "SGD momentum.") var momentum: Float = 0.9
+    @Option(parsing: .unconditional, help: "Weight decay (added to the gradient before momentum, as PyTorch).") var weightDecay: Float = 5e-4
     @Flag(help: "Nesterov momentum.") var nesterov = false
     @Option(help: "Optimizer (the SAM family uses the SGD settings as its base optimizer).") var optimizer: OptimizerFamily = .sgd
-    @Option(help: "SAM/ASAM radius rho (default 0.05 for sam, 0.5 for asam).") var rho: Float?
-    @Option(help: "ASAM eta.") var eta: Float = 0.01
+    @Option(parsing: .unconditional, help: "SAM/ASAM radius rho (default 0.05 for sam, 0.5 for asam).") var rho: Float?
+    @Option(parsing: .unconditional, help: "ASAM eta.") var eta: Float = 0.01
     @Option(name: [.customLong("sam-gradient"), .customLong("gradient")], help: "Gradient in the perturbation: loss (davda54/sam) or loss+wd (official JAX code) (suites: gradient).") var samGradient: PerturbationGradient = .loss
     @Option(help: "BN running statistics in a SAM step.") var bnPolicy: BNPolicy = .firstPass
-    @Option(help: "m-sharpness: micro-batch size m (must divide --batch); default: the whole batch.") var microBatch: Int?
-    @Option(help: "LookSAM: full SAM gradient every k steps (1 = SAM).") var lookInterval: Int = 1
-    @Option(help: "LookSAM alpha.") var lookAlpha: Float = 0.7
-    @Option(help: "Resize the 32x32 inputs bilinearly to this size (for weights trained on larger images; the model is built for it).") var imageSize: Int = 32
+    @Option(parsing: .unconditional, help: "m-sharpness: micro-batch size m (must divide --batch); default: the whole batch.") var microBatch: Int?
+    @Option(parsing: .unconditional, help: "LookSAM: full SAM gradient every k steps (1 = SAM).") var lookInterval: Int = 1
+    @Option(parsing: .unconditional, help: "LookSAM alpha.") var lookAlpha: Float = 0.7
+    @Option(parsing: .unconditional, help: "Resize the 32x32 inputs bilinearly to this size (for weights trained on larger images; the model is built for it).") var imageSize: Int = 32
     @Option(help: "Keep the parameters under this module prefix at their starting values (repeatable, e.g. --freeze conv1 --freeze layer1).") var freeze: [String] = []
     @Flag(help: "Freeze BN: eval-mode batch norm while training (running statistics used and left as they are; for finetuning).") var freezeBn = false
     @Flag(help: "Bootstrap: after training, relabel the training set with the model's predictions and train a fresh model on them.") var bootstrap = false
     @Flag(help: "Skip the sharpness measurement at the end of the run.") var noSharpness = false
-    @Option(help: "End the run as diverged when the loss exceeds this multiple of its first value.") var divergenceFactor: Double = 10
-    @Option(help: "Label smoothing of the cross-entropy (methods ce and mixup).") var labelSmoothing: Float = 0
+    @Option(parsing: .unconditional, help: "End the run as diverged when the loss exceeds this multiple of its first value.") var divergenceFactor: Double = 10
+    @Option(parsing: .unconditional, help: "Label smoothing of the cross-entropy (methods ce and mixup).") var labelSmoothing: Float = 0
     @Option(help: "Training method: \(Methods.all.map(\.name).joined(separator: ", ")) (docs/METHODS.md; suites: [[method]] name).") var method: String = "ce"
-    @Option(help: ArgumentHelp(Methods.parameterHelp("q"))) var q: Double?
-    @Option(help: ArgumentHelp(Methods.parameterHelp("alpha"))) var alpha: Double?
-    @Option(help: ArgumentHelp(Methods.parameterHelp("beta"))) var beta: Double?
+    @Option(parsing: .unconditional, help: ArgumentHelp(Methods.parameterHelp("q"))) var q: Double?
+    @Option(parsing: .unconditional, help: ArgumentHelp(Methods.parameterHelp("alpha"))) var alpha: Double?
+    @Option(parsing: .unconditional, help: ArgumentHelp(Methods.parameterHelp("beta"))) var beta: Double?
     @Option(parsing: .unconditional, help: ArgumentHelp(Methods.parameterHelp("log_zero"))) var logZero: Double?
-    @Option(help: ArgumentHelp(Methods.parameterHelp("epsilon"))) var epsilon: Double?
-    @Option(help: ArgumentHelp(Methods.parameterHelp("lambda"))) var lambda: Double?
+    @Option(parsing: .unconditional, help: ArgumentHelp(Methods.parameterHelp("epsilon"))) var epsilon: Double?
+    @Option(parsing: .unconditional, help: ArgumentHelp(Methods.parameterHelp("lambda"))) var lambda: Double?
     @Option(parsing: .unconditional, help: ArgumentHelp(Methods.parameterHelp("forget_rate"))) var forgetRate: Double?
-    @Option(help: ArgumentHelp(Methods.parameterHelp("num_gradual"))) var numGradual: Double?
-    @Option(help: ArgumentHelp(Methods.parameterHelp("exponent"))) var exponent: Double?
-    @Option(help: "Dropout between the convs of a Wide-ResNet block.") var dropout: Float = 0
-    @Option(help: "Seed of initialisation, shuffling and dropout.") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: ArgumentHelp(Methods.parameterHelp("num_gradual"))) var numGradual: Double?
+    @Option(parsing: .unconditional, help: ArgumentHelp(Methods.parameterHelp("exponent"))) var exponent: Double?
+    @Option(parsing: .unconditional, help: "Dropout between the convs of a Wide-ResNet block.") var dropout: Float = 0
+    @Option(parsing: .unconditional, help: "Seed of initialisation, shuffling and dropout.") var seed: UInt64 = 0
     @OptionGroup var threadsOption: ThreadsOption
     var threads: Int { threadsOption.resolved() }
     @Option(help: "Write the final weights to this .safetensors file (PyTorch state_dict names; the run's configuration and normalization in its metadata).") var save: String?

@@ -1,3 +1,4 @@
+import AllocCounter
 import Datasets
 import Foundation
 import TestSupport
@@ -109,6 +110,48 @@ final class DownloadTests: XCTestCase {
         // The check read the staged files, not the ones in place.
         XCTAssertEqual(checked.count, 1)
         XCTAssertNotEqual(checked.first, root)
+    }
+
+    /// An archive is streamed from the file to the extracted files, a megabyte at a time: one whose
+    /// members are tens of megabytes takes no buffer near their size (the extractor used to hold
+    /// the archive and all it decompressed to, so its 1 GiB cap was reached in memory), and the
+    /// files come out whole, a member given twice extracted as its last copy.
+    func testArchivesAreExtractedWithoutHoldingThem() throws {
+        let make = """
+            import sys, tarfile, io, os
+            d = sys.argv[1]
+            def add(t, name, data):
+                i = tarfile.TarInfo(name); i.size = len(data); t.addfile(i, io.BytesIO(data))
+            with tarfile.open(os.path.join(d, "large.tar.gz"), "w:gz") as t:
+                add(t, "testset/junk.txt", bytes(40 << 20))
+                add(t, "testset/a.bin", b"old")
+                add(t, "testset/a.bin", bytes(range(256)) * (48 << 12))
+                add(t, "testset/b.bin", b"")
+            """
+        let r = try runCommand("/usr/bin/env", ["python3", "-c", make, dir!])
+        guard r.status == 0 else { throw XCTSkip("python3 not available: \(r.output)") }
+        alloc_counter_start()
+        try Download.extract("\(dir!)/large.tar.gz", archive, into: "\(dir!)/root")
+        _ = alloc_counter_stop()
+        XCTAssertLessThan(alloc_counter_largest(), 4 << 20, "extracting took a buffer of \(alloc_counter_largest()) bytes")
+        let a = try XCTUnwrap(FileManager.default.contents(atPath: "\(dir!)/root/testset/a.bin"))
+        XCTAssertEqual(a.count, 48 << 20)
+        XCTAssertEqual(Array(a.prefix(512)), Array(0...255).map(UInt8.init) + Array(0...255).map(UInt8.init))
+        XCTAssertEqual(Array(a.suffix(256)), Array(0...255).map(UInt8.init))
+        XCTAssertEqual(FileManager.default.contents(atPath: "\(dir!)/root/testset/b.bin"), Data())
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: "\(dir!)/root/testset").sorted(), ["a.bin", "b.bin"])
+
+        // Cut short anywhere, it is an error that names the file, and leaves nothing.
+        let whole = try Data(contentsOf: URL(fileURLWithPath: "\(dir!)/large.tar.gz"))
+        for cut in [10, whole.count / 3, whole.count - 9] {
+            let path = "\(dir!)/cut-\(cut).tar.gz"
+            try whole.prefix(cut).write(to: URL(fileURLWithPath: path))
+            XCTAssertThrowsError(try Download.extract(path, archive, into: "\(dir!)/cut")) {
+                XCTAssertTrue("\($0)".hasPrefix(path) && ("\($0)".contains("truncated") || "\($0)".contains("gzip")), "\(cut): \($0)")
+            }
+            XCTAssertEqual((try? FileManager.default.contentsOfDirectory(atPath: "\(dir!)/cut")) ?? [], [], "\(cut)")
+        }
+        XCTAssertThrowsError(try Download.extract(dir!, archive, into: "\(dir!)/cut")) { XCTAssertTrue("\($0)".contains("it is a directory"), "\($0)") }
     }
 
     func testParentDirectoryMembersAndLinksAreRefused() throws {

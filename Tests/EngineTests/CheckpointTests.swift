@@ -1,3 +1,4 @@
+import AllocCounter
 import Engine
 import Foundation
 import TestSupport
@@ -247,5 +248,92 @@ final class CheckpointTests: XCTestCase {
         XCTAssertNoThrow(try tiny.write(to: file))
         XCTAssertNoThrow(try tiny.write(to: absent))
         XCTAssertEqual(try SafetensorsFile.read(absent)["x"]?.floats, [1, 2])
+    }
+
+    /// A file to read that is not a readable regular file is refused saying what it is (it used
+    /// to say "cannot read file", or to wait on a FIFO for a writer forever), and one larger than
+    /// its reader's limit is refused unread.
+    func testInputPathsSayWhatTheyAre() throws {
+        let d = dir.path
+        let fifo = d + "/fifo", loop = d + "/loop", file = d + "/file.safetensors", unreadable = d + "/secret"
+        XCTAssertEqual(mkfifo(fifo, 0o644), 0)
+        try FileManager.default.createSymbolicLink(atPath: loop, withDestinationPath: d + "/loop2")
+        try FileManager.default.createSymbolicLink(atPath: d + "/loop2", withDestinationPath: loop)
+        try FileManager.default.createSymbolicLink(atPath: d + "/to-fifo", withDestinationPath: fifo)
+        try SafetensorsFile(tensors: ["x": SafetensorsTensor(floats: [1, 2], shape: [2])]).write(to: file)
+        let cases = [(d, "it is a directory"), (fifo, "it is a FIFO (named pipe)"), (d + "/to-fifo", "it is a FIFO"),
+                     ("/dev/null", "it is a character device"), (loop, "a loop of symbolic links"), (d + "/absent", "no such file"),
+                     (file + "/x", "a component of the path is not a directory"), ("", "an empty path")]
+        for (path, what) in cases {
+            XCTAssertThrowsError(try SafetensorsFile.read(path), path) {
+                XCTAssertTrue("\($0)".contains(what) && "\($0)".contains("the safetensors file"), "\(path): \($0)")
+            }
+            XCTAssertThrowsError(try InputFile.contents(path, what: "the suite", limit: 1 << 20), path) {
+                XCTAssertTrue("\($0)".contains(what) && "\($0)".contains("the suite"), "\(path): \($0)")
+            }
+        }
+        if getuid() != 0 {   // root reads anything
+            XCTAssertTrue(FileManager.default.createFile(atPath: unreadable, contents: Data("x".utf8), attributes: [.posixPermissions: 0]))
+            XCTAssertThrowsError(try InputFile.contents(unreadable, what: "the suite", limit: 10)) { XCTAssertTrue("\($0)".contains("permission denied"), "\($0)") }
+        }
+        let size = try InputFile.open(file, what: "x").size
+        XCTAssertEqual(try InputFile.contents(file, what: "x", limit: size).count, size)
+        XCTAssertThrowsError(try InputFile.contents(file, what: "the baseline", limit: size - 1)) {
+            XCTAssertTrue("\($0)".contains("\(size) bytes, more than the \(size - 1) bytes any such file has"), "\($0)")
+        }
+        XCTAssertEqual(try SafetensorsFile.read(file)["x"]?.floats, [1, 2])
+    }
+
+    /// The header is read and checked before the body, and only the tensors' bytes are read: a
+    /// large file with a damaged or oversized header, or a small tensor in a large file, takes no
+    /// buffer the size of the file (it used to be read whole, twice: 3.2 GB for a 1.5 GB file).
+    func testSafetensorsAreReadHeaderFirstAndTensorByTensor() throws {
+        let body = 256 << 20
+        func sparse(_ name: String, header: [UInt8]) throws -> String {
+            let path = dir.appendingPathComponent(name).path
+            var bytes: [UInt8] = []
+            withUnsafeBytes(of: UInt64(header.count).littleEndian) { bytes += $0 }
+            XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(bytes + header)))
+            XCTAssertEqual(truncate(path, off_t(8 + header.count + body)), 0)   // a hole: no disk taken
+            return path
+        }
+        let garbage = try sparse("garbage.safetensors", header: Array("{not json at all}".utf8))
+        let tooLong = try sparse("huge-header.safetensors", header: [UInt8](repeating: 0x20, count: SafetensorsFile.maxHeaderBytes + 8))
+        let small = try sparse("small.safetensors", header: Array(#"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#.utf8))
+        for (path, expected) in [(garbage, "header is not a JSON object"), (tooLong, "more than the 4 MiB sambench reads")] {
+            alloc_counter_start()
+            XCTAssertThrowsError(try SafetensorsFile.read(path)) { XCTAssertTrue("\($0)".contains(expected), "\(path): \($0)") }
+            _ = alloc_counter_stop()
+            XCTAssertLessThan(alloc_counter_largest(), 1 << 20, "\(path): a buffer of \(alloc_counter_largest()) bytes was taken")
+        }
+        alloc_counter_start()
+        let file = try SafetensorsFile.read(small)
+        _ = alloc_counter_stop()
+        XCTAssertEqual(file["x"]?.floats, [0, 0])
+        XCTAssertLessThan(alloc_counter_largest(), 1 << 20, "a buffer of \(alloc_counter_largest()) bytes was taken for 8 bytes")
+    }
+
+    /// A small file whose metadata names a model of gigabytes is refused on the model's
+    /// description, before its weights are allocated (`eval` built it first: 21 s and 3.1 GB).
+    func testAFileIsCheckedAgainstAModelBeforeItsWeightsAreAllocated() throws {
+        let big = try Architectures.make("wrn100_16", inputSize: 512)
+        XCTAssertGreaterThan(big.parameterCount, 300_000_000)
+        let file = SafetensorsFile(tensors: ["x": SafetensorsTensor(floats: [1], shape: [1])], metadata: ["model": "wrn100_16"])
+        alloc_counter_start()
+        XCTAssertThrowsError(try Checkpoint.check(file, fits: big, source: "small.safetensors")) {
+            XCTAssertTrue("\($0)".contains("small.safetensors does not fit model wrn100_16") && "\($0)".contains("missing from the file"), "\($0)")
+        }
+        _ = alloc_counter_stop()
+        XCTAssertLessThan(alloc_counter_largest(), 16 << 20, "checking took a buffer of \(alloc_counter_largest()) bytes")
+        // check and load agree: what check passes, load takes.
+        let state = try trainedState()
+        let saved = SafetensorsFile(tensors: Checkpoint.tensors(of: state))
+        XCTAssertNoThrow(try Checkpoint.check(saved, fits: state.model, source: "saved"))
+        let other = ModelState(model: state.model, seed: 1)
+        try Checkpoint.load(into: other, file: saved, source: "saved")
+        for (a, b) in [(other.params, state.params), (other.stats, state.stats)] {
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: a.pointer, count: a.count)), Array(UnsafeBufferPointer(start: b.pointer, count: b.count)))
+        }
+        XCTAssertEqual(other.batchesTracked, state.batchesTracked)
     }
 }

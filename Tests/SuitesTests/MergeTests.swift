@@ -32,7 +32,8 @@ final class MergeTests: XCTestCase {
     }
 
     func sql(_ db: String, _ statements: String) throws {
-        try DatabaseQueue(path: path(db)).write { try $0.execute(sql: statements) }
+        // Outside a transaction, so that `PRAGMA foreign_keys = OFF` can break a link as a hand edit does.
+        try DatabaseQueue(path: path(db)).writeWithoutTransaction { try $0.execute(sql: statements) }
     }
 
     func merge(_ sources: [String], into: String, _ extra: [String] = []) throws -> (status: Int32, out: String, err: String) {
@@ -193,6 +194,14 @@ final class MergeTests: XCTestCase {
              "hashes to the key"),
             ("a done run without metrics", "DELETE FROM metrics WHERE run_key = '\(k[3])'", "done, without its metrics"),
             ("a realised rate above 1", "UPDATE noise SET realised_rate = 1.5 WHERE run_key = '\(k[3])'", "noise: realised_rate = 1.5"),
+            ("a terminal escape in a label", "UPDATE runs SET label = 'run \u{1B}]0;owned\u{07}' WHERE key = '\(k[0])'",
+             "a control character (U+001B) in its label"),
+            ("a newline in a label", "UPDATE runs SET label = 'run' || char(10) || 'done' WHERE key = '\(k[0])'", "(U+000A) in its label"),
+            // Copied, these failed the target's foreign keys at commit: "FOREIGN KEY constraint failed", naming no source.
+            ("a suite's link to a missing run", "PRAGMA foreign_keys = OFF; INSERT INTO suite_runs (suite_id, run_key, position) " +
+             "SELECT id, 'no-such-run', 99 FROM suites LIMIT 1", "the first, in suite_runs (suite_id 1, run_key \"no-such-run\"), to a missing row of runs"),
+            ("the epochs of a missing run", "PRAGMA foreign_keys = OFF; DELETE FROM suite_runs WHERE run_key = '\(k[0])'; DELETE FROM runs WHERE key = '\(k[0])'",
+             "rows refer to rows that are not there"),
         ]
         for (i, (what, statements, expected)) in cases.enumerated() {
             let source = "bad-\(i).sqlite"

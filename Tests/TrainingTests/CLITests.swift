@@ -140,6 +140,28 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// A negative number given to a numeric option is read as its value and judged by the
+    /// option's own check (it was taken for an option: "Missing value for '--seed'").
+    func testNegativeNumbersAreValuesNotOptions() throws {
+        let quick = ["train", "--model", "tiny", "--train-size", "128", "--test-size", "32", "--batch-size", "32", "--threads", "1"]
+        let cases: [([String], String)] = [
+            (quick + ["--seed", "-1"], "The value '-1' is invalid for '--seed <seed>'"),
+            (quick + ["--epochs", "-3"], "epochs must be >= 1, got -3"),
+            (quick + ["--epochs", "1", "--noise", "symmetric", "--noise-rate", "-0.5"], "noise rate"),
+            (quick + ["--epochs", "1", "--momentum", "-0.9"], "momentum"),
+            (["bench", "--model", "tiny", "--steps", "-1"], "--steps must be >= 1"),
+            (["eval", "--checkpoint", "/nonexistent.safetensors", "--batch", "-5"], "--batch must be >= 1"),
+            (["run", "suites/quick.toml", "--jobs", "-2"], "--jobs"),
+        ]
+        for (args, expected) in cases {
+            let r = try run(args)
+            XCTAssertTrue([1, 2, 64].contains(r.status), "\(args): exit \(r.status)\n\(r.err)")
+            XCTAssertTrue(r.err.contains(expected), "\(args): \(r.err)")
+            XCTAssertFalse(r.err.contains("Missing value"), "\(args): \(r.err)")
+            XCTAssertFalse(r.out.contains("epoch "), "\(args): trained: \(r.out)")
+        }
+    }
+
     /// --save and --checkpoint into a folder that is missing (or is a file) are refused before
     /// training, not after it: no epoch line is printed.
     func testOutputFoldersAreCheckedBeforeTraining() throws {
