@@ -1,10 +1,12 @@
 // Control characters in text that reaches a terminal, a file name or a shell script.
 import Foundation
 
-/// Whether a scalar is a control character: C0 (NUL, a line break, an escape...), DEL, C1, or a
-/// Unicode line or paragraph separator.
+/// Whether a scalar is a control character: C0 (NUL, a line break, an escape...), DEL, C1 (the
+/// Unicode category Cc, by its ranges: the property lookup made a 100,000-line dry run 0.5 s
+/// slower), or a Unicode line or paragraph separator.
 @inline(__always) func isControl(_ u: Unicode.Scalar) -> Bool {
-    u.properties.generalCategory == .control || u == "\u{2028}" || u == "\u{2029}"
+    let v = u.value
+    return v < 0x20 || (0x7F...0x9F).contains(v) || v == 0x2028 || v == 0x2029
 }
 
 /// The first control character of `s` not in `allowing`, written as U+XXXX; nil when there is

@@ -64,33 +64,27 @@ public enum RunKey {
         return hash(canonical(spec, identity, pretrainKey(spec, identity: identity, cache: &cache)))
     }
 
-    /// `keys` of many runs (the same keys as one at a time): each shared hash computed once, the
-    /// runs' own keys on every core (a suite may have 100,000 runs).
+    /// `keys` of many runs (the same keys as one at a time), on every core, each lane of runs with
+    /// its own cache of the shared hashes, which a suite has few of (a suite may have 100,000 runs).
     public static func keys(_ runs: [(spec: RunSpec, identity: String)]) -> [Keys] {
-        var cache = Cache()
-        var out: [Keys] = [], own: [Canonical] = []
-        for r in runs {
-            let (k, c) = sharedKeys(r.spec, identity: r.identity, cache: &cache)
-            out.append(k)
-            own.append(c)
-        }
-        let items = own
-        var hashes = [String](repeating: "", count: items.count)
-        let lanes = max(1, min(ProcessInfo.processInfo.activeProcessorCount, items.count / 256))
-        hashes.withUnsafeMutableBufferPointer { buffer in
+        var out = [Keys](repeating: Keys(key: "", group: "", setting: "", family: "", base: ""), count: runs.count)
+        let lanes = max(1, min(ProcessInfo.processInfo.activeProcessorCount, runs.count / 256))
+        out.withUnsafeMutableBufferPointer { buffer in
             let target = SendableBuffer(buffer)
             DispatchQueue.concurrentPerform(iterations: lanes) { lane in
-                for i in items.count * lane / lanes..<items.count * (lane + 1) / lanes { target.buffer[i] = hash(items[i]) }
+                var cache = Cache()
+                for i in runs.count * lane / lanes..<runs.count * (lane + 1) / lanes {
+                    target.buffer[i] = keys(runs[i].spec, identity: runs[i].identity, cache: &cache)
+                }
             }
         }
-        for i in out.indices { out[i].key = hashes[i] }
         return out
     }
 
     /// Lanes write disjoint elements.
     private struct SendableBuffer: @unchecked Sendable {
-        let buffer: UnsafeMutableBufferPointer<String>
-        init(_ buffer: UnsafeMutableBufferPointer<String>) { self.buffer = buffer }
+        let buffer: UnsafeMutableBufferPointer<Keys>
+        init(_ buffer: UnsafeMutableBufferPointer<Keys>) { self.buffer = buffer }
     }
 
     private static func keys(_ spec: RunSpec, identity: String, cache: inout Cache) -> Keys {

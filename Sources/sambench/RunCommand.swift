@@ -94,7 +94,11 @@ struct RunCommand: ParsableCommand {
         let statuses = FileManager.default.fileExists(atPath: database.db) ? try usageFailure { try Store(path: database.db, readOnly: true).statuses() } : [:]
         emit("suite \(suite.name): \(runs.count) runs\(plan.folded > 0 ? " (\(plan.folded) duplicates folded)" : "")")
         if !suite.description.isEmpty { emit(suite.description.trimmingCharacters(in: .whitespacesAndNewlines)) }
-        for r in runs { emit("\(r.key)  \(pad(statuses[r.key]?.rawValue ?? "new", 11)) \(r.spec.label)") }
+        // A few thousand lines per write: a suite of 100,000 runs is listed in a fraction of a second.
+        for start in stride(from: 0, to: runs.count, by: 4096) {
+            emit(runs[start..<min(runs.count, start + 4096)].map { "\($0.key)  \(pad(statuses[$0.key]?.rawValue ?? "new", 11)) \($0.spec.label)" }
+                .joined(separator: "\n"))
+        }
         let units = plan.workLeft(statuses: statuses)
         let finished = runs.filter { statuses[$0.key]?.finished == true }.count
         let left = runs.filter { statuses[$0.key]?.finished != true }
