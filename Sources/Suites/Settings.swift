@@ -26,7 +26,8 @@ enum SettingValue: Equatable, Sendable, CustomStringConvertible {
     }
 
     /// The shortest decimal that reads back to the same Float (what the run sees).
-    static func format(_ v: Double) -> String { "\(Float(v))" }
+    /// As the engine holds it (Float), unless beyond Float's range, where that would print inf.
+    static func format(_ v: Double) -> String { v.isFinite && abs(v) > Double(Float.greatestFiniteMagnitude) ? "\(v)" : "\(Float(v))" }
 
     var int: Int { if case let .int(v) = self { v } else { 0 } }
     var double: Double { if case let .double(v) = self { v } else if case let .int(v) = self { Double(v) } else { 0 } }
@@ -93,6 +94,9 @@ private func inRange(_ r: ClosedRange<Double>, openTop: Bool = false, openBottom
     }
 }
 
+/// The largest value a setting the engine holds as Float can take (1e308 would become inf there).
+private let floatMax = Double(Float.greatestFiniteMagnitude)
+
 private extension Double {
     func formatted() -> String { self == rounded() && abs(self) < 1e15 ? String(Int(self)) : String(self) }
 }
@@ -110,11 +114,11 @@ enum Settings {
                 check: atLeast(0), read: { .int(Int($0.config.seed)) }) { $0.config.seed = UInt64($1.int) },
         Setting("epochs", .int, "training epochs", check: atLeast(1), read: { .int($0.config.epochs) }) { $0.config.epochs = $1.int },
         Setting("batch_size", .int, "batch size", check: atLeast(1), read: { .int($0.config.batchSize) }) { $0.config.batchSize = $1.int },
-        Setting("lr", .double, "base learning rate", check: inRange(0...Double.infinity, openTop: true, openBottom: true), read: { .double(Double($0.config.lr)) }) { $0.config.lr = Float($1.double) },
+        Setting("lr", .double, "base learning rate", check: inRange(0...floatMax, openBottom: true), read: { .double(Double($0.config.lr)) }) { $0.config.lr = Float($1.double) },
         Setting("schedule", .string(Schedule.allCases.map(\.rawValue)), "learning-rate schedule, stepped per iteration", read: { .string($0.config.schedule.rawValue) }) { $0.config.schedule = Schedule(rawValue: $1.string)! },
         Setting("milestones", .ints, "epochs at which multistep multiplies the rate by gamma",
                 check: { $0.ints.allSatisfy { $0 >= 0 } ? nil : "epochs must be >= 0" }, read: { .ints($0.config.milestones) }) { $0.config.milestones = $1.ints },
-        Setting("gamma", .double, "multistep factor", check: inRange(0...Double.infinity, openTop: true, openBottom: true), read: { .double(Double($0.config.gamma)) }) { $0.config.gamma = Float($1.double) },
+        Setting("gamma", .double, "multistep factor", check: inRange(0...floatMax, openBottom: true), read: { .double(Double($0.config.gamma)) }) { $0.config.gamma = Float($1.double) },
         Setting("warmup_epochs", .int, "epochs of linear warmup", check: atLeast(0), read: { .int($0.config.warmupEpochs) }) { $0.config.warmupEpochs = $1.int },
         Setting("momentum", .double, "SGD momentum", check: inRange(0...1, openTop: true), read: { .double(Double($0.config.sgd.momentum)) }) { $0.config.sgd.momentum = Float($1.double) },
         Setting("weight_decay", .double, "weight decay (added to the gradient, as PyTorch)", check: inRange(0...Double.infinity, openTop: true), read: { .double(Double($0.config.sgd.weightDecay)) }) {
