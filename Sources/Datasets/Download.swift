@@ -156,20 +156,20 @@ public enum Download {
         try? fm.removeItem(atPath: stagingRoot)
         defer { try? fm.removeItem(atPath: stagingRoot) }
         try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
-        var output: (name: String, handle: FileHandle)?
-        defer { try? output?.handle.close() }
+        var output: FileHandle?
+        defer { try? output?.close() }
         let found = try Archive.untar(read: gz.read, wanted: wanted, source: archivePath) { name, chunk, first in
             let path = (staging as NSString).appendingPathComponent((name as NSString).lastPathComponent)
             if first {
-                try output?.handle.close()
+                try output?.close()
                 guard fm.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
                     throw DataError("\(path): cannot write")
                 }
-                output = (name, handle)
+                output = handle
             }
-            do { try output!.handle.write(contentsOf: chunk) } catch { throw DataError("\(path): cannot write: \(error.localizedDescription)") }
+            do { try output?.write(contentsOf: chunk) } catch { throw DataError("\(path): cannot write: \(error.localizedDescription)") }
         }
-        try output?.handle.close()
+        try output?.close()
         output = nil
         try gz.finish()
         let missing = wanted.subtracting(found).filter { !$0.hasSuffix(".txt") }
