@@ -290,9 +290,13 @@ public enum ReportBuilder {
                 var unpaired = 0
                 let seeds = Set(runs.map(\.spec.config.seed)).union(baseRuns.map(\.spec.config.seed))
                 for seed in seeds.sorted() {
-                    guard let a = runs.first(where: { $0.spec.config.seed == seed }), let b = baseRuns.first(where: { $0.spec.config.seed == seed }),
-                          a.noiseLabels == b.noiseLabels else { unpaired += 1; continue }
+                    guard let a = runs.first(where: { $0.spec.config.seed == seed }), let b = baseRuns.first(where: { $0.spec.config.seed == seed }) else {
+                        unpaired += 1
+                        continue
+                    }
+                    // An unfinished run (flagged as such) is not unpaired: it has no noise realisation stored yet.
                     guard let va = value(a, metric), let vb = value(b, metric) else { continue }
+                    guard a.noiseLabels == b.noiseLabels else { unpaired += 1; continue }
                     differences.append(va - vb)
                 }
                 out.append(Comparison(setting: base.setting, settingKey: base.settingKey, optimizerLabel: g.optimizerLabel, rho: g.rho,
