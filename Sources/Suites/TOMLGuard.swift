@@ -2,7 +2,9 @@
 /// What the TOML library must not be handed. toml++ (inside TOMLKit, whose assertions are live in
 /// every build) aborts the process when a table header's name starts with anything but a bare-key
 /// character or a quote (`[égrid]`, `[=x]`, `[` at the end of a line), and when an array's next
-/// value starts with `}` (`[1, }]`, `[}]`), found by fuzzing (Tests/Fuzz/regressions/suite/).
+/// value starts with `}` (`[1, }]`, `[}]`), and when a date-like value of ten characters is
+/// followed by a space and a lone digit (`2000-01-01 1`, `2000-i0-g= 1`: it takes them for a date
+/// and a time and asserts on the digit's end), found by fuzzing (Tests/Fuzz/regressions/suite/).
 /// Those, and any non-ASCII character outside strings and comments (TOML 1.0 allows none), are
 /// syntax errors found here first, with their line.
 enum TOMLGuard {
@@ -20,6 +22,21 @@ enum TOMLGuard {
             c.isASCII && (c.properties.isAlphabetic || ("0"..."9").contains(c) || c == "_" || c == "-" || c == "\"" || c == "'" || c == "]")
         }
         func at(_ k: Int, _ c: Unicode.Scalar) -> Bool { k < s.count && s[k] == c }
+        func isDigit(_ k: Int) -> Bool { k < s.count && ("0"..."9").contains(s[k]) }
+        /// Where toml++ stops reading a value.
+        func ends(_ k: Int) -> Bool { k < s.count && [" ", "\t", "\n", "\r", ",", "]", "}", "#"].contains(s[k]) }
+        /// At a space: whether the value before it reads, to toml++, as a date (ten characters, a
+        /// digit first, '-' fifth and eighth; '_' not counted) and a lone digit and the value's end follow.
+        func dateThenLoneDigit() -> Bool {
+            guard at(i, " "), isDigit(i + 1), ends(i + 2) else { return false }
+            var token: [Unicode.Scalar] = []
+            var j = i - 1
+            while j >= 0, ![" ", "\t", "\n", "\r", ",", "[", "{"].contains(s[j]) {
+                if s[j] != "_" { token.insert(s[j], at: 0) }
+                j -= 1
+            }
+            return token.count == 10 && ("0"..."9").contains(token[0]) && token[4] == "-" && token[7] == "-"
+        }
         func triple(_ c: Unicode.Scalar) -> Bool { at(i, c) && at(i + 1, c) && at(i + 2, c) }
         while i < s.count {
             let c = s[i]
@@ -50,6 +67,9 @@ enum TOMLGuard {
                     if expectValue, !isBlank(i), c != "\r", c != "#" {
                         if c == "}" { return (line, "'}' where an array's next value should be (an array ends with ']')") }
                         expectValue = false
+                    }
+                    if dateThenLoneDigit() {
+                        return (line, "a value followed by a lone digit ('\(Character(s[i + 1]))'): a date with a time is written 1979-05-27T07:32:00 or 1979-05-27 07:32:00")
                     }
                     if c == "[" { open.append(c); expectValue = true }
                     else if c == "{" { open.append(c) }
