@@ -3,6 +3,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
 #include <dlfcn.h>
+#include <malloc.h>
 
 /// Sets the OpenMP thread count that oneDNN uses. libdnnl links libgomp, so the symbol is
 /// resolved at run time rather than linking libgomp (whose unversioned .so is not on the
@@ -43,5 +44,15 @@ static inline int sambench_omp_num_threads(void) {
     static int (*f)(void) = 0;
     if (!f) f = (int (*)(void))dlsym(RTLD_DEFAULT, "omp_get_num_threads");
     return f ? f() : 1;
+}
+
+/// Hands the heap's free memory back to the system (glibc's malloc_trim, which also releases
+/// whole free pages inside the heap); returns 0 where there is none to hand back or no glibc.
+static inline int sambench_release_free_memory(void) {
+#ifdef __GLIBC__
+    return malloc_trim(0);
+#else
+    return 0;
+#endif
 }
 #endif

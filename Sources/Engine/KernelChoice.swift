@@ -28,11 +28,30 @@ extension DNNLExecutor {
         func kernel(_ k: Int) -> PassKernel { k < candidates.count ? .dnnl(candidates[k]) : .own(k - candidates.count) }
         let key = "\(what) | \(currentShape) | \(EngineThreads.current) threads | \(names.joined(separator: ", "))"
         if let chosen = tuning.choice(for: key), let k = names.firstIndex(of: chosen) { return kernel(k) }
+        let (seconds, errors) = try trials(candidates, own: own, arguments: arguments)
+        // The trials' buffers are freed, but glibc keeps freed blocks under its self-raising mmap
+        // threshold resident in the heap, between the model's own allocations: hand them back, or
+        // the first process on a machine (the one that runs the trials) keeps them all its life
+        // (wrn16_4 SGD peaked at 1248-1381 MiB that way, 974 once its choices were cached).
+        _ = sambench_release_free_memory()
+        var eligible = names.indices.filter { errors[$0] <= 1 }
+        if let preferred = tuning.preferred, eligible.contains(where: { preferred(names[$0]) }) { eligible = eligible.filter { preferred(names[$0]) } }
+        let fastest = eligible.min { seconds[$0] < seconds[$1] } ?? 0
+        let recorded = names.firstIndex(of: tuning.record(names[fastest], for: key)) ?? fastest
+        tuned.append(TunedPass(layer: currentLayer, operation: what, shape: currentShape, macs: currentMACs,
+                               implementations: names, seconds: seconds, toleranceUsed: errors, chosen: names[recorded]))
+        return kernel(recorded)
+    }
+
+    /// Each candidate's time on the pass's trial input (oneDNN's first, then the own kernels) and
+    /// its worst error against the first candidate's output, in units of the op-twin tolerance.
+    private func trials(_ candidates: [dnnl_primitive_desc_t], own: [OwnKernel],
+                        arguments: [(Int32, dnnl_query_t)]) throws -> (seconds: [Double], errors: [Double]) {
         var seconds: [Double] = [], errors: [Double] = [], reference: [Float] = []
         // The own kernels' inputs, drawn once for all of them after oneDNN's trials (one pass's
         // trial buffers at a time: the first process on a machine builds with them beside its model).
         var ownInputs: [[Float]]?
-        for k in names.indices {
+        for k in 0..<(candidates.count + own.count) {
             if k == candidates.count { ownInputs = try r.trialInputs(candidates[0], arguments: arguments) }
             let (time, output) = k < candidates.count
                 ? try r.trial(candidates[k], arguments: arguments)
@@ -41,13 +60,7 @@ extension DNNLExecutor {
             seconds.append(time)
             errors.append(TwinTolerance.worstRatio(output, reference))
         }
-        var eligible = names.indices.filter { errors[$0] <= 1 }
-        if let preferred = tuning.preferred, eligible.contains(where: { preferred(names[$0]) }) { eligible = eligible.filter { preferred(names[$0]) } }
-        let fastest = eligible.min { seconds[$0] < seconds[$1] } ?? 0
-        let recorded = names.firstIndex(of: tuning.record(names[fastest], for: key)) ?? fastest
-        tuned.append(TunedPass(layer: currentLayer, operation: what, shape: currentShape, macs: currentMACs,
-                               implementations: names, seconds: seconds, toleranceUsed: errors, chosen: names[recorded]))
-        return kernel(recorded)
+        return (seconds, errors)
     }
 }
 
