@@ -50,6 +50,13 @@ public final class Store: @unchecked Sendable {
                 (try Store.migrator.appliedIdentifiers(db), try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE type = 'table'") ?? 0)
             }
             if applied.isEmpty && tables > 0 { throw StoreError("\(path): not a sambench results database (it has other tables)") }
+            // Readers do not create the schema. A copy of a database a runner is writing, taken with
+            // `cp`, can hold no tables at all: what is not yet checkpointed lives in its -wal file.
+            if readOnly && applied.isEmpty {
+                throw StoreError("\(path): an SQLite database with no tables, so no results. A copy of a database that a runner is "
+                    + "writing, taken with `cp`, looks like this (recent writes live in its -wal file): copy one with "
+                    + "`sqlite3 DB \".backup COPY\"`, or read the database itself")
+            }
             if try db.read({ try Store.migrator.hasBeenSuperseded($0) }) {
                 throw StoreError("\(path): written by a newer sambench (unknown migrations); upgrade sambench to use it")
             }

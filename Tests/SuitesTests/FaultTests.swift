@@ -236,6 +236,19 @@ final class FaultTests: XCTestCase {
             XCTAssertNotEqual(r.status, 0, command)
             XCTAssertTrue(r.err.contains("an empty file (0 bytes), no results yet"), "\(command): \(r.err)")
         }
+        // An SQLite file with no tables (what `cp` of a live database can copy: its writes still in
+        // the -wal file) is said so by the readers, not met with "no such table".
+        let noTables = path("no-tables.sqlite")
+        try DatabaseQueue(path: noTables).write { try $0.execute(sql: "CREATE TABLE x(a); DROP TABLE x") }
+        for command in ["report", "runs"] {
+            let r = try runSeparated(binary, [command, "--db", noTables])
+            XCTAssertNotEqual(r.status, 0, command)
+            XCTAssertTrue(r.err.contains("an SQLite database with no tables") && r.err.contains(".backup"), "\(command): \(r.err)")
+            XCTAssertFalse(r.err.contains("no such table"), "\(command): \(r.err)")
+        }
+        try (Self.suite + "\n[[expect]]\nwhat = \"all-done\"\n").write(toFile: path("expect.toml"), atomically: true, encoding: .utf8)
+        let check = try runSeparated(binary, ["check", "--db", noTables, "--suite", path("expect.toml")])
+        XCTAssertTrue(check.err.contains("an SQLite database with no tables"), "check: \(check.err)")
         // A runner takes an empty file for a new database.
         XCTAssertEqual(try run(path("empty.sqlite")).status, 0)
         XCTAssertEqual(try query(path("empty.sqlite"), "SELECT status FROM runs") as [String], ["done"])
