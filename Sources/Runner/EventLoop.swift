@@ -158,9 +158,15 @@ final class EventLoop {
             try store.markRunning(run.key, provenance: options.provenance)
             let json = String(decoding: try JSONEncoder().encode(job), as: UTF8.self)
             let slot = Slot(run: run, child: try Child(executable: options.executable, arguments: ["worker", "--job", json]))
+            let stored = epochsDone[run.key] ?? 0
+            let checkpointGone = stored > 0 && !FileManager.default.fileExists(atPath: job.checkpoint)
+            if checkpointGone { epochsDone[run.key] = 0 }
             slot.active.epoch = epochsDone[run.key] ?? 0
             slots.append(slot)
             display.started(run.spec.label, resumedAfter: epochsDone[run.key] ?? 0)
+            if checkpointGone {
+                display.warning(run.spec.label, "\(stored) epochs are stored but its checkpoint \(job.checkpoint) is gone: the run trains again from scratch, and its stored epochs are replaced")
+            }
         } catch {
             try? store.markFailed(run.key, error: "\(error)")
             summary.failed += 1
@@ -177,7 +183,8 @@ final class EventLoop {
         switch message {
         case let .started(noise, clean, resumed):
             if let noise, let clean { try store.recordNoise(key, noise, clean: clean) }
-            for r in resumed { try store.recordEpoch(key, stage: r.stage, r.metrics) }
+            try store.replaceEpochs(key, with: resumed.map { ($0.stage, $0.metrics) })
+            epochsDone[key] = resumed.count
         case let .epoch(stage, m):
             try store.recordEpoch(key, stage: stage, m)
             epochsDone[key, default: 0] += 1

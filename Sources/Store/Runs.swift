@@ -157,6 +157,17 @@ public extension Store {
         }
     }
 
+    /// A worker's start: the run's stored epochs become exactly those its checkpoint holds (none
+    /// when it starts from scratch), so that epochs of an earlier attempt the checkpoint no longer
+    /// has (a checkpoint deleted or set aside) are never mixed with the new ones.
+    func replaceEpochs(_ key: String, with epochs: [(stage: Stage, metrics: EpochMetrics)]) throws {
+        try write { db in
+            try db.execute(sql: "DELETE FROM epochs WHERE run_key = ?", arguments: [key])
+            for e in epochs { try insertEpoch(db, key, e.stage, e.metrics) }
+            try db.execute(sql: "UPDATE runs SET epochs_done = ? WHERE key = ?", arguments: [epochs.count, key])
+        }
+    }
+
     /// The run's end: every epoch (again, idempotently), the final metrics and the status, in one
     /// transaction.
     func finish(_ key: String, result: RunResult) throws {

@@ -169,6 +169,39 @@ final class FaultTests: XCTestCase {
         XCTAssertEqual(try query(db, "SELECT test_accuracy FROM epochs ORDER BY epoch"), expected)
     }
 
+    /// A run whose checkpoint is gone (deleted between two sittings) while the database holds some
+    /// of its epochs: its start says so instead of "resuming", it trains again from scratch, and the
+    /// stored epochs are replaced, never mixed with the new ones. The earlier attempt is the
+    /// reference run itself, its three epochs marked (-1) and its status set back to interrupted.
+    func testAGoneCheckpointIsSaidAndItsStoredEpochsReplaced() throws {
+        let reference = try run(path("ref.sqlite"))
+        XCTAssertEqual(reference.status, 0, reference.err)
+        let expected: [Double] = try query(path("ref.sqlite"), "SELECT test_accuracy FROM epochs ORDER BY epoch")
+        XCTAssertEqual(expected.count, 3)
+        let db = path("gone.sqlite")
+        try FileManager.default.copyItem(atPath: path("ref.sqlite"), toPath: db)
+        try DatabaseQueue(path: db).write {
+            try $0.execute(sql: "UPDATE epochs SET test_accuracy = -1")
+            try $0.execute(sql: "UPDATE runs SET status = 'interrupted'")
+        }
+
+        // Killed while writing its 2nd checkpoint: only the new attempt's first epoch is stored.
+        let killed = try run(db, environment: ["SAMBENCH_FAULT": "kill-in-checkpoint-write:2"])
+        XCTAssertEqual(killed.status, 1, killed.out + killed.err)
+        XCTAssertTrue(killed.out.contains("3 epochs are stored but its checkpoint") &&
+                      killed.out.contains("is gone: the run trains again from scratch"), killed.out)
+        XCTAssertFalse(killed.out.contains("resuming after epoch"), killed.out)
+        let stored: [Double] = try query(db, "SELECT test_accuracy FROM epochs ORDER BY epoch")
+        XCTAssertEqual(stored, [expected[0]], "the earlier attempt's epochs were kept")
+        XCTAssertEqual(try query(db, "SELECT epochs_done FROM runs") as [Int], [1])
+
+        let resumed = try run(db)
+        XCTAssertEqual(resumed.status, 0, resumed.err)
+        XCTAssertTrue(resumed.out.contains("resuming after epoch 1"), resumed.out)
+        XCTAssertFalse(resumed.out.contains("is gone"), resumed.out)
+        XCTAssertEqual(try query(db, "SELECT test_accuracy FROM epochs ORDER BY epoch"), expected)
+    }
+
     /// The database on a file system that fills up while runs are stored: a message that says
     /// so (not a raw SQLite error), the database intact, and the suite completed once there is room.
     func testAFullFileSystemLosesNothing() throws {
