@@ -36,6 +36,15 @@ public enum Charts {
     /// its noise rate; a clean group joins the families of its base setting at rate 0), curves
     /// per setting. File names come from the (unique) labels, made unique again if two slugs meet.
     public static func render(_ report: Report, options: ChartOptions) throws -> [ChartFile] {
+        try naming(report.groups) { try renderCharts(report, options: options) }
+    }
+
+    /// Each group's name in the charts' legends and columns (`mixup α=8 + SAM ρ=0.1`), by group.
+    public static func legendNames(_ report: Report) -> [String: String] {
+        naming(report.groups) { Dictionary(report.groups.map { ($0.group, configurationTitle($0)) }, uniquingKeysWith: { a, _ in a }) }
+    }
+
+    private static func renderCharts(_ report: Report, options: ChartOptions) throws -> [ChartFile] {
         try FileManager.default.createDirectory(atPath: options.directory, withIntermediateDirectories: true)
         let finished = report.groups.filter { $0.accuracy != nil }
         var written: [ChartFile] = []
@@ -124,13 +133,37 @@ public enum Charts {
         if let k = g.axes?["look_interval"], k != "1" { parts.append("k=\(k)") }
         let optimizer = parts.joined(separator: " ")
         guard let method = g.axes?["method"], method != "ce" else { return optimizer }
-        let parameters = tuned ? Methods.parameterNames.compactMap { p in g.axes?[p].map { "\(symbol(p))=\($0)" } } : []
+        let parameters = tuned ? (Methods.named(method)?.parameters ?? []).compactMap { p -> String? in
+            guard let text = g.axes?[p.name] else { return nil }
+            let atDefault = Double(text).map { Float($0) == Float(p.defaultValue) } ?? false
+            return atDefault && !varyingParameters.contains("\(method).\(p.name)") ? nil : "\(symbol(p.name))=\(short(text))"
+        } : []
         return ([method] + parameters).joined(separator: " ") + " + " + optimizer
     }
 
+    /// The method parameters that take several values among the groups being drawn, as
+    /// "method.parameter". A chart names a method's parameter only where it is away from the
+    /// method's default (`mixup α=8 + SGD`, but `gce + SGD` at its q = 0.7 and `coteaching + SGD`
+    /// at its defaults: a legend of every parameter did not fit) or is one of these (`mixup α=1`
+    /// beside `mixup α=8`, never a bare `mixup`).
+    @TaskLocal static var varyingParameters: Set<String> = []
+
+    /// Runs `body` with the varying parameters of `groups` in force.
+    static func naming<T>(_ groups: [Group], _ body: () throws -> T) rethrows -> T {
+        var values: [String: Set<String>] = [:]
+        for g in groups {
+            guard let method = g.axes?["method"], let d = Methods.named(method) else { continue }
+            for p in d.parameters { if let v = g.axes?[p.name] { values["\(method).\(p.name)", default: []].insert(short(v)) } }
+        }
+        return try $varyingParameters.withValue(Set(values.filter { $0.value.count > 1 }.keys), operation: body)
+    }
+
+    /// A stored axis value as a chart writes it: `8` for "8.0", `0.7`.
+    static func short(_ text: String) -> String { Double(text).map(MethodConfig.format) ?? text }
+
     /// What is tuned on validation, as a chart writes it beside a point: `ρ=0.1`, `α=1`.
     static func tunedNote(_ g: Group) -> String {
-        ReportBuilder.tunedAxes.sorted().compactMap { a in g.axes?[a].map { "\(symbol(a))=\($0)" } ?? (a == "rho" ? g.rho.map { "ρ=\(Float($0))" } : nil) }
+        ReportBuilder.tunedAxes.sorted().compactMap { a in g.axes?[a].map { "\(symbol(a))=\(short($0))" } ?? (a == "rho" ? g.rho.map { "ρ=\(Float($0))" } : nil) }
             .joined(separator: " ")
     }
 

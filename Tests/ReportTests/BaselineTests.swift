@@ -35,6 +35,20 @@ final class BaselineTests: XCTestCase {
         }
     }
 
+    /// A chart names a method's parameter where it is away from the method's default or takes
+    /// several values among the groups (mixup's alpha 1 and 8 here), and not otherwise: the
+    /// legend of `suites/methods-cpu.toml` with every parameter did not fit.
+    func testLegendsNameTheParametersThatTellGroupsApart() throws {
+        let names = Charts.legendNames(ReportBuilder.build(try Self.runs(), suites: ["b"], metric: .last))
+        XCTAssertEqual(Set(names.values), ["SGD", "SAM ρ=0.1", "mixup α=1 + SGD", "mixup α=8 + SGD", "mixup α=1 + SAM ρ=0.1", "mixup α=8 + SAM ρ=0.1"])
+        let defaults = SuiteFixture.sgdVersusSAM(name: "b", defaults: SuiteFixture.tinySynthetic + [("epochs", "2")], seeds: "[0, 1]", noise: "rates = [0.6]",
+                                                 methods: [[#"name = "ce""#], [#"name = "gce""#], [#"name = "coteaching""#], [#"name = "mixup""#, "alpha = 8"]],
+                                                 rho: "0.1")
+        let named = Charts.legendNames(ReportBuilder.build(try Self.runs(defaults), suites: ["b"], metric: .last))
+        XCTAssertEqual(Set(named.values), ["SGD", "SAM ρ=0.1", "gce + SGD", "gce + SAM ρ=0.1", "coteaching + SGD", "coteaching + SAM ρ=0.1",
+                                           "mixup α=8 + SGD", "mixup α=8 + SAM ρ=0.1"])
+    }
+
     func testTheDefaultBaselineIsSGDWithCrossEntropy() throws {
         let report = ReportBuilder.build(try Self.runs(), suites: ["b"], metric: .last)
         XCTAssertEqual(report.groups.count, 12, "2 rates x 3 methods x 2 optimizers")

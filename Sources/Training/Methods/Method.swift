@@ -26,7 +26,8 @@ public struct MethodConfig: Sendable, Codable, Hashable {
         return name + "(" + d.parameters.map { "\($0.name)=\(Self.format(self[$0.name]))" }.joined(separator: ",") + ")"
     }
 
-    static func format(_ v: Double) -> String { v == v.rounded() && abs(v) < 1e9 ? String(Int(v)) : String(format: "%g", v) }
+    /// A parameter's value as labels write it: `8`, `0.7`.
+    public static func format(_ v: Double) -> String { v == v.rounded() && abs(v) < 1e9 ? String(Int(v)) : String(format: "%g", v) }
 }
 
 /// A parameter of a training method: its name (the suite key, the CLI flag, the column of the
