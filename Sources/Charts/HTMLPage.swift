@@ -179,7 +179,7 @@ public enum HTMLPage {
             let d = c.difference!
             var s = "\(c.setting)\(g.noise == "clean" ? " (no noise)" : ""): \(c.optimizerLabel)\(c.selected ? " (\(paper ? "ρ" : "parameters") chosen on validation)" : "")"
             s += String(format: " minus %@ %+.2f points", paper ? "SGD" : c.baselineLabel ?? baseline, 100 * d.meanDifference)
-            s += d.ci95.map { String(format: ", 95%% CI [%+.2f, %+.2f]", 100 * (d.meanDifference - $0), 100 * (d.meanDifference + $0)) } ?? " (one pair: no interval)"
+            s += d.ci95.map { String(format: ", 95%% CI [%+.2f, %+.2f]", 100 * (d.meanDifference - $0), 100 * (d.meanDifference + $0)) } ?? " (\(d.noIntervalReason))"
             s += ", \(d.pairs) pair\(d.pairs == 1 ? "" : "s")" + (d.pValue.map { String(format: ", p = %.3g", $0) } ?? "") + "."
             out.append(s)
         }

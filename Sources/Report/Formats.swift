@@ -84,6 +84,7 @@ enum ReportText {
                     var line = "  " + pad(c.optimizerLabel + (c.selected ? " *" : ""), width) + String(format: "%3d  ", d?.pairs ?? 0)
                     line += pct(d?.meanDifference, sign: true) + "         " + pad(d.map { interval($0.meanDifference, $0.ci95, sign: true) } ?? "-", 14)
                     line += "  " + (d?.pValue.map { String(format: "p %.3g", $0) } ?? "p -")
+                    if d?.noSpread == true { line += "  (\(d!.noIntervalReason))" }
                     if c.unpaired > 0 { line += "  (\(c.unpaired) unpaired)" }
                     lines.append(line)
                 }
@@ -117,7 +118,7 @@ enum ReportText {
             lines.append("|---|---|--:|---|--:|")
             for c in r.comparisons {
                 let d = c.difference
-                let diff = d.map { plusMinus($0.meanDifference, $0.ci95, sign: true) } ?? "-"
+                let diff = d.map { plusMinus($0.meanDifference, $0.ci95, sign: true) + ($0.noSpread ? " (\($0.noIntervalReason))" : "") } ?? "-"
                 let name = c.optimizerLabel + (c.selected ? " (chosen on validation)" : "")
                 lines.append("| \(c.setting) | \(name) | \(d?.pairs ?? 0) | \(diff) | \(d?.pValue.map { String(format: "%.3g", $0) } ?? "-") |")
             }

@@ -34,15 +34,23 @@ public struct PairedComparison: Sendable, Codable, Equatable {
         pairs = s.n
         meanDifference = s.mean
         ci95 = s.ci95
-        if let sd = s.std {
-            if sd == 0 {
-                pValue = s.mean == 0 ? 1 : 0
-            } else {
-                let t = s.mean / (sd / Double(s.n).squareRoot())
-                pValue = 2 * (1 - StudentT.cdf(abs(t), degreesOfFreedom: Double(s.n - 1)))
-            }
+        guard let sd = s.std else { return }
+        // Pairs that all differ by the same amount (to rounding: accuracies are counts over one
+        // test set, so two seeds can meet exactly) leave the spread unestimated, not zero: no
+        // interval and no p-value, rather than the certainty (p = 0) that a handful of seeds never gives.
+        if sd <= 1e-9 * max(1, abs(s.mean)) {
+            ci95 = nil
+            return
         }
+        let t = s.mean / (sd / Double(s.n).squareRoot())
+        pValue = 2 * (1 - StudentT.cdf(abs(t), degreesOfFreedom: Double(s.n - 1)))
     }
+
+    /// Several pairs, every one with the same difference: no spread to draw an interval from.
+    public var noSpread: Bool { pairs >= 2 && ci95 == nil }
+
+    /// How the tables write a missing interval: why it is missing.
+    public var noIntervalReason: String { noSpread ? "every pair the same: no interval" : "one pair: no interval" }
 }
 
 /// Student's t distribution, through the regularised incomplete beta function.
